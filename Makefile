@@ -1,0 +1,36 @@
+# bpfnb: `make lab` starts JupyterLab with the notebooks; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BCC_DIR := /usr/lib/python3/dist-packages/bcc
+PORT ?= 8888
+
+.PHONY: setup system lab test lint bench clean
+
+setup: system $(STAMP)
+
+system:
+	@bash scripts/setup-system
+
+$(STAMP): pyproject.toml scripts/setup-venv
+	@bash scripts/setup-venv $(PYTHON) $(VENV) $(BCC_DIR)
+	@touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(PORT) \
+	    --notebook-dir=notebooks
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check bpfnb tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/read_maps.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,52 @@
+"""bpfnb: explore eBPF in Jupyter. `%load_ext bpfnb`, then `%%bpf NAME` cells.
+
+>>> prog = bpfnb.load(source)          # compile, load, attach
+>>> prog["counts"].df()                # a map as a typed DataFrame
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends.bcc import AttachPoint, Usdt
+from .errors import (
+    AttachError,
+    BpfnbError,
+    CompileError,
+    FeatureUnavailableError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyTypeError,
+    MapError,
+    MapFullError,
+    PrivilegeError,
+    ProgramClosedError,
+    UnknownMapError,
+    UnknownTargetError,
+    VerifierError,
+)
+from .maps import MapInfo, MapView
+from .program import Program, close_all, load, open_programs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttachError", "AttachPoint", "BpfnbError", "CompileError", "FeatureUnavailableError",
+    "KeyExistsError", "KeyNotFoundError", "KeyTypeError", "MapError", "MapFullError", "MapInfo",
+    "MapView", "PrivilegeError", "Program", "ProgramClosedError", "UnknownMapError",
+    "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load", "open_programs",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext bpfnb`: register the %%bpf magics."""
+    from .magics import load_extension
+
+    load_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext bpfnb`: detach and free every program the notebook holds."""
+    from .magics import unload_extension
+
+    unload_extension(ipython)

@@ -1,0 +1,171 @@
+"""What this kernel and process can do: capabilities, config, tracefs. Cheap file reads only.
+
+Each check returns a `Feature`: whether it is there and, if not, a reason a person can act on.
+Test skips use these reasons, so a skip always says why in the kit's own words.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'available' if self.ok else self.reason}"
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_config() -> dict[str, str]:
+    """CONFIG_* values from /proc/config.gz or /boot/config-$(uname -r); {} if neither."""
+    release = os.uname().release
+    for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{release}", open)):
+        try:
+            with opener(path, "rt") as f:  # type: ignore[operator]
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        config = {}
+        for line in lines:
+            if line.startswith("CONFIG_"):
+                key, _, value = line.partition("=")
+                config[key] = value
+            elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+                config[line[2:].split()[0]] = "n"
+        return config
+    return {}
+
+
+def config_says(option: str) -> bool | None:
+    """True/False when the kernel config is readable, None when it is not."""
+    config = kernel_config()
+    if not config:
+        return None
+    return config.get(option, "n") in ("y", "m")
+
+
+def tracefs() -> str | None:
+    for path in TRACEFS_CANDIDATES:
+        if os.path.exists(f"{path}/events"):
+            return path
+    return None
+
+
+def capabilities() -> int:
+    """This process's effective capability mask."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def has_cap(cap: int) -> bool:
+    return bool(capabilities() >> cap & 1)
+
+
+def sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return None
+
+
+def lockdown() -> str | None:
+    """The active lockdown mode ('none', 'integrity', 'confidentiality') or None if unknown."""
+    try:
+        text = Path("/sys/kernel/security/lockdown").read_text()
+    except OSError:
+        return None
+    return next((w.strip("[]") for w in text.split() if w.startswith("[")), None)
+
+
+def can_load_bpf() -> Feature:
+    """CAP_BPF or CAP_SYS_ADMIN, or unprivileged BPF allowed by sysctl."""
+    if has_cap(CAP_BPF) or has_cap(CAP_SYS_ADMIN):
+        return Feature("bpf", True)
+    unpriv = sysctl("kernel.unprivileged_bpf_disabled")
+    return Feature(
+        "bpf", False,
+        "loading BPF programs needs CAP_BPF (with CAP_PERFMON for tracing) or CAP_SYS_ADMIN, "
+        f"and this process has neither (kernel.unprivileged_bpf_disabled={unpriv}). Run the "
+        "Jupyter kernel as root, install the capability kernel (`bpfnb install-kernel`), "
+        "or replay a recording.")
+
+
+def can_trace() -> Feature:
+    """Tracing programs need CAP_PERFMON or CAP_SYS_ADMIN, and tracefs."""
+    if not (has_cap(CAP_PERFMON) or has_cap(CAP_SYS_ADMIN)):
+        return Feature("tracing", False,
+                       "tracing programs need CAP_PERFMON (or CAP_SYS_ADMIN); this process "
+                       "lacks it. Run the kernel as root or with the capability kernel.")
+    if tracefs() is None:
+        return Feature("tracing", False,
+                       "tracefs is not mounted: run `mount -t tracefs tracefs "
+                       "/sys/kernel/tracing` (scripts/setup-system does it)")
+    return Feature("tracing", True)
+
+
+def kprobes() -> Feature:
+    if config_says("CONFIG_KPROBES") is False:
+        return Feature("kprobes", False, "CONFIG_KPROBES is not set in this kernel")
+    path = tracefs()
+    if path and not os.path.exists(f"{path}/kprobe_events"):
+        return Feature("kprobes", False,
+                       f"CONFIG_KPROBE_EVENTS is not set ({path}/kprobe_events is missing)")
+    return Feature("kprobes", True)
+
+
+def uprobes() -> Feature:
+    if config_says("CONFIG_UPROBES") is False:
+        return Feature("uprobes", False, "CONFIG_UPROBES is not set in this kernel")
+    path = tracefs()
+    if path and not os.path.exists(f"{path}/uprobe_events"):
+        return Feature("uprobes", False, f"{path}/uprobe_events is missing")
+    return Feature("uprobes", True)
+
+
+def btf() -> Feature:
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        return Feature("btf", True)
+    return Feature("btf", False, "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing)")
+
+
+def kernel_headers() -> Feature:
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not (build / "include").exists():
+        return Feature("headers", False,
+                       f"no kernel headers at {build}: run `make setup` (scripts/setup-system)")
+    target = build.resolve()
+    if os.uname().release not in str(target):
+        return Feature("headers", True, f"fallback headers {target} (not the running kernel's)")
+    return Feature("headers", True)
+
+
+def tracepoints() -> list[str]:
+    """Every tracepoint as 'category:event'."""
+    path = tracefs()
+    if path is None:
+        return []
+    try:
+        return Path(f"{path}/available_events").read_text().split()
+    except OSError:
+        return []
+
+
+def tracepoint_exists(category: str, event: str) -> bool:
+    path = tracefs()
+    return bool(path) and os.path.exists(f"{path}/events/{category}/{event}")

@@ -1,0 +1,198 @@
+"""IPython magics: %%bpf NAME cells and %bpf commands. Thin: parse, call the core, bind."""
+
+from __future__ import annotations
+
+import html
+import shlex
+from typing import Any
+
+import pandas as pd
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import display
+
+from . import program as core
+from .backends.bcc import Usdt
+from .errors import BpfnbError, VerifierError
+
+USAGE = """\
+%%bpf NAME [--cflags=STR] [-D MACRO[=VAL] ...] [--no-attach] [--usdt PATH:PROBE:FN ...]
+    Compile, load and attach the BCC C program in the cell; bind it to NAME.
+    Re-running the cell closes the previous NAME first.
+%bpf ls                 programs this notebook holds: name, attach points, maps, entries
+%bpf stop NAME          detach and free program NAME
+%bpf stop --all         detach and free every program
+%bpf log [NAME]         the full verifier/compiler log of the last error (or of NAME's load)
+"""
+
+
+def _split_usdt(spec: str) -> Usdt:
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(f"--usdt wants PATH_OR_PID:PROBE:FUNCTION, got {spec!r}")
+    where, probe, fn = parts
+    return Usdt(probe, fn, pid=int(where)) if where.isdigit() else Usdt(probe, fn, path=where)
+
+
+def parse_cell_args(line: str) -> tuple[str, list[str], bool, list[Usdt]]:
+    """(name, cflags, attach, usdt) from the %%bpf line; UsageError on anything odd."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"%%bpf: cannot parse arguments: {e}") from None
+    name, cflags, attach, usdt = None, [], True, []
+    it = iter(words)
+    for word in it:
+        if word.startswith("--cflags="):
+            cflags += shlex.split(word.split("=", 1)[1])
+        elif word == "--cflags":
+            cflags += shlex.split(next(it, ""))
+        elif word == "-D":
+            cflags.append("-D" + next(it, ""))
+        elif word.startswith("-D") and len(word) > 2:
+            cflags.append(word)
+        elif word == "--no-attach":
+            attach = False
+        elif word == "--usdt":
+            usdt.append(_split_usdt(next(it, "")))
+        elif word.startswith("-"):
+            raise UsageError(f"%%bpf: unknown option {word}\n\n{USAGE}")
+        elif name is None:
+            name = word
+        else:
+            raise UsageError(f"%%bpf: one NAME expected, got {name!r} and {word!r}\n\n{USAGE}")
+    if name is None or not name.isidentifier():
+        raise UsageError(f"%%bpf needs a NAME that is a Python identifier\n\n{USAGE}")
+    return name, cflags, attach, usdt
+
+
+@magics_class
+class BpfMagics(Magics):
+    """The %%bpf / %bpf magics; holds the programs bound in the notebook."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.programs: dict[str, core.Program] = {}
+        self.last_error: BpfnbError | None = None
+
+    @line_cell_magic
+    def bpf(self, line: str, cell: str | None = None) -> Any:
+        """Compile, load and attach BCC C programs; list and stop them.
+
+        %%bpf NAME [--cflags=STR] [-D MACRO[=VAL] ...] [--no-attach] [--usdt PATH:PROBE:FN]
+            The cell holds BCC C code. bpfnb compiles it, loads it, attaches every function
+            whose name says where (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE, kprobe__/kretprobe__
+            names, KFUNC_PROBE, LSM_PROBE) and binds NAME to a Program: NAME["map"].df() is a
+            DataFrame, NAME.attach_uprobe(...) etc. attach more. Re-running the cell closes the
+            previous NAME first. --no-attach loads nothing until you attach by hand.
+        %bpf ls              programs held: name, attach points, maps (entries)
+        %bpf stop NAME       close NAME (detach, free maps)
+        %bpf stop --all      close every program
+        %bpf log [NAME]      full verifier or compiler log of the last error
+        """
+        if cell is not None:
+            return self._cell(line, cell)
+        words = shlex.split(line)
+        if not words:
+            raise UsageError(USAGE)
+        command = self._commands.get(words[0])
+        if command is None:
+            raise UsageError(f"%bpf: unknown command {words[0]!r}\n\n{USAGE}")
+        return command(self, words[1:])
+
+    def _cell(self, line: str, cell: str) -> None:
+        name, cflags, attach, usdt = parse_cell_args(line)
+        self._close(name)
+        try:
+            prog = core.load(cell, name=name, cflags=cflags, attach=attach, usdt=usdt)
+        except BpfnbError as e:
+            self.last_error = e
+            raise
+        self.programs[name] = prog
+        self.shell.user_ns[name] = prog
+        display(prog)
+
+    def _close(self, name: str) -> None:
+        old = self.programs.pop(name, None)
+        if old is not None:
+            old.close()
+        bound = self.shell.user_ns.get(name)
+        if isinstance(bound, core.Program):
+            bound.close()
+
+    def _ls(self, args: list[str]) -> pd.DataFrame:
+        if args:
+            raise UsageError("%bpf ls takes no arguments")
+        rows = [p.summary() for p in core.open_programs()]
+        return pd.DataFrame(rows, columns=["name", "state", "attached", "maps"])
+
+    def _stop(self, args: list[str]) -> None:
+        if args == ["--all"]:
+            for name in list(self.programs):
+                self._close(name)
+            core.close_all()
+            return
+        if len(args) != 1:
+            raise UsageError("%bpf stop NAME | %bpf stop --all")
+        if args[0] not in self.programs:
+            held = ", ".join(self.programs) or "none"
+            raise UsageError(f"%bpf stop: no program {args[0]!r}; held: {held}")
+        self._close(args[0])
+
+    def _log(self, args: list[str]) -> None:
+        err = self.last_error
+        if err is None or not err.details:
+            raise UsageError("%bpf log: no error with a log yet")
+        display(_LogView(err, full=True))
+
+    _commands = {"ls": _ls, "stop": _stop, "log": _log}
+
+    def close_all(self) -> None:
+        for name in list(self.programs):
+            self._close(name)
+
+
+class _LogView:
+    """A long log: collapsed in HTML, whole in text/plain."""
+
+    def __init__(self, err: BpfnbError, full: bool = False) -> None:
+        self.err = err
+        self.full = full
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        title = "verifier log" if isinstance(self.err, VerifierError) else "compiler output"
+        body = html.escape(self.err.details)
+        lines = len(self.err.details.splitlines())
+        return {
+            "text/plain": self.err.details if self.full else
+            f"({title}: {lines} lines; `%bpf log` shows it)",
+            "text/html": f"<details><summary>{title} ({len(self.err.details.splitlines())} "
+                         f"lines)</summary><pre>{body}</pre></details>",
+        }
+
+
+def _show_error(shell: Any, etype: type, value: BaseException, tb: Any,
+                tb_offset: int | None = None) -> list[str]:
+    """Show a bpfnb error as its message (no traceback), the long log folded away."""
+    if isinstance(value, BpfnbError):
+        magics = shell.magics_manager.registry.get("BpfMagics")
+        if magics is not None:
+            magics.last_error = value
+        if value.details:
+            display(_LogView(value))
+    stb = [f"\x1b[0;31m{etype.__name__}\x1b[0m: {value}"]
+    shell._showtraceback(etype, value, stb)  # IPython ignores the handler's return value
+    return stb
+
+
+def load_extension(ipython: Any) -> None:
+    ipython.register_magics(BpfMagics)
+    ipython.set_custom_exc((BpfnbError,), _show_error)
+
+
+def unload_extension(ipython: Any) -> None:
+    magics = ipython.magics_manager.registry.get("BpfMagics")
+    if magics is not None:
+        magics.close_all()
+    core.close_all()
+    ipython.set_custom_exc((), None)

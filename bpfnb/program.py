@@ -1,0 +1,228 @@
+"""Program: one loaded BPF program, its attachments and maps; closes cleanly, once."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .backends.bcc import AttachPoint, BccModule, Usdt
+from .errors import BpfnbError, ProgramClosedError, UnknownMapError
+from .maps import MapView
+
+PERF_TYPES = {"hardware": 0, "software": 1}
+PERF_CONFIGS = {
+    "software": {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches": 3,
+                 "cpu-migrations": 4, "minor-faults": 5, "major-faults": 6},
+    "hardware": {"cpu-cycles": 0, "instructions": 1, "cache-references": 2, "cache-misses": 3,
+                 "branch-instructions": 4, "branch-misses": 5},
+}
+
+_open_programs: weakref.WeakSet[Program] = weakref.WeakSet()
+_close_hooks: list[Any] = []  # callables run with a program before it closes (live views)
+
+
+class Program:
+    """A compiled, loaded and (by default) attached BCC C program.
+
+    `prog["map"]` is a MapView; `prog.close()` detaches and frees everything. Also a
+    context manager.
+    """
+
+    def __init__(self, source: str, name: str | None = None, cflags: Sequence[str] = (),
+                 attach: bool = True, usdt: Iterable[Usdt] = ()) -> None:
+        self.name = name or "bpf"
+        self.source = source
+        self.cflags = tuple(cflags)
+        self._lock = threading.RLock()
+        self._views: dict[str, MapView] = {}
+        self._module: BccModule | None = BccModule(source, self.cflags, tuple(usdt))
+        try:
+            if attach:
+                self._module.autoattach()
+            self._map_names = self._module.table_names()
+        except BaseException:
+            self._module.close()
+            self._module = None
+            raise
+        _open_programs.add(self)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._module is None
+
+    @property
+    def module(self) -> BccModule:
+        if self._module is None:
+            raise ProgramClosedError(f"program {self.name!r} is closed; run its cell again")
+        return self._module
+
+    @property
+    def attach_points(self) -> list[AttachPoint]:
+        return [] if self._module is None else list(self._module.attached)
+
+    @property
+    def functions(self) -> list[str]:
+        return self.module.functions()
+
+    # -- maps -------------------------------------------------------------------------
+    @property
+    def map_names(self) -> list[str]:
+        return list(self._map_names)
+
+    @property
+    def maps(self) -> dict[str, MapView]:
+        return {n: self[n] for n in self._map_names}
+
+    def __getitem__(self, name: str) -> MapView:
+        with self._lock:
+            if name in self._views:
+                return self._views[name]
+            if name not in self._map_names:
+                names = ", ".join(self._map_names) or "none"
+                raise UnknownMapError(f"no map {name!r} in program {self.name!r}; "
+                                      f"its maps are: {names}")
+            table = self.module.table(name)
+            leaf = getattr(table, "sLeaf", table.Leaf)
+            key = getattr(table, "Key", None)
+            view = MapView(name, table.map_fd,
+                           key, leaf, owner=lambda: not self.closed)
+            self._views[name] = view
+            return view
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._map_names
+
+    def __iter__(self) -> Any:
+        return iter(self._map_names)
+
+    # -- attaching --------------------------------------------------------------------
+    def attach_tracepoint(self, tracepoint: str, fn_name: str) -> Program:
+        """Attach `fn_name` to 'category:event'."""
+        self.module.attach_tracepoint(tracepoint, fn_name)
+        return self
+
+    def attach_raw_tracepoint(self, tracepoint: str, fn_name: str) -> Program:
+        self.module.attach_raw_tracepoint(tracepoint, fn_name)
+        return self
+
+    def attach_kprobe(self, event: str, fn_name: str) -> Program:
+        self.module.attach_kprobe(event, fn_name)
+        return self
+
+    def attach_kretprobe(self, event: str, fn_name: str) -> Program:
+        self.module.attach_kprobe(event, fn_name, ret=True)
+        return self
+
+    def attach_uprobe(self, name: str, sym: str | None = None, fn_name: str = "",
+                      pid: int = -1, addr: int | None = None, sym_off: int = 0) -> Program:
+        """Run `fn_name` when `sym` in binary/library `name` (path, or 'c' for libc) runs."""
+        self.module.attach_uprobe(name, sym, fn_name, ret=False, pid=pid, addr=addr,
+                                  sym_off=sym_off)
+        return self
+
+    def attach_uretprobe(self, name: str, sym: str | None = None, fn_name: str = "",
+                         pid: int = -1, addr: int | None = None) -> Program:
+        self.module.attach_uprobe(name, sym, fn_name, ret=True, pid=pid, addr=addr, sym_off=0)
+        return self
+
+    def attach_usdt(self, probe: str, fn_name: str, path: str | None = None,
+                    pid: int | None = None) -> Program:
+        """Attach to a USDT probe. Handlers that read probe arguments need the probe at
+        load time instead: `bpfnb.load(src, usdt=[Usdt(probe, fn, path)])`."""
+        self.module.attach_usdt(probe, fn_name, path, pid)
+        return self
+
+    def attach_perf_event(self, fn_name: str, type: str | int = "software",
+                          config: str | int = "cpu-clock", sample_freq: int | None = None,
+                          sample_period: int | None = None, pid: int = -1,
+                          cpu: int = -1) -> Program:
+        """Sample with a perf event on every CPU (default: software cpu-clock at 99 Hz)."""
+        ev_type = PERF_TYPES[type] if isinstance(type, str) else type
+        if isinstance(config, str):
+            kind = type if isinstance(type, str) else "software"
+            if config not in PERF_CONFIGS.get(kind, {}):
+                raise BpfnbError(f"unknown {kind} perf event {config!r}; known: "
+                                 f"{', '.join(PERF_CONFIGS.get(kind, {}))}")
+            ev_config = PERF_CONFIGS[kind][config]
+        else:
+            ev_config = config
+        if sample_freq is None and sample_period is None:
+            sample_freq = 99
+        self.module.attach_perf_event(fn_name, ev_type, ev_config,
+                                      sample_period=sample_period or 0,
+                                      sample_freq=sample_freq or 0, pid=pid, cpu=cpu)
+        return self
+
+    def program_fd(self, fn_name: str, prog_type: int) -> int:
+        """Load function `fn_name` as a program of `prog_type`; return its fd."""
+        return self.module.program_fd(fn_name, prog_type)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach every probe, free every map. Safe to call twice."""
+        with self._lock:
+            if self._module is None:
+                return
+            for hook in list(_close_hooks):
+                hook(self)
+            for view in self._views.values():
+                view.release()
+            self._views.clear()
+            module, self._module = self._module, None
+            module.close()
+        _open_programs.discard(self)
+
+    def __enter__(self) -> Program:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - interpreter shutdown; nothing to report to
+            pass
+
+    def summary(self) -> dict[str, Any]:
+        """Name, attach points, maps and their entry counts (for `%bpf ls`)."""
+        if self.closed:
+            return {"name": self.name, "state": "closed", "attached": "", "maps": ""}
+        maps = []
+        for n in self._map_names:
+            try:
+                maps.append(f"{n} ({len(self[n])})")
+            except Exception:
+                maps.append(n)
+        return {"name": self.name, "state": "loaded",
+                "attached": ", ".join(str(a) for a in self.attach_points),
+                "maps": ", ".join(maps)}
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Program {self.name}: closed>"
+        points = ", ".join(str(a) for a in self.attach_points) or "nothing attached"
+        return f"<Program {self.name}: {points}; maps: {', '.join(self._map_names) or 'none'}>"
+
+
+def load(source: str, name: str | None = None, cflags: Sequence[str] = (), attach: bool = True,
+         usdt: Iterable[Usdt] = ()) -> Program:
+    """Compile, load and (unless attach=False) auto-attach a BCC C program."""
+    return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt)
+
+
+def open_programs() -> list[Program]:
+    return [p for p in list(_open_programs) if not p.closed]
+
+
+def close_all() -> None:
+    """Close every program this process holds (extension unload, interpreter exit)."""
+    for prog in open_programs():
+        prog.close()
+
+
+atexit.register(close_all)

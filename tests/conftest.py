@@ -1,0 +1,73 @@
+"""Shared fixtures: the workload binary, feature-based skips, resource counting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from bpfnb import features
+
+HERE = Path(__file__).parent
+WORKLOAD_SRC = HERE / "workload" / "workload.c"
+BIN_DIR = HERE / "workload" / "bin"
+
+
+def build(src: Path, name: str, *flags: str) -> Path:
+    """Compile a test C program once (rebuilt when the source changes)."""
+    BIN_DIR.mkdir(exist_ok=True)
+    out = BIN_DIR / name
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", *flags, "-o", str(out),
+                        str(src)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def workload() -> Path:
+    return build(WORKLOAD_SRC, "workload")
+
+
+def run_workload(binary: Path, *args: object, cpu: int | None = None) -> int:
+    """Run the workload to completion; return its pid."""
+    cmd = [str(binary), *map(str, args)]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    proc = subprocess.Popen(cmd)
+    assert proc.wait(timeout=60) == 0
+    return proc.pid
+
+
+def require(feature: features.Feature) -> None:
+    """Skip with the kit's own reason when a feature is missing."""
+    if not feature:
+        pytest.skip(str(feature))
+
+
+@pytest.fixture(scope="session")
+def kernel() -> None:
+    """Tests that load BPF: `pytestmark = pytest.mark.usefixtures("kernel")`."""
+    require(features.can_load_bpf())
+    require(features.can_trace())
+
+
+def open_fds() -> list[str]:
+    """This process's fds with what they point at."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def bpf_fd_count() -> int:
+    return sum(("bpf" in f or "perf_event" in f) for f in open_fds())
+
+
+def resources() -> tuple[int, int, int]:
+    return len(open_fds()), bpf_fd_count(), threading.active_count()

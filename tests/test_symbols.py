@@ -1,0 +1,250 @@
+"""Symbolizer: real addresses of a real binary, a live and an exited process, kallsyms."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bpfnb import symbols
+from bpfnb.symbols import Symbolizer, SymbolTable
+
+WORKLOAD = Path(__file__).parent / "workload" / "callchain.c"
+
+CPP_SOURCE = r"""
+#include <cstdio>
+#include <unistd.h>
+namespace spin {
+template <typename T> struct Box { T v; };
+__attribute__((noinline)) long work(int n, Box<long> *b) {
+    for (int i = 0; i < n; i++) b->v += i;
+    return b->v;
+}
+}  // namespace spin
+int main() {
+    std::printf("work=%p\nready\n", (void *)&spin::work);
+    std::fflush(stdout);
+    sleep(20);
+    return 0;
+}
+"""
+
+
+def _compiler(name: str) -> str:
+    cc = shutil.which(name)
+    if cc is None:
+        pytest.skip(f"no {name} to build a test program")
+    return cc
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cc = _compiler("cc")
+    out = tmp_path_factory.mktemp("bin")
+    flags = ["-O0", "-g", "-fno-omit-frame-pointer"]
+    built = {"pie": out / "callchain", "nopie": out / "callchain-nopie"}
+    subprocess.run([cc, *flags, "-o", str(built["pie"]), str(WORKLOAD)], check=True)
+    subprocess.run([cc, *flags, "-no-pie", "-o", str(built["nopie"]), str(WORKLOAD)], check=True)
+    return built
+
+
+def _start(binary: Path, seconds: float) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    proc = subprocess.Popen([str(binary), str(seconds), "1", "1", "0", "addrs"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    addrs = {}
+    for line in proc.stdout:
+        if line.strip() == "ready":
+            break
+        key, value = line.strip().split("=")
+        addrs[key] = int(value, 16)
+    return proc, addrs
+
+
+@pytest.fixture
+def running(binaries: dict[str, Path]) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+    proc, addrs = _start(binaries["pie"], 20)
+    yield proc, addrs
+    proc.kill()
+    proc.wait()
+
+
+def test_elf_table_has_the_functions(binaries: dict[str, Path]) -> None:
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    with open(binaries["pie"], "rb") as f:
+        table = ELFFile(f).get_section_by_name(".symtab")
+        assert isinstance(table, SymbolTableSection)
+        want = {s.name: s["st_value"] for s in table.iter_symbols()
+                if s.name in ("a", "b", "c", "x", "y", "main")}
+    elf = symbols.load_elf(str(binaries["pie"]))
+    assert not elf.error
+    for name, value in want.items():
+        idx = elf.table.lookup(np.array([value, value + 3], np.uint64))
+        assert [elf.table.name(int(i)) for i in idx] == [name, name]
+
+
+def test_resolve_user_pie(running: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, addrs = running
+    sym = Symbolizer()
+    got = sym.resolve_user(proc.pid, np.array(
+        [addrs["c"], addrs["c"] + 7, addrs["y"], addrs["main"] + 1, addrs["getpid"]], np.uint64))
+    assert got[:4] == ["c [callchain]", "c [callchain]", "y [callchain]", "main [callchain]"]
+    assert got[4] in ("getpid [libc.so.6]", "__getpid [libc.so.6]")
+
+
+def test_resolve_user_non_pie(binaries: dict[str, Path]) -> None:
+    proc, addrs = _start(binaries["nopie"], 20)
+    try:
+        got = Symbolizer().resolve_user(proc.pid, [addrs["c"] + 2, addrs["y"]])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert got == ["c [callchain-nopie]", "y [callchain-nopie]"]
+
+
+def test_each_address_in_order_and_duplicates(
+        running: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, addrs = running
+    a = np.array([addrs["y"], addrs["c"], addrs["y"], 0x10, addrs["c"]], np.uint64)
+    got = Symbolizer().resolve_user(proc.pid, a)
+    assert got == ["y [callchain]", "c [callchain]", "y [callchain]", "[unknown] 0x10",
+                   "c [callchain]"]
+
+
+def test_unknown_keeps_the_module(running: tuple[subprocess.Popen[str], dict[str, int]]) -> None:
+    proc, _ = running
+    sym = Symbolizer()
+    pm = sym.snapshot_process(proc.pid)
+    assert pm is not None
+    mine = [i for i, m in enumerate(pm.module_index.tolist()) if pm.modules[m].name == "callchain"]
+    last = int(pm.ends[mine[-1]]) - 1  # page padding after the last function
+    assert sym.resolve_user(proc.pid, [last]) == [f"[unknown] {last:#x} [callchain]"]
+
+
+def test_exited_process_still_resolves(binaries: dict[str, Path]) -> None:
+    proc, addrs = _start(binaries["pie"], 0.2)
+    sym = Symbolizer()
+    assert sym.snapshot_process(proc.pid) is not None
+    assert proc.wait(timeout=10) == 0
+    assert not Path(f"/proc/{proc.pid}").exists()
+    assert sym.resolve_user(proc.pid, [addrs["c"], addrs["y"]]) == ["c [callchain]",
+                                                                   "y [callchain]"]
+    # without a snapshot the addresses of a gone process cannot be named
+    assert Symbolizer().resolve_user(proc.pid, [addrs["c"]]) == [f"[unknown] {addrs['c']:#x}"]
+
+
+def test_cpp_names_are_demangled(tmp_path: Path) -> None:
+    cxx = _compiler("c++")
+    src = tmp_path / "spin.cc"
+    src.write_text(CPP_SOURCE)
+    exe = tmp_path / "spin"
+    subprocess.run([cxx, "-O0", "-g", "-o", str(exe), str(src)], check=True)
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        addr = int(proc.stdout.readline().strip().split("=")[1], 16)
+        got = Symbolizer().resolve_user(proc.pid, [addr + 4])
+        raw = Symbolizer(demangle=False).resolve_user(proc.pid, [addr])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert raw == ["_ZN4spin4workEiPNS_3BoxIlEE [spin]"]
+    if symbols.demangle(["_ZN4spin4workEiPNS_3BoxIlEE"])[0].startswith("_Z"):
+        pytest.skip("neither c++filt nor libstdc++ is available to demangle")
+    assert got == ["spin::work(int, spin::Box<long>*) [spin]"]
+
+
+def test_demangle_batch() -> None:
+    names = ["_ZN3foo3barEi", "main", "_ZNSt6vectorIiSaIiEE9push_backERKi", "_Znot_valid"]
+    got = symbols.demangle(names)
+    if got[0] == names[0]:
+        pytest.skip("neither c++filt nor libstdc++ is available to demangle")
+    assert got == ["foo::bar(int)", "main",
+                   "std::vector<int, std::allocator<int> >::push_back(int const&)", "_Znot_valid"]
+
+
+def _kallsyms_text_symbol(name: str) -> int:
+    with open(symbols.KALLSYMS) as f:
+        lines = [line.split() for line in f]
+    addrs = [int(p[0], 16) for p in lines if p[2] == name and p[1] in "tT"]
+    if not addrs or addrs[0] == 0:
+        pytest.skip("/proc/kallsyms shows no addresses (not root, or kptr_restrict)")
+    others = [p[2] for p in lines if int(p[0], 16) == addrs[0] and p[1] not in "bBdDrR"]
+    assert others == [name], f"{name} has aliases: {others}"
+    return addrs[0]
+
+
+def test_resolve_kernel_real_symbol() -> None:
+    addr = _kallsyms_text_symbol("vfs_read")
+    sym = Symbolizer()
+    assert sym.resolve_kernel(np.array([addr, addr + 5, addr], np.uint64)) == ["vfs_read"] * 3
+    assert sym.resolve_kernel([0x10]) == ["[unknown] 0x10"]
+
+
+KALLSYMS = b"""ffffffff81000000 T _stext
+ffffffff81000000 T startup_64
+ffffffff81000100 t helper
+ffffffff81000200 D some_data
+ffffffff81000300 T do_thing
+ffffffffc0001000 t mod_fn\t[mymod]
+ffffffffc0002000 b mod_bss\t[mymod]
+"""
+
+
+def test_parse_kallsyms_rules() -> None:
+    sym = Symbolizer(kallsyms=KALLSYMS)
+    got = sym.resolve_kernel(np.array([0xFFFFFFFF81000000, 0xFFFFFFFF81000250, 0xFFFFFFFF81000301,
+                                       0xFFFFFFFFC0001004, 0xFFFFFFFFC0002004, 0x1], np.uint64))
+    # later line wins an address tie; data symbols are skipped; module suffix is cut
+    assert got == ["startup_64", "helper", "do_thing", "mod_fn", "mod_fn", "[unknown] 0x1"]
+
+
+def test_nested_symbols_walk_back() -> None:
+    # goo [0, 6), foo [6, 0x16), bar [8, 0xc) nested in foo, baz [0x16, 0x26)
+    names = b"goo\0foo\0bar\0baz\0"
+    t = SymbolTable(np.array([0, 6, 8, 0x16], np.uint64), np.array([6, 0x10, 4, 0x10], np.uint64),
+                    np.array([0, 4, 8, 12], np.int64), None, names)
+    idx = t.lookup(np.array([0x2, 0x9, 0x12, 0x17, 0x30], np.uint64))
+    assert [t.name(int(i)) if i >= 0 else None for i in idx] == ["goo", "bar", "foo", "baz", None]
+
+
+def test_perf_map_names_jit_code(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "20"])
+    path = Path(f"/tmp/perf-{proc.pid}.map")
+    try:
+        path.write_text("7000 100 jitted::fn\n7100 80 other\n")
+        got = Symbolizer().resolve_user(proc.pid, [0x7010, 0x7120, 0x8000])
+    finally:
+        path.unlink()
+        proc.kill()
+        proc.wait()
+    assert got == [f"jitted::fn [perf-{proc.pid}.map]", f"other [perf-{proc.pid}.map]",
+                   "[unknown] 0x8000"]
+
+
+def test_vdso() -> None:
+    sym = Symbolizer()
+    elf = sym._vdso_symbols()
+    if not len(elf.table):
+        pytest.skip("no vDSO in this process")
+    i = next(i for i in range(len(elf.table)) if "gettimeofday" in elf.table.name(i))
+    with open("/proc/self/maps") as f:
+        start = next(int(ln.split("-")[0], 16) for ln in f if ln.rstrip().endswith("[vdso]"))
+    addr = start + int(elf.table.starts[i]) - int(elf.segments[0][0]) + 1
+    (got,) = sym.resolve_user(os.getpid(), [addr])
+    assert "gettimeofday" in got and got.endswith(" [vdso]")
+
+
+def test_demangle_without_cxxfilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(symbols.shutil, "which", lambda name: None)
+    got = symbols.demangle(["_ZN3foo3barEi", "plain"])
+    if got[0] == "_ZN3foo3barEi":
+        pytest.skip("libstdc++ is not available to demangle through ctypes")
+    assert got == ["foo::bar(int)", "plain"]
