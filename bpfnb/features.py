@@ -35,7 +35,7 @@ def kernel_config() -> dict[str, str]:
     release = os.uname().release
     for path, opener in (("/proc/config.gz", gzip.open), (f"/boot/config-{release}", open)):
         try:
-            with opener(path, "rt") as f:  # type: ignore[operator]
+            with opener(path, "rt") as f:
                 lines = f.read().splitlines()
         except OSError:
             continue

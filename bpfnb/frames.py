@@ -86,7 +86,7 @@ def hist_frame(df: pd.DataFrame, linear: int | None = None, value: str | None = 
         for sec, group in df.groupby(sections, sort=True):
             part = _buckets(group[slot].to_numpy(), group[count].to_numpy(), linear)
             for name, val in zip(sections, sec if isinstance(sec, tuple) else (sec,)):
-                part.insert(len(part.columns) - 3, name, val)
+                part.insert(len(part.columns) - 3, name, [val] * len(part))
             parts.append(part)
         out = pd.concat(parts, ignore_index=True) if parts else _buckets(
             np.zeros(0, np.uint64), np.zeros(0, np.uint64), linear)

@@ -56,11 +56,14 @@ def padded(dtype: np.dtype, align: int = 8) -> np.dtype:
     size = -(-dtype.itemsize // align) * align
     if size == dtype.itemsize:
         return dtype
-    if dtype.names is None:
-        return np.dtype({"names": ["v"], "formats": [dtype], "offsets": [0], "itemsize": size})
-    return np.dtype({"names": list(dtype.names),
-                     "formats": [dtype.fields[n][0] for n in dtype.names],
-                     "offsets": [dtype.fields[n][1] for n in dtype.names], "itemsize": size})
+    fields = dict(dtype.fields or {})
+    names = list(dtype.names or ())
+    spec: dict[str, Any] = (
+        {"names": ["v"], "formats": [dtype], "offsets": [0], "itemsize": size}
+        if not names else
+        {"names": names, "formats": [fields[n][0] for n in names],
+         "offsets": [fields[n][1] for n in names], "itemsize": size})
+    return np.dtype(spec)  # type: ignore[call-overload]
 
 
 def unpad(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -91,15 +94,15 @@ def flatten(arr: np.ndarray, name: str) -> dict[str, Any]:
         return {name: decode_strings(arr)}
     if arr.ndim > 1:
         return _array_columns(arr, name)
-    return {name: np.ascontiguousarray(arr)}
+    return {name: np.array(arr, copy=True, order="C")}  # never alias the reader's buffers
 
 
 def _array_columns(arr: np.ndarray, name: str) -> dict[str, Any]:
     width = arr.shape[1]
     if width <= SPLIT_ARRAY_MAX:
-        return {f"{name}[{i}]": np.ascontiguousarray(arr[:, i]) for i in range(width)}
+        return {f"{name}[{i}]": np.array(arr[:, i], copy=True) for i in range(width)}
     column = np.empty(len(arr), dtype=object)
-    column[:] = list(np.ascontiguousarray(arr))
+    column[:] = list(np.array(arr, copy=True))
     return {name: column}
 
 
@@ -125,9 +128,10 @@ def sum_cpus(values: np.ndarray) -> np.ndarray:
     if dtype.names is None:
         return values.sum(axis=1, dtype=dtype) if dtype.kind in "iuf" else values[:, 0]
     out = np.zeros(values.shape[0], dtype=dtype)
+    fields = dict(dtype.fields or {})
     for field in dtype.names:
         col = values[field]
-        fdtype = dtype.fields[field][0]
+        fdtype = fields[field][0]
         if fdtype.kind in "iuf" and fdtype.names is None:
             out[field] = col.sum(axis=1, dtype=fdtype.base if col.ndim > 2 else fdtype)
         else:

@@ -70,6 +70,8 @@ def parse_cell_args(line: str) -> tuple[str, list[str], bool, list[Usdt]]:
 class BpfMagics(Magics):
     """The %%bpf / %bpf magics; holds the programs bound in the notebook."""
 
+    shell: Any
+
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.programs: dict[str, core.Program] = {}

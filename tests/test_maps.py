@@ -253,3 +253,12 @@ def test_iterate_fallback_matches_batch(counts, workload):
 
     it = frames.frame(keys, values.reshape(len(values)), {}).sort_values(["pid", "comm"])
     assert it.reset_index(drop=True).equals(batch)
+
+
+def test_dataframes_do_not_alias_read_buffers(counts, workload):
+    pid = run_workload(workload, "getpid", 3)
+    first = counts["by_pid"].df()
+    value = int(first.loc[first.key == pid, "value"].iloc[0])
+    run_workload(workload, "getpid", 4)
+    counts["by_pid"].df()
+    assert int(first.loc[first.key == pid, "value"].iloc[0]) == value

@@ -88,7 +88,7 @@ def _bpf_class() -> Any:
     if _SUBCLASS is None:
         bcc = _bcc()
 
-        class QuietBPF(bcc.BPF):  # type: ignore[misc,name-defined]
+        class QuietBPF(bcc.BPF):  # type: ignore[name-defined]
             def _trace_autoload(self) -> None:
                 pass
 

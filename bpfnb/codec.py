@@ -1,0 +1,322 @@
+"""Python keys and values <-> the bytes of a map's key or value type.
+
+Accepted shapes: ints and floats for scalars, str/bytes for char[], sequences for arrays,
+tuples (positional, padding skipped), dicts (nested or flattened `a.b` names, as in df())
+and ctypes objects or raw bytes of the right size for structs. Decoding gives a Python
+int/float/str, a list for arrays, or a dict of the flattened columns df() shows.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import KeyTypeError
+from .layout import SPLIT_ARRAY_MAX, field_names, flatten, is_padding
+
+LOCK_TYPE_NAMES = ("bpf_spin_lock", "bpf_timer")  # kernel-owned fields, hidden from users
+
+
+class Codec:
+    """Encodes and decodes one map side ('key' or 'value') of a given numpy dtype."""
+
+    def __init__(self, dtype: np.dtype, role: str, map_name: str, ctype: Any = None) -> None:
+        self.dtype = dtype
+        self.role = role
+        self.map_name = map_name
+        self.ctype = ctype
+        self.hidden = frozenset(hidden_fields(ctype))
+        base = "" if dtype.names is not None else role
+        self.columns = [c for c in field_names(dtype, base) if c.split(".")[0] not in self.hidden]
+
+    # -- encoding -------------------------------------------------------------------------
+    def encode(self, obj: Any) -> np.ndarray:
+        """A one-element array holding `obj` in the map's layout."""
+        out = np.zeros(1, self.dtype)
+        raw = _raw_bytes(obj, self.dtype.itemsize)
+        if raw is not None:
+            out.view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
+            return out
+        try:
+            _assign(out, (), self.dtype, obj, self.hidden)
+        except _Shape as e:
+            raise KeyTypeError(
+                f"{self.role} {obj!r} does not fit map {self.map_name!r}: {e}. "
+                f"Expected {self.expected()}") from None
+        return out
+
+    def encode_many(self, objs: Iterable[Any]) -> np.ndarray:
+        parts = [self.encode(o) for o in objs]
+        return np.concatenate(parts) if parts else np.zeros(0, self.dtype)
+
+    def expected(self) -> str:
+        """The shape this side wants, for error messages."""
+        if self.dtype.names is None:
+            return _describe_scalar(self.dtype)
+        inner = ", ".join(f"{c}: {_describe_scalar(_leaf_dtype(self.dtype, c))}"
+                          for c in self.columns)
+        return f"a dict or tuple with fields {{{inner}}} (or a ctypes {self._ctype_name()})"
+
+    def _ctype_name(self) -> str:
+        return getattr(self.ctype, "__name__", "struct") or "struct"
+
+    # -- decoding -------------------------------------------------------------------------
+    def decode(self, arr: np.ndarray) -> Any:
+        """A one-element array (or a row of one) -> int/float/str/list/dict."""
+        arr = np.asarray(arr).reshape(1) if arr.ndim == 0 else arr[:1]
+        if self.dtype.names is None and self.dtype.shape:
+            return arr[0].tolist()
+        cols = flatten(arr, "" if self.dtype.names is not None else self.role)
+        if self.dtype.names is None:
+            return _py(next(iter(cols.values()))[0])
+        return {name: _py(col[0]) for name, col in cols.items()
+                if name.split(".")[0] not in self.hidden}
+
+    def decode_many(self, arr: np.ndarray) -> list[Any]:
+        return [self.decode(arr[i:i + 1]) for i in range(len(arr))]
+
+    # -- columns (DataFrames) -------------------------------------------------------------
+    def from_columns(self, cols: Mapping[str, Any], names: Sequence[str], n: int) -> np.ndarray:
+        """An array of n elements from flattened columns (df() names, in `names` order)."""
+        out = np.zeros(n, self.dtype)
+        paths = column_paths(self.dtype, "" if self.dtype.names is not None else self.role)
+        wanted = [p for p in paths if p[0].split(".")[0] not in self.hidden]
+        if len(names) != len(wanted):
+            raise KeyTypeError(
+                f"{self.role} columns {list(names)} do not match map {self.map_name!r}: "
+                f"expected {[p[0] for p in wanted]}")
+        for (flat, path, index), name in zip(wanted, names):
+            _set_column(out, path, index, np.asarray(cols[name]), flat, self.map_name)
+        return out
+
+
+class _Shape(Exception):
+    """Internal: where an object's shape differs from the type's."""
+
+
+def hidden_fields(ctype: Any) -> list[str]:
+    """Top-level struct fields the kernel owns (bpf_spin_lock, bpf_timer): not user data."""
+    out = []
+    for name, ftype, *_ in getattr(ctype, "_fields_", []):
+        if getattr(ftype, "__name__", "") in LOCK_TYPE_NAMES:
+            out.append(name)
+    return out
+
+
+def _raw_bytes(obj: Any, size: int) -> bytes | None:
+    """Bytes of a ctypes object, numpy record or bytes-like of exactly `size` bytes."""
+    if isinstance(obj, (ct.Structure, ct.Union, ct.Array)) or (
+            isinstance(obj, ct._SimpleCData) and ct.sizeof(obj) == size):
+        if ct.sizeof(obj) != size:
+            raise KeyTypeError(f"ctypes {type(obj).__name__} is {ct.sizeof(obj)} bytes; "
+                               f"the map wants {size}")
+        return bytes(obj)  # type: ignore[call-overload]
+    if isinstance(obj, np.void) and obj.dtype.itemsize == size:
+        return obj.tobytes()
+    if isinstance(obj, np.ndarray) and obj.dtype.names is not None and obj.size == 1 \
+            and obj.dtype.itemsize == size:
+        return obj.tobytes()
+    return None
+
+
+def _assign(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any,
+            hidden: frozenset[str] = frozenset()) -> None:
+    """Write obj into field `path` of the one-element array `out`."""
+    if dtype.names is not None:
+        _assign_struct(out, path, dtype, obj, hidden)
+    elif dtype.shape:
+        _assign_array(out, path, dtype, obj)
+    else:
+        _target(out, path)[0] = _scalar(dtype, obj, ".".join(path))
+
+
+def _target(out: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
+    t = out
+    for p in path:
+        t = t[p]
+    return t
+
+
+def _assign_struct(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any,
+                   hidden: frozenset[str]) -> None:
+    assert dtype.names is not None
+    fields = [f for f in dtype.names if not is_padding(f) and f not in hidden]
+    if isinstance(obj, (ct.Structure, ct.Union)):
+        obj = {f: getattr(obj, f) for f in fields}
+    if isinstance(obj, Mapping):
+        parts = _nest(obj, fields, ".".join(path))
+    elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        if len(obj) != len(fields):
+            raise _Shape(f"{len(obj)} items for {len(fields)} fields")
+        parts = dict(zip(fields, obj))
+    else:
+        raise _Shape(f"a {type(obj).__name__} where a struct is wanted")
+    for f in fields:
+        _assign(out, (*path, f), dtype.fields[f][0], parts[f])
+
+
+def _nest(obj: Mapping[str, Any], fields: list[str], where: str) -> dict[str, Any]:
+    """Group a dict's entries by top-level field: nested dicts, `a.b` names, `a[i]` names."""
+    parts: dict[str, Any] = {}
+    unknown = []
+    for name, val in obj.items():
+        head, dot, rest = str(name).partition(".")
+        base, bracket, idx = head.partition("[")
+        if head in fields and not dot:
+            parts[head] = val
+        elif head in fields and dot:
+            parts.setdefault(head, {})
+            if not isinstance(parts[head], dict):
+                raise _Shape(f"field {head!r} given twice")
+            parts[head][rest] = val
+        elif bracket and base in fields and idx.rstrip("]").isdigit() and not dot:
+            parts.setdefault(base, {})[int(idx.rstrip("]"))] = val
+        else:
+            unknown.append(name)
+    missing = [f for f in fields if f not in parts]
+    if unknown or missing:
+        prefix = f"{where}." if where else ""
+        detail = []
+        if missing:
+            detail.append("missing " + ", ".join(prefix + m for m in missing))
+        if unknown:
+            detail.append("unknown " + ", ".join(map(str, unknown)))
+        raise _Shape("; ".join(detail))
+    for f, v in parts.items():  # {index: value} from `a[i]` columns -> a list
+        if isinstance(v, dict) and v and all(isinstance(k, int) for k in v):
+            parts[f] = [v[i] for i in sorted(v)]
+    return parts
+
+
+def _assign_array(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any) -> None:
+    base, shape = dtype.base, dtype.shape
+    if base.kind == "S" or isinstance(obj, (str, bytes)):
+        raise _Shape(f"a {type(obj).__name__} where an array of {shape[0]} is wanted")
+    values = list(np.asarray(obj).ravel()) if isinstance(obj, np.ndarray) else list(obj)
+    if len(values) > int(np.prod(shape)):
+        raise _Shape(f"{len(values)} items for an array of {int(np.prod(shape))}")
+    target = _target(out, path)
+    flat = target.reshape(-1)
+    for i, v in enumerate(values):
+        if base.names is not None:
+            sub = np.zeros(1, base)
+            _assign(sub, (), base, v)
+            flat[i] = sub[0]
+        else:
+            flat[i] = _scalar(base, v, f"{'.'.join(path)}[{i}]")
+    target[...] = flat.reshape(target.shape)
+
+
+def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
+    """Check and convert one scalar (range-checked ints, floats, char[] strings)."""
+    if isinstance(obj, ct._SimpleCData):
+        obj = obj.value
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    kind = dtype.kind
+    label = f" for {where}" if where else ""
+    if kind in "iu":
+        if isinstance(obj, bool) or not isinstance(obj, int):
+            raise _Shape(f"{obj!r}{label} is not an int ({dtype})")
+        info = np.iinfo(dtype)
+        if not info.min <= obj <= info.max:
+            raise _Shape(f"{obj}{label} is outside {dtype} [{info.min}, {info.max}]")
+        return obj
+    if kind == "f":
+        if not isinstance(obj, (int, float)) or isinstance(obj, bool):
+            raise _Shape(f"{obj!r}{label} is not a number")
+        return float(obj)
+    if kind == "S":
+        data = obj.encode() if isinstance(obj, str) else obj
+        if not isinstance(data, bytes):
+            raise _Shape(f"{obj!r}{label} is not a str")
+        if len(data) > dtype.itemsize:
+            raise _Shape(f"{obj!r}{label} is longer than char[{dtype.itemsize}]")
+        return data
+    if kind == "V":
+        if not isinstance(obj, (bytes, bytearray)) or len(obj) != dtype.itemsize:
+            raise _Shape(f"{where or 'value'} wants {dtype.itemsize} raw bytes")
+        return bytes(obj)
+    raise _Shape(f"cannot encode {dtype}")
+
+
+def _describe_scalar(dtype: np.dtype) -> str:
+    if dtype.names is not None:
+        return "struct"
+    if dtype.shape:
+        return f"{_describe_scalar(dtype.base)}[{dtype.shape[0]}]"
+    if dtype.kind == "S":
+        return f"char[{dtype.itemsize}] (str)"
+    if dtype.kind in "iu":
+        return f"int ({dtype})"
+    if dtype.kind == "f":
+        return f"float ({dtype})"
+    return f"{dtype.itemsize} raw bytes"
+
+
+def _leaf_dtype(dtype: np.dtype, column: str) -> np.dtype:
+    for flat, path, index in column_paths(dtype, ""):
+        if flat == column:
+            t = dtype
+            for p in path:
+                t = t.fields[p][0]
+            return t.base if index is not None else t
+    return dtype
+
+
+def _py(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def column_paths(dtype: np.dtype, base: str
+                 ) -> list[tuple[str, tuple[str, ...], int | None]]:
+    """(flat column name, field path, array index or None) in layout.flatten's order."""
+    out: list[tuple[str, tuple[str, ...], int | None]] = []
+
+    def walk(dt: np.dtype, name: str, path: tuple[str, ...]) -> None:
+        if dt.names is not None:
+            for f in dt.names:
+                if not is_padding(f):
+                    walk(dt.fields[f][0], f"{name}.{f}" if name else f, (*path, f))
+        elif dt.shape and dt.base.kind != "S" and len(dt.shape) == 1 \
+                and dt.shape[0] <= SPLIT_ARRAY_MAX:
+            out.extend((f"{name}[{i}]", path, i) for i in range(dt.shape[0]))
+        else:
+            out.append((name, path, None))
+
+    walk(dtype, base, ())
+    return out
+
+
+def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: np.ndarray,
+                flat: str, map_name: str) -> None:
+    target = _target(out, path) if path else out
+    try:
+        if index is not None:
+            target[:, index] = col
+        elif target.dtype.kind == "S" and col.dtype == object:
+            target[...] = np.array([s.encode() if isinstance(s, str) else s for s in col],
+                                   dtype=target.dtype)
+        elif col.dtype == object and target.ndim > 1:
+            target[...] = np.stack(list(col))
+        else:
+            _check_range(col, target.dtype, flat)
+            target[...] = col
+    except (ValueError, TypeError, OverflowError) as e:
+        raise KeyTypeError(f"column {flat!r} does not fit map {map_name!r}: {e}") from None
+
+
+def _check_range(col: np.ndarray, dtype: np.dtype, flat: str) -> None:
+    if dtype.kind in "iu" and col.dtype.kind in "iu" and len(col):
+        info = np.iinfo(dtype)
+        lo, hi = int(col.min()), int(col.max())
+        if lo < info.min or hi > info.max:
+            raise KeyTypeError(f"column {flat!r} has values outside {dtype} "
+                               f"[{info.min}, {info.max}]")

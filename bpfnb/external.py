@@ -1,0 +1,366 @@
+"""Maps this notebook did not create: open by id, pin path or name; pin and unpin.
+
+>>> m = open_map(name="@counts")     # a running bpftrace's `@counts` (its map AT_counts)
+>>> m.df()                           # typed from the map's BTF, raw bytes without one
+>>> m.close()                        # or `with open_map(...) as m:`
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import difflib
+import errno
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import bpfsys, sysext
+from .btf import MapTypes, enum_names, is_raw, map_types, raw_type
+from .errors import BpfnbError, MapError, ProgramClosedError
+from .layout import is_padding
+from .maps import MapView
+
+BPFFS_ROOT = "/sys/fs/bpf"
+BPFTRACE_PREFIX = ("@", "AT_")  # bpftrace names the map of `@x` AT_x
+_PIN_ERRORS = {
+    errno.EEXIST: "{path} already exists; unpin({path!r}) first or choose another path",
+    errno.ENOENT: "the directory of {path} does not exist",
+    errno.EPERM: "the kernel refused to pin at {path}: it must be on a bpf file system "
+                 "(mounted at /sys/fs/bpf) and pinning needs root",
+    errno.EACCES: "no permission to create {path}; run the notebook kernel as root",
+}
+
+
+class _FdHandle:
+    """Owns one fd; closes it once, on close() or when garbage collected."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def alive(self) -> bool:
+        return self._finalizer.alive
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+class ExternalMap(MapView):
+    """A MapView over a map another program (bpftrace, a bcc tool, ...) created.
+
+    It holds its own fd to the map (keeping the map alive while open); `close()` releases
+    it, as does garbage collection. `types` says how keys and values were decoded, `notes`
+    what was left out. Raw byte keys/values come out of df() as `bytes`; enum columns as
+    their names (`decode_enums=False` keeps the numbers).
+    """
+
+    def __init__(self, fd: int, types: MapTypes, name: str | None = None,
+                 source: str = "", decode_enums: bool = True) -> None:
+        self._handle = _FdHandle(fd)
+        try:
+            info = bpfsys.map_info(fd)
+            super().__init__(name or info.name.decode(), fd, types.key, types.value,
+                             owner=self._handle.alive)
+        except BaseException:
+            self._handle.close()
+            raise
+        self.types = types
+        self.source = source
+        self.decode_enums = decode_enums
+        self.btf_id = int(info.btf_id)
+        self.key_dtype = _readable_dtype(types.key, "key")
+        self.value_dtype = _readable_dtype(types.value, "value")
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.types.notes)
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Release read buffers and this view's fd to the map. Safe to call twice."""
+        self.release()
+        self._handle.close()
+
+    def __enter__(self) -> ExternalMap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if self._handle.closed:
+            raise ProgramClosedError(f"map {self.name!r} (id {self.info.id}) was closed; "
+                                     f"open it again with open_map(id={self.info.id})")
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return super().__repr__()[:-1] + f" btf {self.btf_id or 'none'}{state}>"
+
+    # -- reading ------------------------------------------------------------------------
+    def df(self, per_cpu: bool = False) -> pd.DataFrame:
+        """As MapView.df(); raw bytes become `bytes` objects (per-CPU raw values a tuple of
+        each CPU's bytes, since bytes cannot be summed); enums become their names."""
+        if self.per_cpu and not per_cpu and self.types.raw_value:
+            df = self._raw_per_cpu_frame()
+        else:
+            df = super().df(per_cpu=per_cpu)
+        for col in df.columns:
+            if df[col].dtype.kind == "V":
+                df[col] = pd.Series(df[col].to_numpy().tolist(), index=df.index, dtype=object)
+        if self.decode_enums:
+            _decode_enums(df, self.types)
+        df.attrs["btf_id"] = self.btf_id
+        df.attrs["notes"] = self.notes
+        return df
+
+    def _raw_per_cpu_frame(self) -> pd.DataFrame:
+        from . import frames
+
+        snap = self.read()
+        values = np.empty(len(snap.values), dtype=object)
+        values[:] = [tuple(row) for row in snap.values.tolist()]
+        return frames.frame(snap.keys, values, self.attrs(snap, len(snap.keys)))
+
+
+def _readable_dtype(ctype: Any, role: str) -> np.dtype:
+    """How the reader sees a key/value: raw bytes as one `V` item, a top-level numeric
+    array as a one-field record (so per-entry arrays stay one row), else as layout says."""
+    from .layout import dtype_of
+
+    if is_raw(ctype):
+        return np.dtype(f"V{ct.sizeof(ctype)}")
+    dtype = dtype_of(ctype)
+    if dtype.subdtype is not None:
+        return np.dtype({"names": [role], "formats": [dtype], "offsets": [0],
+                         "itemsize": dtype.itemsize})
+    return dtype
+
+
+def _enum_columns(ctype: Any, prefix: str) -> dict[str, dict[int, str]]:
+    """Column name -> {value: name} for every enum scalar a type holds (layout's naming)."""
+    names = enum_names(ctype)
+    if names is not None:
+        return {prefix: names}
+    if isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union)):
+        out: dict[str, dict[int, str]] = {}
+        for fname, ftype, *bits in ctype._fields_:
+            if bits or is_padding(fname):
+                continue
+            out.update(_enum_columns(ftype, f"{prefix}.{fname}" if prefix else fname))
+        return out
+    return {}
+
+
+def _decode_enums(df: pd.DataFrame, types: MapTypes) -> None:
+    for role, ctype in (("key", types.key), ("value", types.value)):
+        is_record = isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union))
+        for col, names in _enum_columns(ctype, "" if is_record else role).items():
+            target = col if col in df.columns else f"value.{col}"
+            if target not in df.columns or df[target].dtype.kind not in "iu":
+                continue
+            numbers = df[target]
+            df[target] = numbers.map(names).fillna(numbers.astype(str)).astype(object)
+
+
+# -- opening ------------------------------------------------------------------------------
+
+def open_map(id: int | None = None, pinned: str | None = None, name: str | None = None, *,
+             key: Any = None, value: Any = None, decode_enums: bool = True) -> ExternalMap:
+    """A MapView over an existing map, by `id`, `pinned` path or `name` (exactly one).
+
+    Keys and values are decoded from the map's BTF where it has one and are raw bytes
+    otherwise; `key=` / `value=` (ctypes types) override either, e.g. for a bpftrace map:
+    `open_map(name="@counts", key=ctypes.c_char * 16, value=ctypes.c_uint64)`.
+    A name starting with '@' means bpftrace's map of that name (AT_...).
+    """
+    given = [x for x in (id, pinned, name) if x is not None]
+    if len(given) != 1:
+        raise MapError("open_map needs exactly one of id=, pinned= or name=; list the "
+                       "machine's maps with bpfnb.maps()")
+    fd, source = _open_fd(id, pinned, name)
+    try:
+        info = bpfsys.map_info(fd)
+        types = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
+                          info.key_size, info.value_size)
+        types = _override(types, key, "key", info.key_size)
+        types = _override(types, value, "value", info.value_size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return ExternalMap(fd, types, source=source, decode_enums=decode_enums)
+
+
+def _open_fd(map_id: int | None, pinned: str | None, name: str | None) -> tuple[int, str]:
+    if pinned is not None:
+        try:
+            fd = bpfsys.obj_get(str(pinned))
+        except OSError as e:
+            raise sysext.translate(e, f"open the pinned object {pinned}") from e
+        kind = _fd_kind(fd)
+        if kind != "map":
+            os.close(fd)
+            raise MapError(f"{pinned} is a pinned {kind or 'object'}, not a map; "
+                           "list pinned maps with bpfnb.pinned()")
+        return fd, f"pinned {pinned}"
+    if name is not None:
+        map_id = _id_by_name(name)
+    assert map_id is not None
+    try:
+        return bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, int(map_id)), f"id {map_id}"
+    except OSError as e:
+        raise sysext.translate(e, f"open BPF map id {map_id}") from e
+
+
+def _id_by_name(name: str) -> int:
+    wanted = name
+    if name.startswith(BPFTRACE_PREFIX[0]):
+        wanted = BPFTRACE_PREFIX[1] + name[1:]
+    wanted = wanted[: bpfsys.OBJ_NAME_LEN - 1]
+    found: dict[int, str] = {}
+    try:
+        for map_id, fd in sysext.each(sysext.Kind.MAP):
+            found[map_id] = bpfsys.map_info(fd).name.decode(errors="replace")
+    except OSError as e:
+        raise sysext.translate(e, "list the machine's BPF maps") from e
+    hits = [i for i, n in found.items() if n == wanted]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise MapError(f"{len(hits)} maps are called {wanted!r} (ids {hits}); "
+                       "pass open_map(id=...) with the one you mean")
+    close = difflib.get_close_matches(wanted, sorted(set(found.values())), n=5)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    raise MapError(f"no BPF map is called {wanted!r}{hint}. List them with bpfnb.maps()")
+
+
+def _override(types: MapTypes, ctype: Any, role: str, size: int) -> MapTypes:
+    if ctype is None:
+        return types
+    if ct.sizeof(ctype) != size:
+        raise MapError(f"{role}={ctype.__name__} is {ct.sizeof(ctype)} bytes but the map's "
+                       f"{role}s are {size}; pass a ctypes type of {size} bytes")
+    setattr(types, role, ctype)
+    setattr(types, f"{role}_decl", f"{ctype.__name__} (given)")
+    return types
+
+
+def _fd_kind(fd: int) -> str:
+    """'map', 'prog' or 'link' for a bpf object fd ('' if it is none of them)."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+    return {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "prog",
+            "anon_inode:bpf-link": "link"}.get(target, "")
+
+
+# -- pinning ------------------------------------------------------------------------------
+
+def bpffs_mounts() -> list[str]:
+    """Mount points of bpf file systems, longest first."""
+    try:
+        with open("/proc/self/mounts") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    points = [parts[1] for parts in (line.split() for line in lines)
+              if len(parts) > 2 and parts[2] == "bpf"]
+    return sorted(set(points), key=len, reverse=True)
+
+
+def _on_bpffs(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real == m or real.startswith(m.rstrip("/") + "/") for m in bpffs_mounts())
+
+
+def pin(obj: Any, path: str) -> str:
+    """Pin a map (a MapView, or anything with an `fd`, or an fd) at `path` on the bpf file
+    system so it outlives this process. Missing directories under the mount are created."""
+    path = str(path)
+    fd = obj if isinstance(obj, int) else obj.fd
+    if not _on_bpffs(path):
+        mounts = ", ".join(bpffs_mounts()) or "none is mounted: mount -t bpf bpf /sys/fs/bpf"
+        raise BpfnbError(f"cannot pin at {path}: not on a bpf file system ({mounts})")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        bpfsys.obj_pin(fd, path)
+    except OSError as e:
+        template = _PIN_ERRORS.get(e.errno or 0)
+        if template is None:
+            raise sysext.translate(e, f"pin at {path}") from e
+        raise BpfnbError(template.format(path=path)) from e
+    return path
+
+
+def unpin(path: str) -> None:
+    """Remove a pin (the object lives on while something else holds it)."""
+    path = str(path)
+    if not _on_bpffs(path):
+        raise BpfnbError(f"{path} is not on a bpf file system; unpin removes pins only")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        raise BpfnbError(f"nothing is pinned at {path}; see bpfnb.pinned()") from None
+    except IsADirectoryError:
+        raise BpfnbError(f"{path} is a directory; unpin its entries (or os.rmdir it "
+                         "when empty)") from None
+
+
+_PINNED_COLUMNS = {"path": object, "kind": object, "id": "int64", "name": object,
+                   "type": object}
+
+
+def pinned(root: str = BPFFS_ROOT) -> pd.DataFrame:
+    """Everything pinned under `root`: path, kind (map/prog/link), id, name, type."""
+    from .inventory import map_type_name, prog_type_name
+
+    rows: list[dict[str, Any]] = []
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise BpfnbError(f"{root} is not a directory; bpf file systems: "
+                         f"{', '.join(bpffs_mounts()) or 'none mounted'}")
+    for path in sorted(p for p in rootp.rglob("*") if not p.is_dir()):
+        try:
+            fd = bpfsys.obj_get(str(path))
+        except OSError:
+            continue
+        try:
+            rows.append(_pinned_row(str(path), fd, map_type_name, prog_type_name))
+        finally:
+            os.close(fd)
+    df = pd.DataFrame(rows, columns=list(_PINNED_COLUMNS))
+    return df.astype(_PINNED_COLUMNS) if len(df) else df
+
+
+def _pinned_row(path: str, fd: int, map_type_name: Any, prog_type_name: Any) -> dict[str, Any]:
+    kind = _fd_kind(fd)
+    row: dict[str, Any] = {"path": path, "kind": kind or "unknown", "id": -1, "name": "",
+                           "type": ""}
+    if kind == "map":
+        info = bpfsys.map_info(fd)
+        row.update(id=info.id, name=info.name.decode(errors="replace"),
+                   type=map_type_name(info.type))
+    elif kind == "prog":
+        pinfo = bpfsys.prog_info(fd)
+        row.update(id=pinfo.id, name=pinfo.name.decode(errors="replace"),
+                   type=prog_type_name(pinfo.type))
+    elif kind == "link":
+        from .links import link_record
+
+        link = link_record(fd)
+        row.update(id=link.id, name=link.target, type=link.type)
+    return row
+
+
+__all__ = ["ExternalMap", "bpffs_mounts", "open_map", "pin", "pinned", "raw_type", "unpin"]
