@@ -26,15 +26,19 @@ from .errors import (
     VerifierError,
 )
 from .maps import MapInfo, MapView
+from .profiling import profile, profile_source, stacks
 from .program import Program, close_all, load, open_programs
+from .stacks import Stacks
+from .symbols import Symbolizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachError", "AttachPoint", "BpfnbError", "CompileError", "FeatureUnavailableError",
     "KeyExistsError", "KeyNotFoundError", "KeyTypeError", "MapError", "MapFullError", "MapInfo",
-    "MapView", "PrivilegeError", "Program", "ProgramClosedError", "UnknownMapError",
-    "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load", "open_programs",
+    "MapView", "PrivilegeError", "Program", "ProgramClosedError", "Stacks", "Symbolizer",
+    "UnknownMapError", "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load",
+    "open_programs", "profile", "profile_source", "stacks",
 ]
 
 

@@ -23,7 +23,8 @@ class CompileError(BpfnbError):
     """The C source did not compile. `diagnostics` lists (line, column, message)."""
 
     def __init__(
-        self, message: str, *, details: str = "", diagnostics: list[tuple[int, int, str]] | None = None
+        self, message: str, *, details: str = "",
+        diagnostics: list[tuple[int, int, str]] | None = None,
     ) -> None:
         super().__init__(message, details=details)
         self.diagnostics = diagnostics or []
@@ -55,7 +56,8 @@ class AttachError(BpfnbError):
 class UnknownTargetError(AttachError, LookupError):
     """A tracepoint, kernel function or user symbol does not exist. `matches` are close names."""
 
-    def __init__(self, message: str, *, matches: list[str] | None = None, details: str = "") -> None:
+    def __init__(self, message: str, *, matches: list[str] | None = None,
+                 details: str = "") -> None:
         super().__init__(message, details=details)
         self.matches = matches or []
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from . import program as core
@@ -148,6 +148,44 @@ class BpfMagics(Magics):
         display(_LogView(err, full=True))
 
     _commands = {"ls": _ls, "stop": _stop, "log": _log}
+
+    @line_magic
+    def bpf_profile(self, line: str) -> Any:
+        """CPU profile by perf-event sampling; returns a Stacks (flame graph in the notebook).
+
+        %bpf_profile [-p PID] [-F HZ] [-d SECONDS] [--no-kernel] [--no-user] [-- COMMAND ARGS]
+            -p PID       profile one process (default: the whole machine)
+            -F HZ        samples per second per CPU (default 99)
+            -d SECONDS   how long (default 5; with a COMMAND, until it exits or this passes)
+            -- COMMAND   start COMMAND and profile it
+        """
+        from .profiling import profile
+
+        words = shlex.split(line)
+        command: list[str] = []
+        if "--" in words:
+            at = words.index("--")
+            words, command = words[:at], words[at + 1:]
+            if not command:
+                raise UsageError("%bpf_profile: nothing after --")
+        opts = {"-p": None, "-F": "99", "-d": "5"}
+        flags = {"--no-kernel": False, "--no-user": False}
+        it = iter(words)
+        for word in it:
+            if word in opts:
+                opts[word] = next(it, None)
+            elif word in flags:
+                flags[word] = True
+            else:
+                raise UsageError(f"%bpf_profile: unknown argument {word!r}\n"
+                                 f"{self.bpf_profile.__doc__}")
+        try:
+            pid = int(opts["-p"]) if opts["-p"] is not None else None
+            hz, duration = int(opts["-F"] or ""), float(opts["-d"] or "")
+        except ValueError:
+            raise UsageError("%bpf_profile: -p and -F take integers, -d seconds") from None
+        return profile(pid=pid, command=command or None, duration=duration, hz=hz,
+                       kernel=not flags["--no-kernel"], user=not flags["--no-user"])
 
     def close_all(self) -> None:
         for name in list(self.programs):

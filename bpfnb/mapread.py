@@ -7,6 +7,7 @@ and never return a key twice.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import threading
@@ -68,10 +69,8 @@ class MapReader:
         with self._lock:
             self._keys = self._values = None
             if self._mmap is not None:
-                try:
-                    self._mmap.close()
-                except BufferError:  # numpy views still use it; unmapped when they go
-                    pass
+                with contextlib.suppress(BufferError):  # numpy views still use it;
+                    self._mmap.close()  # then it is unmapped when they go
                 self._mmap = None
 
     # -- reading -----------------------------------------------------------------------

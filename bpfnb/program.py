@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -183,10 +184,8 @@ class Program:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: S110 - interpreter shutdown; nothing to report to
-            pass
 
     def summary(self) -> dict[str, Any]:
         """Name, attach points, maps and their entry counts (for `%bpf ls`)."""

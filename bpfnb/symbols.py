@@ -18,7 +18,7 @@ import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -112,7 +112,7 @@ def parse_kallsyms(data: bytes) -> SymbolTable:
     if not data.endswith(b"\n"):
         data += b"\n"
     width = data.find(b" ")
-    if width < 1 or width % 2:
+    if not 0 < width <= 16:
         return SymbolTable(np.zeros(0, np.uint64), None, np.zeros(0, np.int64),
                            np.zeros(0, np.int64), b"")
     buf = np.frombuffer(data, np.uint8)
@@ -120,10 +120,10 @@ def parse_kallsyms(data: bytes) -> SymbolTable:
     begins = np.empty_like(ends)
     begins[0] = 0
     begins[1:] = ends[:-1] + 1
-    digits = _HEX[buf[begins[:, None] + np.arange(width)]]
-    octets = np.zeros((len(begins), 8), np.uint8)  # big-endian bytes of each address
-    octets[:, 8 - width // 2 :] = (digits[:, 0::2] << 4) | digits[:, 1::2]
-    addrs = octets.view(">u8").ravel().astype(np.uint64)
+    addrs = np.zeros(len(begins), np.uint64)
+    for j in range(width):  # one hex digit column at a time: little memory, no 2-D index
+        addrs <<= np.uint64(4)
+        addrs |= _HEX[buf[begins + j]]
     types = buf[begins + width + 1]
     keep = (addrs != 0) & ~np.isin(types, np.frombuffer(_KERNEL_DATA_TYPES, np.uint8))
     name_start = begins + width + 3
@@ -400,6 +400,7 @@ class ProcessMap:
     module_index: np.ndarray
     modules: list[Module]
     perf_map: Module | None = None
+    names: dict[int, str] = field(default_factory=dict)  # address -> frame string, memo
     _bias: np.ndarray | None = None
 
     def bias(self) -> np.ndarray:
@@ -448,6 +449,24 @@ def _parse_perf_map(text: str) -> SymbolTable:
 # ---------------------------------------------------------------- the symbolizer
 
 
+def _memoized(addrs: np.ndarray | Sequence[int], memo: dict[int, str],
+              name: Callable[[np.ndarray], list[str]]) -> list[str]:
+    """Frame strings for addrs; each distinct address not in memo is named once, in one batch."""
+    a = np.asarray(addrs, dtype=np.uint64).ravel()
+    if not a.size:
+        return []
+    uniq, inverse = np.unique(a, return_inverse=True)
+    keys = uniq.tolist()
+    got = [memo.get(k) for k in keys]
+    todo = [j for j, v in enumerate(got) if v is None]
+    if todo:
+        for j, v in zip(todo, name(uniq[todo])):
+            got[j] = memo[keys[j]] = v
+    if len(keys) == len(a) and bool((a[1:] > a[:-1]).all()):
+        return got  # type: ignore[return-value]  # already sorted and distinct
+    return np.array(got, dtype=object)[inverse.ravel()].tolist()
+
+
 class Symbolizer:
     """Resolve kernel and user addresses to frame strings, caching everything it reads.
 
@@ -458,7 +477,9 @@ class Symbolizer:
     def __init__(self, kallsyms: str | bytes = KALLSYMS, *, demangle: bool = True) -> None:
         self._kallsyms_source = kallsyms
         self._kernel: SymbolTable | None = None
-        self._kernel_frames: dict[int, str] = {}
+        self._kernel_frames: dict[int, str] = {}  # kallsyms index -> name
+        self._kernel_names: dict[int, str] = {}  # address -> frame string
+        self._gone: set[int] = set()
         self._demangle = demangle
         self._elves: dict[tuple[int, ...], ElfSymbols] = {}
         self._modules: dict[tuple[object, ...], Module] = {}
@@ -486,26 +507,25 @@ class Symbolizer:
         """Forget kallsyms (after modules or BPF programs were loaded or unloaded)."""
         self._kernel = None
         self._kernel_frames = {}
+        self._kernel_names = {}
 
     def resolve_kernel(self, addrs: np.ndarray | Sequence[int]) -> list[str]:
         """Frame strings for kernel addresses: the nearest kallsyms code symbol at or below."""
-        a = np.asarray(addrs, dtype=np.uint64)
-        if not a.size:
-            return []
-        uniq, inverse = np.unique(a, return_inverse=True)
+        return _memoized(addrs, self._kernel_names, self._name_kernel)
+
+    def _name_kernel(self, addrs: np.ndarray) -> list[str]:
         table = self.kernel_table
-        idx = table.lookup(uniq)
-        cache = self._kernel_frames
-        out = np.empty(len(uniq), dtype=object)
-        for j, (i, addr) in enumerate(zip(idx.tolist(), uniq.tolist())):
+        names = self._kernel_frames
+        out = []
+        for i, addr in zip(table.lookup(addrs).tolist(), addrs.tolist()):
             if i < 0:
-                out[j] = unknown(addr)
+                out.append(unknown(addr))
                 continue
-            s = cache.get(i)
+            s = names.get(i)
             if s is None:
-                s = cache[i] = table.name(i)
-            out[j] = s
-        return out[inverse.ravel()].tolist()
+                s = names[i] = table.name(i)
+            out.append(s)
+        return out
 
     # -- processes
 
@@ -540,6 +560,7 @@ class Symbolizer:
         pm = ProcessMap(pid, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(),
                         arr[:, 3].astype(np.int64), modules, self._perf_map(pid))
         self.processes[pid] = pm
+        self._gone.discard(pid)
         return pm
 
     def forget_process(self, pid: int) -> None:
@@ -617,44 +638,50 @@ class Symbolizer:
 
     def resolve_user(self, pid: int, addrs: np.ndarray | Sequence[int]) -> list[str]:
         """Frame strings for addresses in process pid (snapshotting its maps if not yet)."""
-        a = np.asarray(addrs, dtype=np.uint64)
-        if not a.size:
-            return []
-        uniq, inverse = np.unique(a, return_inverse=True)
-        pm = self.processes.get(pid) or self.snapshot_process(pid)
-        out = np.empty(len(uniq), dtype=object)
+        pm = self.processes.get(pid)
+        if pm is None and pid not in self._gone:
+            pm = self.snapshot_process(pid)
+            if pm is None:
+                self._gone.add(pid)
         if pm is None:
-            out[:] = [unknown(v) for v in uniq.tolist()]
-            return out[inverse.ravel()].tolist()
+            return _memoized(addrs, {}, lambda a: [unknown(v) for v in a.tolist()])
+        return _memoized(addrs, pm.names, lambda a: self._name_user(pm, a))
+
+    def _name_user(self, pm: ProcessMap, uniq: np.ndarray) -> list[str]:
+        """Frame strings for sorted distinct addresses of one process."""
+        if len(pm.starts) == 0:  # no mappings (a kernel thread, or maps were unreadable)
+            return [unknown(v) for v in uniq.tolist()]
         m = np.searchsorted(pm.starts, uniq, side="right").astype(np.int64) - 1
         inside = m >= 0
         inside[inside] = uniq[inside] < pm.ends[m[inside]]
         mod_of = np.where(inside, pm.module_index[np.maximum(m, 0)], -1)
-        for mi in np.unique(mod_of[inside]).tolist():
+        present = np.unique(mod_of[inside]).tolist()
+        for mi in present:
             self._load(pm.modules[mi])
         bias = pm.bias()
         sym = np.full(len(uniq), -1, np.int64)
-        for mi in np.unique(mod_of[inside]).tolist():
+        for mi in present:
             sel = np.flatnonzero(mod_of == mi)
             elf = pm.modules[mi].elf
             assert elf is not None
             sym[sel] = elf.table.lookup(uniq[sel] - bias[m[sel]])
-        hits: list[tuple[int, Module, int]] = []
-        for j in np.flatnonzero(sym < 0).tolist():
-            mod = pm.modules[mod_of[j]] if mod_of[j] >= 0 else None
-            pmod = pm.perf_map
-            if pmod is not None and pmod.elf is not None:
-                k = int(pmod.elf.table.lookup(uniq[j : j + 1])[0])
-                if k >= 0:
-                    hits.append((j, pmod, k))
-                    continue
-            out[j] = unknown(int(uniq[j]), mod.name if mod else None)
-        for j in np.flatnonzero(sym >= 0).tolist():
-            hits.append((j, pm.modules[mod_of[j]], int(sym[j])))
+        hits = [(j, pm.modules[mi], k) for j, mi, k in
+                zip(np.flatnonzero(sym >= 0).tolist(), mod_of[sym >= 0].tolist(),
+                    sym[sym >= 0].tolist())]
+        out: list[str | None] = [None] * len(uniq)
+        miss = np.flatnonzero(sym < 0)
+        jit = pm.perf_map
+        if len(miss) and jit is not None and jit.elf is not None:  # JIT code: a perf map
+            k = jit.elf.table.lookup(uniq[miss])
+            hits += [(j, jit, i) for j, i in zip(miss[k >= 0].tolist(), k[k >= 0].tolist())]
+            miss = miss[k < 0]
+        for j, mi, addr in zip(miss.tolist(), mod_of[miss].tolist(), uniq[miss].tolist()):
+            out[j] = unknown(addr, pm.modules[mi].name if mi >= 0 else None)
         self._fill_frames(hits, out)
-        return out[inverse.ravel()].tolist()
+        return out  # type: ignore[return-value]  # every slot is filled by now
 
-    def _fill_frames(self, hits: Iterable[tuple[int, Module, int]], out: np.ndarray) -> None:
+    def _fill_frames(self, hits: Iterable[tuple[int, Module, int]],
+                     out: list[str | None]) -> None:
         """Set out[j] to the frame string of symbol k in module, naming new ones in one batch."""
         todo: list[tuple[int, Module, int]] = []
         for j, mod, k in hits:

@@ -124,9 +124,9 @@ def test_unknown_uprobe_symbol_suggests(workload):
 
 def test_unknown_perf_event_name():
     src = "int on_sample(void *ctx) { return 0; }"
-    with bpfnb.load(src, attach=False) as prog:
-        with pytest.raises(bpfnb.BpfnbError, match="unknown software perf event 'cpu-clok'"):
-            prog.attach_perf_event("on_sample", config="cpu-clok")
+    with bpfnb.load(src, attach=False) as prog, pytest.raises(
+            bpfnb.BpfnbError, match="unknown software perf event 'cpu-clok'"):
+        prog.attach_perf_event("on_sample", config="cpu-clok")
 
 
 def test_closed_program_maps_raise():

@@ -123,7 +123,7 @@ def test_info_and_fd(counts):
 
 
 def test_unknown_map_lists_names(counts):
-    with pytest.raises(bpfnb.UnknownMapError, match="its maps are: .*by_comm.*by_pid") as err:
+    with pytest.raises(bpfnb.UnknownMapError, match=r"its maps are: .*by_comm.*by_pid") as err:
         counts["nope"]
     assert isinstance(err.value, KeyError)
 

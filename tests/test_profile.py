@@ -6,7 +6,6 @@ the workload has exited (its maps were snapshotted while it ran).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bpfnb import features
 from bpfnb.stacks import Stacks
 from bpfnb.symbols import Symbolizer
 
@@ -60,8 +60,9 @@ def _build(tmp: Path) -> Path:
 
 
 def _bcc():
-    if os.geteuid() != 0:
-        pytest.skip("loading BPF programs needs root (CAP_BPF and CAP_PERFMON)")
+    for feature in (features.can_load_bpf(), features.can_trace()):
+        if not feature:
+            pytest.skip(str(feature))
     try:
         import bcc
     except ImportError as e:
@@ -87,7 +88,10 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stacks, dict[str,
         except Exception as e:
             b.cleanup()
             pytest.skip(f"perf-event sampling is not available here: {e}")
-        time.sleep(4)
+        deadline = time.monotonic() + 20  # until 400 samples (a busy machine gives fewer)
+        while time.monotonic() < deadline and sum(
+                v.value for v in b[b"counts"].values()) < 400:
+            time.sleep(0.5)
         b.detach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK)
         sym = Symbolizer()
         assert sym.snapshot_process(proc.pid) is not None
@@ -117,7 +121,7 @@ def test_chains_in_order(profile: tuple[Stacks, dict[str, int]]) -> None:
     folded = s.folded()
     abc = _share(folded, "main [callchain];a [callchain];b [callchain];c [callchain]")
     xy = _share(folded, "main [callchain];x [callchain];y [callchain]")
-    assert s.total > 150, folded
+    assert s.total >= 300, folded
     assert abc > 0 and xy > 0, folded
     assert all(line.startswith("callchain;") for line in folded.splitlines())
 

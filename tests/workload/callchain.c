@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UNIT 200000L /* spin iterations in one unit of work */
+#define UNIT 2000000L /* spin iterations in one unit of work */
 
 static volatile unsigned long sink;
 static int zero_fd = -1;

@@ -1,0 +1,249 @@
+"""notebooks/01-live.ipynb in a real JupyterLab, driven through Debian's chromium.
+
+Starts JupyterLab from this venv on 127.0.0.1 (random port, token) in a temporary copy of
+the notebook, runs every cell while a workload makes system calls, and checks in the page
+that the first live view's table changes at least three times, that its plot changes and
+that its Stop button stops it. Saves the view as docs/live.png for the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "01-live.ipynb"
+SCREENSHOT = ROOT / "docs" / "live.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+JUPYTER = Path(sys.executable).parent / "jupyter"
+WORKLOAD = """
+import ctypes, time
+syscall = ctypes.CDLL(None).syscall
+end = time.monotonic() + 300
+while time.monotonic() < end:
+    for _ in range(2000):
+        syscall(39)
+    time.sleep(0.05)
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def _requirements() -> Any:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    if not JUPYTER.exists():
+        pytest.skip(f"JupyterLab is not installed in this venv ({JUPYTER} is missing)")
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+    except ImportError:
+        return []
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Lab:
+    """A JupyterLab server in `root` with its own config, settings and runtime dirs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        labconfig = root / ".jupyter" / "labconfig"
+        labconfig.mkdir(parents=True)
+        (labconfig / "page_config.json").write_text(
+            '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
+        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".jupyter"),
+                   JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"),
+                   JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"),
+                   JUPYTER_RUNTIME_DIR=str(root / ".runtime"), IPYTHONDIR=str(root / ".ipython"))
+        self.log_path = root / "server.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [str(JUPYTER), "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+             f"--port={self.port}", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited:\n{self.log()}")
+            try:
+                urllib.request.urlopen(self.url("api/status"), timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"jupyter lab did not answer in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+    def stop(self) -> None:
+        """SIGTERM (the server shuts its kernels down), then SIGKILL whatever is left."""
+        children = _descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        time.sleep(0.5)
+        _kill(children)
+        self._log.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    _requirements()
+    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
+    server = Lab(tmp_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def workload() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+KERNEL_IDLE = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session
+        && w.sessionContext.session.kernel;
+    return !!k && k.status === 'idle';
+}"""
+ALL_RUN = """() => {
+    const w = window.jupyterapp.shell.currentWidget;
+    return w.content.widgets.filter(c => c.model.type === 'code')
+        .every(c => c.model.executionCount !== null)
+        && w.sessionContext.session.kernel.status === 'idle';
+}"""
+ROUND_TRIP = """async () => {
+    const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const t = performance.now();
+    await k.requestExecute({code: '1 + 1', silent: true}).done;
+    return performance.now() - t;
+}"""
+FIRST = "document.querySelector('.bpfnb-live')"
+
+
+def _sample(page: Any, expression: str, seconds: float, every: float = 0.3) -> list[str]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        out.append(page.evaluate(expression))
+        time.sleep(every)
+    return out
+
+
+def _changes(values: list[str]) -> int:
+    return sum(a != b for a, b in zip(values, values[1:]))
+
+
+def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes],
+                                     tmp_path: Path) -> None:
+    sync_playwright = _requirements()
+    before = set(_descendants(os.getpid()))
+    spawned: set[int] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        try:
+            page.goto(lab.url(f"lab/tree/{NOTEBOOK.name}"))
+            page.wait_for_selector(".jp-Notebook", timeout=90_000)
+            page.wait_for_function(KERNEL_IDLE, timeout=90_000)
+            page.evaluate("window.jupyterapp.shell.collapseLeft()")   # room for the view
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_function(ALL_RUN, timeout=90_000, polling=250)
+            assert page.locator(".jp-OutputArea-output[data-mime-type*=error]").count() == 0
+            page.wait_for_function("document.querySelectorAll('.bpfnb-live').length === 3",
+                                   timeout=30_000)
+            view = page.locator(".bpfnb-live").first
+            view.scroll_into_view_if_needed()
+
+            # the kernel answers while three views refresh
+            assert page.evaluate(ROUND_TRIP) < 2000
+
+            tables = _sample(page, f"{FIRST}.querySelector('.bpfnb-live-table').textContent",
+                             seconds=6)
+            plots = _sample(page, f"{FIRST}.querySelector('img.bpfnb-live-plot').src",
+                            seconds=3)
+            assert _changes(tables) >= 3, tables[-1]
+            assert _changes(plots) >= 1 and len(set(plots)) >= 2
+            status = page.evaluate(f"{FIRST}.querySelector('.bpfnb-live-status').textContent")
+            assert "running" in status and "entries" in status
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            view.screenshot(path=str(SCREENSHOT))
+
+            view.get_by_role("button", name="Stop").click()
+            page.wait_for_function(
+                f"{FIRST}.querySelector('.bpfnb-live-status').textContent.includes('stopped')",
+                timeout=10_000)
+            after = _sample(page, f"{FIRST}.querySelector('.bpfnb-live-table').textContent",
+                            seconds=3)
+            assert _changes(after) == 0
+            others = page.evaluate(
+                "Array.from(document.querySelectorAll('.bpfnb-live-status'))"
+                ".map(e => e.textContent)")
+            assert all("running" in s for s in others[1:]), others
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}\nserver log:\n{lab.log()}")
+            raise
+        finally:   # the driver and chromium: ours, minus the server and its kernels
+            server = {lab.proc.pid, *_descendants(lab.proc.pid)}
+            spawned = set(_descendants(os.getpid())) - before - server - {workload.pid}
+            browser.close()
+    _kill(sorted(spawned))

@@ -1,0 +1,124 @@
+"""bpfnb.profile / %bpf_profile / bpfnb.stacks on a workload with known call chains."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+from IPython.core.error import UsageError
+
+import bpfnb
+from conftest import HERE, build
+
+pytestmark = pytest.mark.usefixtures("kernel")
+
+
+@pytest.fixture(scope="module")
+def callchain():
+    return build(HERE / "workload" / "callchain.c", "callchain", "-O0")
+
+
+def chain_counts(folded: str, comm: str = "callchain") -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in folded.splitlines():
+        stack, count = line.rsplit(" ", 1)
+        frames = [re.sub(r" \[.*\]$", "", f) for f in stack.split(";")]
+        if frames[0] != comm:
+            continue
+        names = [f for f in frames[1:] if f in ("main", "a", "b", "c", "x", "y")]
+        out[";".join(names)] = out.get(";".join(names), 0) + int(count)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(callchain):
+    return bpfnb.profile(command=[str(callchain), "5", "3", "1"], duration=15, hz=199)
+
+
+def test_profile_command_chains_in_order_and_proportion(run):
+    chains = chain_counts(run.folded())
+    abc, xy = chains.get("main;a;b;c", 0), chains.get("main;x;y", 0)
+    assert abc + xy >= 0.8 * sum(chains.values())
+    assert abc + xy > 100
+    assert abc / (abc + xy) == pytest.approx(0.75, abs=0.1)
+
+
+def test_profile_resolves_after_the_process_exited(run):
+    # the command exited before the maps were read; its frames still have names
+    assert not any("[unknown]" in line for line in run.folded().splitlines()
+                   if "main;a;b;c" in re.sub(r" \[[^\]]*\]", "", line))
+
+
+def test_folded_round_trip(run):
+    again = bpfnb.Stacks.from_folded(run.folded())
+    assert again.folded() == run.folded()
+
+
+def test_stacks_from_user_program_with_custom_field_names(callchain):
+    src = """
+    #include <uapi/linux/bpf_perf_event.h>
+    struct key_t { u32 tgid; int ustack; int kstack; char task[16]; };
+    BPF_HASH(samples, struct key_t, u64);
+    BPF_STACK_TRACE(traces, 1024);
+    int on_sample(struct bpf_perf_event_data *ctx) {
+        struct key_t k = {};
+        k.tgid = bpf_get_current_pid_tgid() >> 32;
+        if (k.tgid != TARGET) return 0;
+        bpf_get_current_comm(&k.task, sizeof(k.task));
+        k.ustack = traces.get_stackid(&ctx->regs, BPF_F_USER_STACK);
+        k.kstack = -14;   /* -EFAULT: no kernel stack collected */
+        samples.increment(k);
+        return 0;
+    }
+    """
+    proc = subprocess.Popen([str(callchain), "4", "1", "1"])
+    try:
+        with bpfnb.load(src, cflags=[f"-DTARGET={proc.pid}"], attach=False) as prog:
+            prog.attach_perf_event("on_sample", sample_freq=99)
+            time.sleep(1.0)
+            st = bpfnb.stacks(prog["samples"], prog["traces"], pid="tgid", comm="task")
+    finally:
+        proc.wait(timeout=30)
+    df = st.df()
+    assert set(df["pid"]) == {proc.pid} and set(df["comm"]) == {"callchain"}
+    assert df["count"].sum() > 30
+    assert {"main;a;b;c", "main;x;y"} <= set(chain_counts(st.folded()))
+
+
+def test_missing_stacks_are_counted():
+    src = """
+    #include <uapi/linux/bpf_perf_event.h>
+    struct key_t { u32 pid; int user_stack_id; int kernel_stack_id; char comm[16]; };
+    BPF_HASH(counts, struct key_t, u64);
+    BPF_STACK_TRACE(stack_traces, 16);
+    int fill(void *ctx) {
+        struct key_t k = {.pid = 1, .user_stack_id = -17, .kernel_stack_id = -14};
+        u64 n = 5;
+        counts.update(&k, &n);
+        return 0;
+    }
+    """
+    with bpfnb.load(src, attach=False) as prog:
+        prog.attach_tracepoint("syscalls:sys_enter_getppid", "fill")
+        import os
+
+        os.getppid()
+        st = bpfnb.stacks(prog["counts"], prog["stack_traces"])
+    assert "[missing user stack: EEXIST]" in st.folded()
+    assert st.df()["count"].sum() == 5
+
+
+def test_profile_magic(callchain):
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or __import__("IPython").get_ipython()
+    ip.run_line_magic("load_ext", "bpfnb")
+    st = ip.run_line_magic("bpf_profile", f"-F 99 -d 8 -- {callchain} 3 1 1")
+    assert isinstance(st, bpfnb.Stacks)
+    assert "main;a;b;c" in chain_counts(st.folded())
+    with pytest.raises(UsageError, match="unknown argument"):
+        ip.run_line_magic("bpf_profile", "--frob")
+    with pytest.raises(UsageError, match="nothing after --"):
+        ip.run_line_magic("bpf_profile", "--")
