@@ -269,7 +269,7 @@ class Stacks:
     def df(self) -> pd.DataFrame:
         """One row per distinct (pid, comm, stack): pid, comm, frames, kernel_frames, count."""
         df = pd.DataFrame({
-            "pid": self._pid, "comm": pd.Series(self._comm, dtype=object),
+            "pid": self._pid, "comm": pd.Series(self._comm, dtype="str"),
             "frames": pd.Series([list(f) for f in self._frames], dtype=object),
             "kernel_frames": self._nk, "count": self._count,
         })
@@ -358,6 +358,8 @@ class Stacks:
             samples.append(sample)
             weights.append(c)
         title = name or self.name or "bpfnb profile"
+        if not profiles:
+            profiles[(0, "")] = ([], [])
         out = []
         for (pid, comm), (samples, weights) in profiles.items():
             out.append({"type": "sampled", "name": f"{comm} ({pid})" if per_process else title,
