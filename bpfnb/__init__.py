@@ -25,6 +25,8 @@ from .errors import (
     UnknownTargetError,
     VerifierError,
 )
+from .external import ExternalMap, open_map, pin, pinned, unpin
+from .inventory import ProgramStats, links, maps, programs
 from .maps import MapInfo, MapView
 from .profiling import profile, profile_source, stacks
 from .program import Program, close_all, load, open_programs
@@ -38,8 +40,16 @@ __all__ = [
     "KeyExistsError", "KeyNotFoundError", "KeyTypeError", "MapError", "MapFullError", "MapInfo",
     "MapView", "PrivilegeError", "Program", "ProgramClosedError", "Stacks", "Symbolizer",
     "UnknownMapError", "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load",
-    "open_programs", "profile", "profile_source", "stacks",
+    "open_programs", "profile", "profile_source", "stacks", "ExternalMap", "open_map", "pin",
+    "pinned", "unpin", "ProgramStats", "links", "maps", "programs", "top",
 ]
+
+
+def top(every: float = 1.0, **kwargs: Any) -> Any:
+    """A bpftop-like live view of every BPF program's run rate and CPU share."""
+    from .topview import top as _top
+
+    return _top(every=every, **kwargs)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -181,6 +181,10 @@ class Btf:
     def __len__(self) -> int:
         return len(self._index)
 
+    def types(self) -> list[BtfType]:
+        """Every type, in id order (id 0 is void)."""
+        return list(self._index)
+
     def string(self, offset: int) -> str:
         end = self._strings.find(b"\0", offset)
         return self._strings[offset: end if end >= 0 else None].decode(errors="replace")
@@ -370,7 +374,7 @@ def _padded_fields(fields: list[tuple[str, Any, int]], size: int,
     A union's fields (all at offset 0) get one pad member if they fall short of `size`."""
     if union:
         longest = max((ct.sizeof(c) for _, c, _ in fields), default=0)
-        pad = [("__pad_end", raw_type(size - longest), 0)] if longest < size else []
+        pad = [("__pad_end", raw_type(size), 0)] if longest < size else []
         return fields + pad
     out: list[tuple[str, Any, int]] = []
     pos = 0

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import difflib
 import errno
 import os
@@ -19,9 +20,12 @@ import numpy as np
 import pandas as pd
 
 from . import bpfsys, sysext
+from .attachments import link_record
 from .btf import MapTypes, enum_names, is_raw, map_types, raw_type
 from .errors import BpfnbError, MapError, ProgramClosedError
+from .inventory import map_type_name, prog_type_name, program_name
 from .layout import is_padding
+from .mapread import Snapshot
 from .maps import MapView
 
 BPFFS_ROOT = "/sys/fs/bpf"
@@ -67,7 +71,7 @@ class ExternalMap(MapView):
         self._handle = _FdHandle(fd)
         try:
             info = bpfsys.map_info(fd)
-            super().__init__(name or info.name.decode(), fd, types.key, types.value,
+            super().__init__(name or info.name.decode(errors="replace"), fd, types.key, types.value,
                              owner=self._handle.alive)
         except BaseException:
             self._handle.close()
@@ -108,29 +112,59 @@ class ExternalMap(MapView):
         return super().__repr__()[:-1] + f" btf {self.btf_id or 'none'}{state}>"
 
     # -- reading ------------------------------------------------------------------------
+    @property
+    def _raw_plain(self) -> bool:
+        """Raw bytes in a map whose type has no DataFrame of its own (hash, array...)."""
+        from .maptypes import kind_of
+
+        return (self.types.raw_key or self.types.raw_value) and kind_of(self.type).frame is None
+
+    def read(self) -> Snapshot:
+        """As MapView.read(); raw keys/values come out as `bytes` objects, a per-CPU raw
+        value as a tuple of each CPU's bytes (bytes cannot be summed over CPUs)."""
+        snap = super().read()
+        if not self._raw_plain:
+            return snap
+        keys = _as_bytes(snap.keys) if self.types.raw_key else snap.keys
+        values = snap.values
+        if self.types.raw_value:
+            if values.ndim == 2:
+                values = np.empty(len(snap.values), dtype=object)
+                values[:] = [tuple(row) for row in snap.values.tolist()]
+            else:
+                values = _as_bytes(values)
+        return dataclasses.replace(snap, keys=keys, values=values)
+
     def df(self, per_cpu: bool = False) -> pd.DataFrame:
-        """As MapView.df(); raw bytes become `bytes` objects (per-CPU raw values a tuple of
-        each CPU's bytes, since bytes cannot be summed); enums become their names."""
-        if self.per_cpu and not per_cpu and self.types.raw_value:
-            df = self._raw_per_cpu_frame()
+        """As MapView.df(); raw bytes are `bytes` objects (see read()) and enum fields
+        their names (open_map(..., decode_enums=False) keeps the numbers)."""
+        if per_cpu and self.per_cpu and self.types.raw_value and self._raw_plain:
+            df = self._raw_long_frame()
         else:
             df = super().df(per_cpu=per_cpu)
         for col in df.columns:
             if df[col].dtype.kind == "V":
-                df[col] = pd.Series(df[col].to_numpy().tolist(), index=df.index, dtype=object)
+                df[col] = pd.Series(_as_bytes(df[col].to_numpy()), index=df.index)
         if self.decode_enums:
             _decode_enums(df, self.types)
         df.attrs["btf_id"] = self.btf_id
         df.attrs["notes"] = self.notes
         return df
 
-    def _raw_per_cpu_frame(self) -> pd.DataFrame:
+    def _raw_long_frame(self) -> pd.DataFrame:
         from . import frames
 
-        snap = self.read()
-        values = np.empty(len(snap.values), dtype=object)
-        values[:] = [tuple(row) for row in snap.values.tolist()]
-        return frames.frame(snap.keys, values, self.attrs(snap, len(snap.keys)))
+        snap = MapView.read(self)
+        keys = _as_bytes(snap.keys) if self.types.raw_key else snap.keys
+        return frames.frame(keys, _as_bytes(snap.values), self.attrs(snap, len(snap.keys)),
+                            per_cpu=True, cpus=bpfsys.possible_cpus())
+
+
+def _as_bytes(arr: np.ndarray) -> np.ndarray:
+    """An object array of `bytes`, same shape, from an array of raw (`V`) items."""
+    out = np.empty(arr.shape, dtype=object)
+    out.reshape(-1)[:] = np.ascontiguousarray(arr).reshape(-1).tolist()
+    return out
 
 
 def _readable_dtype(ctype: Any, role: str) -> np.dtype:
@@ -193,6 +227,7 @@ def open_map(id: int | None = None, pinned: str | None = None, name: str | None 
         info = bpfsys.map_info(fd)
         types = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
                           info.key_size, info.value_size)
+        types = _kernel_layout(types, info.type, info.key_size, info.value_size)
         types = _override(types, key, "key", info.key_size)
         types = _override(types, value, "value", info.value_size)
     except BaseException:
@@ -244,6 +279,62 @@ def _id_by_name(name: str) -> int:
     raise MapError(f"no BPF map is called {wanted!r}{hint}. List them with bpfnb.maps()")
 
 
+def _uint(size: int) -> Any:
+    return {1: ct.c_uint8, 2: ct.c_uint16, 4: ct.c_uint32, 8: ct.c_uint64}.get(size)
+
+
+def _ids(key_size: int, value_size: int) -> tuple[Any, Any]:
+    """Maps of fds/ids: u32 index -> u32 (or u64) id."""
+    return _uint(key_size), _uint(value_size)
+
+
+def _id_values(key_size: int, value_size: int) -> tuple[Any, Any]:
+    """User keys (raw unless BTF says otherwise) -> u32 ids."""
+    return None, _uint(value_size)
+
+
+def _stack_trace(key_size: int, value_size: int) -> tuple[Any, Any]:
+    value = ct.c_uint64 * (value_size // 8) if value_size and value_size % 8 == 0 else None
+    return _uint(key_size), value
+
+
+def _lpm(key_size: int, value_size: int) -> tuple[Any, Any]:
+    if key_size <= 4:
+        return None, None
+    key = type("lpm_key", (ct.Structure,), {"_pack_": 1, "_layout_": "ms", "_fields_": [
+        ("prefixlen", ct.c_uint32), ("data", ct.c_ubyte * (key_size - 4))]})
+    return key, None
+
+
+# layouts the kernel fixes whatever the creator's BTF says: used where BTF gives none
+_T = bpfsys.MapType
+KERNEL_LAYOUTS: dict[bpfsys.MapType, Any] = {
+    **{t: _ids for t in (_T.PROG_ARRAY, _T.PERF_EVENT_ARRAY, _T.CGROUP_ARRAY,
+                         _T.ARRAY_OF_MAPS, _T.DEVMAP, _T.XSKMAP, _T.SOCKMAP,
+                         _T.REUSEPORT_SOCKARRAY)},
+    **{t: _id_values for t in (_T.HASH_OF_MAPS, _T.SOCKHASH, _T.DEVMAP_HASH)},
+    _T.STACK_TRACE: _stack_trace,
+    _T.LPM_TRIE: _lpm,
+}
+
+
+def _kernel_layout(types: MapTypes, map_type: int, key_size: int, value_size: int
+                   ) -> MapTypes:
+    """Fill raw parts of map types whose layout the kernel defines (ids, stack traces)."""
+    try:
+        layout = KERNEL_LAYOUTS.get(bpfsys.MapType(map_type))
+    except ValueError:  # a map type newer than bpfnb
+        return types
+    if layout is None:
+        return types
+    key, value = layout(key_size, value_size)
+    for role, ctype in (("key", key), ("value", value)):
+        if ctype is not None and is_raw(getattr(types, role)):
+            setattr(types, role, ctype)
+            setattr(types, f"{role}_decl", f"{ctype.__name__} (kernel layout)")
+    return types
+
+
 def _override(types: MapTypes, ctype: Any, role: str, size: int) -> MapTypes:
     if ctype is None:
         return types
@@ -262,7 +353,7 @@ def _fd_kind(fd: int) -> str:
     except OSError:
         return ""
     return {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "prog",
-            "anon_inode:bpf-link": "link"}.get(target, "")
+            "anon_inode:bpf_link": "link", "anon_inode:bpf-link": "link"}.get(target, "")
 
 
 # -- pinning ------------------------------------------------------------------------------
@@ -317,14 +408,11 @@ def unpin(path: str) -> None:
                          "when empty)") from None
 
 
-_PINNED_COLUMNS = {"path": object, "kind": object, "id": "int64", "name": object,
-                   "type": object}
+_PINNED_COLUMNS = ["path", "kind", "id", "name", "type"]
 
 
 def pinned(root: str = BPFFS_ROOT) -> pd.DataFrame:
     """Everything pinned under `root`: path, kind (map/prog/link), id, name, type."""
-    from .inventory import map_type_name, prog_type_name
-
     rows: list[dict[str, Any]] = []
     rootp = Path(root)
     if not rootp.is_dir():
@@ -336,14 +424,15 @@ def pinned(root: str = BPFFS_ROOT) -> pd.DataFrame:
         except OSError:
             continue
         try:
-            rows.append(_pinned_row(str(path), fd, map_type_name, prog_type_name))
+            rows.append(_pinned_row(str(path), fd))
         finally:
             os.close(fd)
-    df = pd.DataFrame(rows, columns=list(_PINNED_COLUMNS))
-    return df.astype(_PINNED_COLUMNS) if len(df) else df
+    df = pd.DataFrame(rows, columns=_PINNED_COLUMNS)
+    df["id"] = df["id"].astype("int64")
+    return df
 
 
-def _pinned_row(path: str, fd: int, map_type_name: Any, prog_type_name: Any) -> dict[str, Any]:
+def _pinned_row(path: str, fd: int) -> dict[str, Any]:
     kind = _fd_kind(fd)
     row: dict[str, Any] = {"path": path, "kind": kind or "unknown", "id": -1, "name": "",
                            "type": ""}
@@ -353,11 +442,8 @@ def _pinned_row(path: str, fd: int, map_type_name: Any, prog_type_name: Any) -> 
                    type=map_type_name(info.type))
     elif kind == "prog":
         pinfo = bpfsys.prog_info(fd)
-        row.update(id=pinfo.id, name=pinfo.name.decode(errors="replace"),
-                   type=prog_type_name(pinfo.type))
+        row.update(id=pinfo.id, name=program_name(fd, pinfo), type=prog_type_name(pinfo.type))
     elif kind == "link":
-        from .links import link_record
-
         link = link_record(fd)
         row.update(id=link.id, name=link.target, type=link.type)
     return row

@@ -132,8 +132,8 @@ def sum_cpus(values: np.ndarray) -> np.ndarray:
     for field in dtype.names:
         col = values[field]
         fdtype = fields[field][0]
-        if fdtype.kind in "iuf" and fdtype.names is None:
-            out[field] = col.sum(axis=1, dtype=fdtype.base if col.ndim > 2 else fdtype)
+        if fdtype.base.kind in "iuf" and fdtype.names is None:
+            out[field] = col.sum(axis=1, dtype=fdtype.base)
         else:
             out[field] = col[:, 0]
     return out

@@ -97,7 +97,7 @@ class MapReader:
                 method = "iterate"
             end = time.time_ns()
         if not self.percpu:
-            values = values.reshape(len(values))
+            values = values[:, 0]
         return Snapshot(keys, unpad(values, self.value_dtype), start, end - start, method)
 
     def _read_batch(self) -> tuple[np.ndarray, np.ndarray]:

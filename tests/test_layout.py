@@ -85,3 +85,10 @@ def test_compile_error_parsing():
     err = diagnose.compile_error("a\nb\n    x;\n", output)
     assert str(err).splitlines()[0].startswith("C compile error at line 3, column 5")
     assert str(err).splitlines()[1].strip() == "x;"
+
+
+def test_sum_cpus_sums_array_fields():
+    rec = np.zeros((1, 2), dtype=[("slots", np.uint64, (3,))])
+    rec["slots"][0, 0] = [1, 2, 3]
+    rec["slots"][0, 1] = [10, 20, 30]
+    assert layout.sum_cpus(rec)["slots"][0].tolist() == [11, 22, 33]
