@@ -31,6 +31,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/read_maps.py
+	$(PY) bench/stacks.py
+	$(PY) bench/events.py
 
 clean:
 	rm -rf $(VENV)

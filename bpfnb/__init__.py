@@ -25,6 +25,7 @@ from .errors import (
     UnknownTargetError,
     VerifierError,
 )
+from .functions import Function
 from .external import ExternalMap, open_map, pin, pinned, unpin
 from .inventory import ProgramStats, links, maps, programs
 from .maps import MapInfo, MapView
@@ -41,7 +42,7 @@ __all__ = [
     "MapView", "PrivilegeError", "Program", "ProgramClosedError", "Stacks", "Symbolizer",
     "UnknownMapError", "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load",
     "open_programs", "profile", "profile_source", "stacks", "ExternalMap", "open_map", "pin",
-    "pinned", "unpin", "ProgramStats", "links", "maps", "programs", "top",
+    "pinned", "unpin", "Function", "ProgramStats", "links", "maps", "programs", "top",
 ]
 
 

@@ -36,7 +36,7 @@ class Codec:
     def encode(self, obj: Any) -> np.ndarray:
         """A one-element array holding `obj` in the map's layout."""
         out = np.zeros(1, self.dtype)
-        raw = _raw_bytes(obj, self.dtype.itemsize)
+        raw = _raw_bytes(obj, self.dtype)
         if raw is not None:
             out.view(np.uint8)[:] = np.frombuffer(raw, np.uint8)
             return out
@@ -106,14 +106,17 @@ def hidden_fields(ctype: Any) -> list[str]:
     return out
 
 
-def _raw_bytes(obj: Any, size: int) -> bytes | None:
-    """Bytes of a ctypes object, numpy record or bytes-like of exactly `size` bytes."""
+def _raw_bytes(obj: Any, dtype: np.dtype) -> bytes | None:
+    """Bytes of a ctypes object, numpy record or bytes-like of exactly the type's size."""
+    size = dtype.itemsize
+    if isinstance(obj, (bytes, bytearray)) and len(obj) == size and dtype.kind != "S":
+        return bytes(obj)
     if isinstance(obj, (ct.Structure, ct.Union, ct.Array)) or (
             isinstance(obj, ct._SimpleCData) and ct.sizeof(obj) == size):
         if ct.sizeof(obj) != size:
             raise KeyTypeError(f"ctypes {type(obj).__name__} is {ct.sizeof(obj)} bytes; "
                                f"the map wants {size}")
-        return bytes(obj)  # type: ignore[call-overload]
+        return bytes(memoryview(obj))
     if isinstance(obj, np.void) and obj.dtype.itemsize == size:
         return obj.tobytes()
     if isinstance(obj, np.ndarray) and obj.dtype.names is not None and obj.size == 1 \
@@ -155,7 +158,13 @@ def _assign_struct(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj:
     else:
         raise _Shape(f"a {type(obj).__name__} where a struct is wanted")
     for f in fields:
-        _assign(out, (*path, f), dtype.fields[f][0], parts[f])
+        _assign(out, (*path, f), _sub(dtype, f), parts[f])
+
+
+def _sub(dtype: np.dtype, field: str) -> np.dtype:
+    fields = dtype.fields
+    assert fields is not None
+    return fields[field][0]
 
 
 def _nest(obj: Mapping[str, Any], fields: list[str], where: str) -> dict[str, Any]:
@@ -262,7 +271,7 @@ def _leaf_dtype(dtype: np.dtype, column: str) -> np.dtype:
         if flat == column:
             t = dtype
             for p in path:
-                t = t.fields[p][0]
+                t = _sub(t, p)
             return t.base if index is not None else t
     return dtype
 
@@ -284,7 +293,7 @@ def column_paths(dtype: np.dtype, base: str
         if dt.names is not None:
             for f in dt.names:
                 if not is_padding(f):
-                    walk(dt.fields[f][0], f"{name}.{f}" if name else f, (*path, f))
+                    walk(_sub(dt, f), f"{name}.{f}" if name else f, (*path, f))
         elif dt.shape and dt.base.kind != "S" and len(dt.shape) == 1 \
                 and dt.shape[0] <= SPLIT_ARRAY_MAX:
             out.extend((f"{name}[{i}]", path, i) for i in range(dt.shape[0]))

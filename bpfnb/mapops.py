@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import errno
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,8 +16,8 @@ import pandas as pd
 
 from . import bpfsys, frames
 from .codec import Codec
-from .errors import KeyNotFoundError, KeyTypeError, MapError, UnsupportedMapError
-from .layout import padded
+from .errors import KeyNotFoundError, KeyTypeError, UnsupportedMapError
+from .layout import padded, sum_cpus
 from .maperrors import QUEUES, OpContext, translate
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class MapOps:
             cells = np.ascontiguousarray(raw).view(self.view.value_dtype).reshape(self.ncpus)
             if per_cpu:
                 return [self.value.decode(cells[i:i + 1]) for i in range(self.ncpus)]
-            out = self.value.decode(frames.sum_cpus(cells.reshape(1, self.ncpus)))
+            out = self.value.decode(sum_cpus(cells.reshape(1, self.ncpus)))
         return self.kind.value_out(self.view, out) if self.kind.value_out is not None else out
 
     # -- single elements --------------------------------------------------------------
@@ -148,7 +148,8 @@ class MapOps:
         cur, nxt = np.zeros(1, self.view.key_dtype), np.zeros(1, self.view.key_dtype)
         out: list[np.ndarray] = []
         prev = None
-        for _ in range(2 * self.view.info.max_entries + 1):
+        limit = 2 * self.view.info.max_entries + 1 if self.view.info.max_entries else 1 << 24
+        for _ in range(limit):  # cgroup storage reports max_entries 0
             if not self.call(ctx, bpfsys.next_key, prev, nxt):
                 break
             cur[:] = nxt
@@ -160,6 +161,30 @@ class MapOps:
         raw = keys.view(np.dtype((np.void, keys.dtype.itemsize)))
         _, first = np.unique(raw, return_index=True)
         return keys[np.sort(first)]
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, values) by key walk and lookups: for maps MapReader cannot size (cgroup
+        storage reports max_entries 0). Values are (n,) or (n, cpus) like a Snapshot's."""
+        keys = self.raw_keys()
+        rows, kept = [], []
+        for i in range(len(keys)):
+            buf = self.value_buffer()
+            try:
+                self.call(self.ctx("lookup"), bpfsys.lookup, keys[i:i + 1], buf)
+            except KeyNotFoundError:  # deleted meanwhile
+                continue
+            rows.append(buf)
+            kept.append(i)
+        if not rows:
+            shape = (0, self.ncpus) if self.ncpus else (0,)
+            return keys[:0], np.zeros(shape, self.view.value_dtype)
+        values = np.concatenate(rows)
+        if self.ncpus:
+            size = self.view.value_dtype.itemsize
+            raw = values.view(np.uint8).reshape(len(rows), self.ncpus, self.cell.itemsize)
+            values = np.ascontiguousarray(raw[:, :, :size]).view(self.view.value_dtype)
+            values = values.reshape(len(rows), self.ncpus)
+        return keys[kept], values
 
     def keys(self) -> list[Any]:
         raw = self.raw_keys()
@@ -200,7 +225,10 @@ class MapOps:
         """Write len(keys) elements with BPF_MAP_UPDATE_BATCH (per element if unsupported)."""
         bits = FLAGS[flags] | (bpfsys.BPF_F_LOCK if lock else 0)
         n = len(keys)
-        done = self._batch(bpfsys.Cmd.MAP_UPDATE_BATCH, keys, values, bits, "update_batch", flags)
+        done = 0
+        if flags == "any":  # the kernel's batch update takes no NOEXIST/EXIST, only F_LOCK
+            done = self._batch(bpfsys.Cmd.MAP_UPDATE_BATCH, keys, values, bits,
+                               "update_batch", flags)
         for i in range(done, n):
             self.call(self.ctx("update", self._shown(keys[i:i + 1]), flags), bpfsys.update,
                       keys[i:i + 1], values[i:i + 1], bits)
@@ -211,10 +239,7 @@ class MapOps:
         deleted, start = 0, 0
         while start < len(keys):
             part = keys[start:]
-            try:
-                done = self._batch(bpfsys.Cmd.MAP_DELETE_BATCH, part, None, 0, "delete_batch")
-            except KeyNotFoundError:
-                raise
+            done = self._batch(bpfsys.Cmd.MAP_DELETE_BATCH, part, None, 0, "delete_batch")
             deleted += done
             start += done
             if start >= len(keys):
@@ -247,8 +272,7 @@ class MapOps:
             bpfsys.bpf(cmd, attr)
         except OSError as e:
             done = int(attr.count)
-            if e.errno in _NO_BATCH or e.errno == errno.ENOENT or (
-                    e.errno == errno.EINVAL and done == 0 and not (elem_flags & ~3)):
+            if e.errno in _NO_BATCH or e.errno == errno.ENOENT:
                 return done
             key = self._shown(keys[done:done + 1]) if done < len(keys) else None
             raise translate(e, self.ctx(op, key, flags)) from None
@@ -264,18 +288,17 @@ class MapOps:
     def keys_array(self, keys: Any) -> np.ndarray:
         """Keys given as a DataFrame (key columns), a numpy array or an iterable of keys."""
         if isinstance(keys, pd.DataFrame):
-            names = self.key_columns(keys)
-            return self.key.from_columns({n: keys[n].to_numpy() for n in names}, names,
-                                         len(keys))
+            return self.df_keys(keys, self.key_columns(keys))
         if isinstance(keys, np.ndarray) and keys.dtype == self.view.key_dtype:
             return keys
-        if isinstance(keys, (pd.Series, pd.Index)):
-            keys = keys.tolist()
-        return np.concatenate([self.encode_key(k) for k in keys]) if _nonempty(keys) \
-            else np.zeros(0, self.view.key_dtype)
+        items = keys.tolist() if isinstance(keys, (pd.Series, pd.Index)) else list(keys)
+        if not items:
+            return np.zeros(0, self.view.key_dtype)
+        return np.concatenate([self.encode_key(k) for k in items])
 
     def key_columns(self, df: pd.DataFrame) -> list[str]:
-        names = df.attrs.get("key_columns") or self._names()[0]
+        raw = self._names()[0]
+        names = raw if all(n in df.columns for n in raw) else df.attrs.get("key_columns", raw)
         missing = [n for n in names if n not in df.columns]
         if missing:
             raise KeyTypeError(f"the DataFrame lacks key columns {missing} of map "
@@ -283,8 +306,10 @@ class MapOps:
         return list(names)
 
     def value_columns(self, df: pd.DataFrame) -> list[str]:
-        names = [n for n in (df.attrs.get("value_columns") or self._names()[1])
-                 if n.split(".")[0] not in self.value.hidden]
+        raw = self._names()[1]
+        given = raw if all(n in df.columns for n in raw if n.split(".")[0]
+                           not in self.value.hidden) else df.attrs.get("value_columns", raw)
+        names = [n for n in given if n.split(".")[0] not in self.value.hidden]
         missing = [n for n in names if n not in df.columns]
         if missing:
             raise KeyTypeError(f"the DataFrame lacks value columns {missing} of map "
@@ -301,14 +326,25 @@ class MapOps:
         kn, vn = self.key_columns(df), self.value_columns(df)
         if self.ncpus and "cpu" in df.columns:
             return self._percpu_arrays(df, kn, vn)
-        keys = self.key.from_columns({n: df[n].to_numpy() for n in kn}, kn, len(df))
+        keys = self.df_keys(df, kn)
         vals = self.value.from_columns({n: df[n].to_numpy() for n in vn}, vn, len(df))
         return keys, self._cells(vals.reshape(len(df), 1))
+
+    def df_keys(self, df: pd.DataFrame, names: list[str]) -> np.ndarray:
+        """Key array from key columns: the raw fields (vectorized) or, for map types that
+        show keys their own way (an LPM trie's `network`), one key per row."""
+        if names == self._names()[0] or self.kind.key_in is None:
+            return self.key.from_columns({n: df[n].to_numpy() for n in names}, names, len(df))
+        cols = [df[n].tolist() for n in names]
+        rows = cols[0] if len(cols) == 1 else list(zip(*cols))
+        if not rows:
+            return np.zeros(0, self.view.key_dtype)
+        return np.concatenate([self.encode_key(r) for r in rows])
 
     def _percpu_arrays(self, df: pd.DataFrame, kn: list[str], vn: list[str]
                        ) -> tuple[np.ndarray, np.ndarray]:
         cpus = bpfsys.possible_cpus()
-        keys = self.key.from_columns({n: df[n].to_numpy() for n in kn}, kn, len(df))
+        keys = self.df_keys(df, kn)
         raw = keys.view(np.dtype((np.void, keys.dtype.itemsize)))
         _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
         vals = self.value.from_columns({n: df[n].to_numpy() for n in vn}, vn, len(df))
@@ -328,16 +364,3 @@ class MapOps:
         src = np.ascontiguousarray(values).view(np.uint8).reshape(n, values.shape[1], size)
         raw[:, :values.shape[1], :size] = src
         return out
-
-
-def _nonempty(keys: Any) -> bool:
-    if isinstance(keys, (Sequence, np.ndarray)):
-        return len(keys) > 0
-    return bool(keys)
-
-
-def iter_keys(keys: Iterable[Any]) -> Iterator[Any]:
-    yield from keys
-
-
-__all__ = ["FLAGS", "MapError", "MapOps"]

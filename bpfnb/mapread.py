@@ -134,7 +134,8 @@ class MapReader:
         keys: list[np.ndarray] = []
         values: list[np.ndarray] = []
         prev = None
-        for _ in range(2 * self.max_entries + 1):
+        limit = 2 * self.max_entries + 1 if self.max_entries else 1 << 24  # cgroup storage: 0
+        for _ in range(limit):
             if not bpfsys.next_key(self.fd, prev, nxt):
                 break
             key[:] = nxt

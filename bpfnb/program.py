@@ -7,11 +7,14 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.bcc import AttachPoint, BccModule, Usdt
 from .errors import BpfnbError, ProgramClosedError, UnknownMapError
 from .maps import MapView
+
+if TYPE_CHECKING:
+    from .functions import Function
 
 PERF_TYPES = {"hardware": 0, "software": 1}
 PERF_CONFIGS = {
@@ -86,7 +89,12 @@ class Program:
                 names = ", ".join(self._map_names) or "none"
                 raise UnknownMapError(f"no map {name!r} in program {self.name!r}; "
                                       f"its maps are: {names}")
-            table = self.module.table(name)
+            try:
+                table = self.module.table(name)
+            except Exception:  # bcc 0.26's Python lacks sockmap/sockhash/cgroup storage
+                from .rawtable import raw_table
+
+                table = raw_table(self.module.bpf, name)
             leaf = getattr(table, "sLeaf", table.Leaf)
             key = getattr(table, "Key", None)
             view = MapView(name, table.map_fd,
@@ -157,6 +165,13 @@ class Program:
                                       sample_period=sample_period or 0,
                                       sample_freq=sample_freq or 0, pid=pid, cpu=cpu)
         return self
+
+    def function(self, name: str, prog_type: int | str | None = None) -> Function:
+        """Load C function `name` as a BPF program (tail-call slots, cgroup/XDP/sockmap
+        attach); the type is inferred when not given."""
+        from .functions import function
+
+        return function(self, name, prog_type)
 
     def program_fd(self, fn_name: str, prog_type: int) -> int:
         """Load function `fn_name` as a program of `prog_type`; return its fd."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes as ct
+import os
 
 import numpy as np
 import pytest
 
 import bpfnb
 from bpfnb.errors import UnsupportedMapError
-from conftest import run_workload
+from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -20,9 +21,7 @@ BPF_PERF_OUTPUT(perf);
 BPF_ARRAY(seq, u64, 1);
 BPF_ARRAY(dropped, u64, 1);
 TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    char comm[16];
-    bpf_get_current_comm(&comm, sizeof(comm));
-    if (comm[0] != 'b' || comm[1] != 'p' || comm[5] != '-') return 0;
+    COMM_FILTER
     int zero = 0;
     u64 *s = seq.lookup(&zero);
     if (!s) return 0;
@@ -30,7 +29,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
     e.pid = bpf_get_current_pid_tgid() >> 32;
     e.seq = __sync_fetch_and_add(s, 1);
     e.ts = bpf_ktime_get_ns();
-    __builtin_memcpy(&e.comm, comm, sizeof(e.comm));
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
     if (USE_RB) {
         if (rb.ringbuf_output(&e, sizeof(e), 0) < 0) dropped.increment(zero);
     } else {
@@ -41,27 +40,32 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """
 
 
+COMM = f"bpfnb-e{os.getpid() % 100000}"  # this session's workloads only
+
+
 def load(rb_pages: int = 64, use_rb: bool = True) -> bpfnb.Program:
-    return bpfnb.load(EVENTS, cflags=[f"-DRB_PAGES={rb_pages}", f"-DUSE_RB={int(use_rb)}"])
+    return bpfnb.load(EVENTS.replace("COMM_FILTER", COMM_FILTER),
+                      cflags=[*comm_cflags(COMM), f"-DRB_PAGES={rb_pages}",
+                              f"-DUSE_RB={int(use_rb)}"])
 
 
-def test_ring_buffer_events_as_rows(workload):
+def test_ring_buffer_events_as_rows():
     with load() as p:
         rb = p["rb"]
         rb.event_reader()  # open before the workload: nothing is missed either way
-        pid = run_workload(workload, "getpid", 5000)
+        pid = getpid(5000, COMM)
         df = rb.events(duration=0.2, lost_map=p["dropped"])
         assert list(df.columns) == ["pid", "seq", "ts", "comm"]
         assert len(df) == 5000 and df.attrs["lost"] == 0
         assert df["seq"].tolist() == list(range(5000))
-        assert (df["pid"] == pid).all() and (df["comm"] == "bpfnb-wl").all()
+        assert (df["pid"] == pid).all() and (df["comm"] == COMM).all()
         assert df["ts"].is_monotonic_increasing and df["seq"].dtype == np.uint32
 
 
-def test_ring_buffer_max_events_keeps_the_rest(workload):
+def test_ring_buffer_max_events_keeps_the_rest():
     with load() as p:
         rb = p["rb"]
-        run_workload(workload, "getpid", 300)
+        getpid(300, COMM)
         first = rb.events(duration=None, max_events=100)
         rest = rb.events(duration=0.1)
         assert first["seq"].tolist() == list(range(100))
@@ -69,25 +73,25 @@ def test_ring_buffer_max_events_keeps_the_rest(workload):
         assert len(rb.df()) == 0  # df(): what is waiting now
 
 
-def test_ring_buffer_drops_are_counted(workload):
+def test_ring_buffer_drops_are_counted():
     with load(rb_pages=1) as p:  # 4 KiB: 102 records of 8 + 32 bytes
-        run_workload(workload, "getpid", 1000)
+        getpid(1000, COMM)
         df = p["rb"].events(duration=0.1, lost_map=p["dropped"])
         assert len(df) == 4096 // 40
         assert df.attrs["lost"] == 1000 - len(df)
         assert df["seq"].tolist() == list(range(len(df)))
 
 
-def test_perf_buffer_events_and_lost_records(workload):
+def test_perf_buffer_events_and_lost_records():
     with load(use_rb=False) as p:
         perf = p["perf"]
         perf.event_reader()  # installs one perf buffer per CPU (64 pages each)
-        run_workload(workload, "getpid", 20000, cpu=0)
+        getpid(20000, COMM, cpu=0)
         first = perf.events(duration=0.2)
         capacity = 64 * 4096 // (8 + 40)  # header + (u32 size + 32-byte event), 8-aligned
         assert len(first) == capacity and (first["cpu"] == 0).all()
         assert first["seq"].tolist() == list(range(capacity))
-        run_workload(workload, "getpid", 10, cpu=0)  # the kernel reports losses on next write
+        getpid(10, COMM, cpu=0)  # the kernel reports losses on next write
         second = perf.events(duration=0.2)
         assert len(second) == 10
         assert second.attrs["lost"] == 20000 - capacity

@@ -19,16 +19,18 @@ from bpfnb.errors import KeyNotFoundError, KeyTypeError, MapFullError, Unsupport
 from bpfnb.functions import function
 from bpfnb.maptypes.lpm import longest_match
 from bpfnb.rawtable import view
-from conftest import require, run_workload
+from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
-# syscall numbers the dispatcher test routes (the workload makes exactly these after its
-# prctl(PR_SET_NAME): getpid N times, then exit_group once)
+# syscall numbers the dispatcher test routes (after naming itself, the workload makes getpid
+# exactly N times and exit_group once)
 SYSCALLS = {"x86_64": {"getpid": 39, "exit_group": 231},
             "aarch64": {"getpid": 172, "exit_group": 94}}
-IS_WORKLOAD = ("char comm[16]; bpf_get_current_comm(&comm, sizeof(comm)); "
-               "if (comm[0] != 'b' || comm[1] != 'p' || comm[5] != '-') return 0;")
+COMM = f"bpfnb-k{os.getpid() % 100000}"  # this session's workloads only
+CFLAGS = comm_cflags(COMM)
+IS_WORKLOAD = COMM_FILTER
 
 
 @pytest.fixture
@@ -120,13 +122,12 @@ def test_lpm_trie_matched_by_a_program(cgroup):
 DISPATCH = r"""
 BPF_PROG_ARRAY(handlers, 512);
 BPF_ARRAY(counts, u64, 512);
-BPF_ARRAY(unhandled, u64, 1);
+BPF_HASH(unhandled, u32, u64, 512);
 TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
     IS_WORKLOAD
-    int nr = args->id;
+    u32 nr = args->id;
     handlers.call(args, nr);
-    int zero = 0;            /* reached only when slot nr is empty */
-    unhandled.increment(zero);
+    unhandled.increment(nr);   /* reached only when slot nr is empty */
     return 0;
 }
 int on_getpid(void *ctx) { int k = NR_GETPID; counts.increment(k); return 0; }
@@ -134,11 +135,11 @@ int on_exit_group(void *ctx) { int k = NR_EXIT_GROUP; counts.increment(k); retur
 """.replace("IS_WORKLOAD", IS_WORKLOAD)
 
 
-def test_prog_array_dispatches_tail_calls(workload):
+def test_prog_array_dispatches_tail_calls():
     nrs = SYSCALLS.get(platform.machine())
     if nrs is None:
         pytest.skip(f"syscall numbers of {platform.machine()} not in this test")
-    cflags = [f"-DNR_GETPID={nrs['getpid']}", f"-DNR_EXIT_GROUP={nrs['exit_group']}"]
+    cflags = [*CFLAGS, f"-DNR_GETPID={nrs['getpid']}", f"-DNR_EXIT_GROUP={nrs['exit_group']}"]
     with bpfnb.load(DISPATCH, cflags=cflags) as p:
         h = p["handlers"]
         h[nrs["getpid"]] = function(p, "on_getpid")  # type taken from the dispatcher
@@ -148,14 +149,15 @@ def test_prog_array_dispatches_tail_calls(workload):
         assert df["prog_name"].tolist() == ["on_getpid", "on_exit_group"]
         assert df["prog_type"].tolist() == ["tracepoint", "tracepoint"]
         assert (df["prog_id"] > 0).all() and len(h) == 2
-        run_workload(workload, "getpid", 500)
+        getpid(500, COMM)
         counts = p["counts"]
         assert counts[nrs["getpid"]] == 500 and counts[nrs["exit_group"]] == 1
-        assert p["unhandled"][0] == 0  # every syscall after prctl had a handler
+        unhandled = p["unhandled"]
+        assert nrs["getpid"] not in unhandled and nrs["exit_group"] not in unhandled
         del h[nrs["exit_group"]]
         assert h.df()["slot"].tolist() == [nrs["getpid"]]
-        run_workload(workload, "getpid", 10)
-        assert counts[nrs["getpid"]] == 510 and p["unhandled"][0] == 1
+        getpid(10, COMM)
+        assert counts[nrs["getpid"]] == 510 and unhandled[nrs["exit_group"]] == 1
 
 
 # -- maps of maps -----------------------------------------------------------------------------
@@ -177,17 +179,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """.replace("IS_WORKLOAD", IS_WORKLOAD)
 
 
-def test_array_of_maps_swaps_inner_map(workload):
-    with bpfnb.load(MAP_OF_MAPS) as p:
+def test_array_of_maps_swaps_inner_map():
+    with bpfnb.load(MAP_OF_MAPS, cflags=CFLAGS) as p:
         cur = p["current"]
         assert len(cur.df()) == 0
         cur[0] = p["inner_a"]
         df = cur.df()
         assert df["map_name"].tolist() == ["inner_a"] and df["map_type"].tolist() == ["array"]
         assert df["map_id"].tolist() == [p["inner_a"].info.id]
-        run_workload(workload, "getpid", 100)
+        getpid(100, COMM)
         cur[0] = p["inner_b"]  # the running program now counts into inner_b
-        run_workload(workload, "getpid", 250)
+        getpid(250, COMM)
         assert p["inner_a"][0] == 100 and p["inner_b"][0] == 250
         assert cur.inner(0) is p["inner_b"]
         tenants = p["by_tenant"]
@@ -214,19 +216,24 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """.replace("IS_WORKLOAD", IS_WORKLOAD)
 
 
-def test_stack_trace_raw_view(workload):
-    with bpfnb.load(STACKS) as p:
-        run_workload(workload, "getpid", 200)
+def test_stack_trace_raw_view():
+    with bpfnb.load(STACKS, cflags=CFLAGS) as p:
+        getpid(200, COMM)
         counts = p["counts"].df()
-        assert counts["value"].tolist() == [200, 200]  # one user and one kernel stack
         df = p["stacks"].df()
-        assert list(df.columns) == ["stack_id", "depth", "top", "addresses"]
+        assert list(df.columns) == ["stack_id", "depth", "top", "addresses", "frames"]
         assert sorted(df["stack_id"].tolist()) == sorted(counts["key"].tolist())
         for _, row in df.iterrows():
             assert row["depth"] == len(row["addresses"]) > 0
             assert row["top"] == row["addresses"][0] and (row["addresses"] != 0).all()
-        kernel = df[df["top"] >= np.uint64(1 << 63)]
-        assert len(kernel) == 1  # kernel addresses live in the upper half
+        df["space"] = np.where(df["top"] >= np.uint64(1 << 63), "kernel", "user")
+        for _, row in df[df.space == "kernel"].iterrows():  # root first, real kallsyms names
+            assert len(row["frames"]) == row["depth"]
+            assert row["frames"][0].startswith("entry_SYSCALL")
+        for _, row in df[df.space == "user"].iterrows():
+            assert all(f.startswith("[unknown] 0x") for f in row["frames"])
+        both = df.merge(counts, left_on="stack_id", right_on="key")
+        assert both.groupby("space")["value"].sum().to_dict() == {"kernel": 200, "user": 200}
 
 
 # -- queues and stacks ------------------------------------------------------------------------
@@ -250,7 +257,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 
 
 def test_queue_and_stack_from_python():
-    with bpfnb.load(QUEUES, attach=False) as p:
+    with bpfnb.load(QUEUES, cflags=CFLAGS, attach=False) as p:
         q, s = p["fifo"], p["lifo"]
         for v in (1, 2, 3):
             q.push(v)
@@ -273,9 +280,9 @@ def test_queue_and_stack_from_python():
             q[0]
 
 
-def test_queue_filled_by_a_program(workload):
-    with bpfnb.load(QUEUES) as p:
-        pid = run_workload(workload, "getpid", 20)
+def test_queue_filled_by_a_program():
+    with bpfnb.load(QUEUES, cflags=CFLAGS) as p:
+        pid = getpid(20, COMM)
         df = p["events"].drain()
         assert df["n"].tolist() == list(range(4, 20))  # 16 slots: the newest 16 of 20
         assert (df["pid"] == pid).all()
@@ -296,14 +303,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """.replace("IS_WORKLOAD", IS_WORKLOAD)
 
 
-def test_cgroup_array_counts_only_that_cgroup(cgroup, workload):
-    with bpfnb.load(UNDER_CGROUP) as p:
+def test_cgroup_array_counts_only_that_cgroup(cgroup):
+    with bpfnb.load(UNDER_CGROUP, cflags=CFLAGS) as p:
         w = p["watched"]
         w[0] = cgroup
         df = w.df()
         assert df["cgroup"].tolist() == [cgroup.relpath] and df["cgroup_id"][0] == cgroup.id
-        assert cgroup.run([str(workload), "getpid", "300"]) == 0
-        run_workload(workload, "getpid", 50)
+        getpid(300, COMM, cgroup=cgroup)
+        getpid(50, COMM)
         counts = p["counts"]
         assert counts[0] == 300 and counts[1] == 50
         with pytest.raises(UnsupportedMapError, match="does not let user space read"):
@@ -341,19 +348,23 @@ def test_cgroup_storage_rows_by_cgroup_and_attach_type(cgroup):
         with bpfnb.load(STORAGE, attach=False) as p:
             fn = function(p, "count", "cgroup_skb")
             fn.attach_cgroup(cgroup, "egress")
+            fn.attach_cgroup(cgroup, "ingress")  # one storage value per attach type
             assert cgroup.run([sys.executable, "-c", SENDER, port, "25", "72"]) == 0
             storage = view(p, "per_cgroup")  # bcc 0.26's Python has no cgroup storage table
-            df = storage.df()
-            assert df[["cgroup", "attach"]].values.tolist() == [[cgroup.relpath, "egress"]]
+            df = storage.df().sort_values("attach", ignore_index=True)
+            assert df[["cgroup", "attach"]].values.tolist() == [[cgroup.relpath, "egress"],
+                                                                [cgroup.relpath, "ingress"]]
             assert df.attrs["key_columns"][:2] == ["cgroup", "attach"]
-            assert df["packets"][0] == 25 and df["bytes"][0] == 25 * (20 + 8 + 72)
+            assert df["packets"].tolist() == [25, 0]  # the sink is outside the cgroup
+            assert df["bytes"][0] == 25 * (20 + 8 + 72)
             assert "lock.val" not in df.columns
             key = (cgroup, "egress")
             assert storage.lookup(key, lock=True) == {"packets": 25, "bytes": 2500}
             pc = view(p, "per_cpu")
-            assert pc.df()["value"].tolist() == [25]
+            assert pc.df().sort_values("attach")["value"].tolist() == [25, 0]
             long = pc.df(per_cpu=True)
-            assert len(long) == len(bpfnb.bpfsys.possible_cpus())
-            assert long["value"].sum() == 25 and set(long["cgroup"]) == {cgroup.relpath}
+            assert len(long) == 2 * len(bpfnb.bpfsys.possible_cpus())
+            assert long.groupby("attach")["value"].sum().to_dict() == {"egress": 25,
+                                                                      "ingress": 0}
     finally:
         sink.close()

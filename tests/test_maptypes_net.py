@@ -204,8 +204,8 @@ def test_sockmap_cookies_named(tcp_pairs):
         slots[1] = b
         df = slots.df()
         assert df["cookie"].tolist() == [sockdiag.cookie_of(a), sockdiag.cookie_of(b)]
-        assert df["local"].tolist() == ["127.0.0.1:%d" % s.getsockname()[1] for s in (a, b)]
-        assert df["remote"][0] == "127.0.0.1:%d" % a_peer.getsockname()[1]
+        assert df["local"].tolist() == [f"127.0.0.1:{s.getsockname()[1]}" for s in (a, b)]
+        assert df["remote"][0] == f"127.0.0.1:{a_peer.getsockname()[1]}"
         assert (df["pid"] == os.getpid()).all() and (df["state"] == "ESTABLISHED").all()
         with pytest.raises(KeyTypeError, match="stores sockets"):
             slots[2] = "a socket"

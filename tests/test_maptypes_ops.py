@@ -4,8 +4,11 @@ named errors, and bpf_spin_lock values read and written under BPF_F_LOCK."""
 from __future__ import annotations
 
 import ctypes as ct
+import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 
 import numpy as np
@@ -23,7 +26,8 @@ from bpfnb.errors import (
     UnsupportedMapError,
 )
 from bpfnb.functions import function
-from conftest import require, run_workload
+from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -38,6 +42,7 @@ BPF_PERCPU_HASH(pc, u32, u64, 16);
 BPF_TABLE("lru_hash", u32, u64, lru, 8);
 BPF_HASH(by_pid, u32, u64, 1024);
 TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     by_pid.increment(pid);
     return 0;
@@ -45,9 +50,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """
 
 
+COMM = f"bpfnb-o{os.getpid() % 100000}"  # this session's workloads only
+
+
 @pytest.fixture(scope="module")
 def prog():
-    with bpfnb.load(MAPS, name="ops") as p:
+    with bpfnb.load(MAPS.replace("COMM_FILTER", COMM_FILTER), name="ops",
+                    cflags=comm_cflags(COMM)) as p:
         yield p
 
 
@@ -191,8 +200,8 @@ def test_batch_full_map_names_the_key(prog):
     assert len(prog["small"]) == 4
 
 
-def test_keys_and_pop_of_program_filled_map(prog, workload):
-    pid = run_workload(workload, "getpid", 321)
+def test_keys_and_pop_of_program_filled_map(prog):
+    pid = getpid(321, COMM)
     m = prog["by_pid"]
     assert pid in list(m.keys())
     assert m[pid] == 321
@@ -263,6 +272,24 @@ def test_spin_lock_values_in_cgroup_skb(cgroup, udp_sink):
         attachment.close()
         assert cgroup.run([sys.executable, "-c", SENDER, str(udp_sink), "5", "10"]) == 0
         assert totals[0] == {"packets": 1, "bytes": 2}  # detached: nothing counted
+        function(p, "count_egress", "cgroup_skb").attach_cgroup(cgroup, "egress")
+        assert attached_programs(cgroup) == ["count_egress"]
+    assert attached_programs(cgroup) == []  # closing the program detached it
+
+
+def attached_programs(cgroup: Cgroup) -> list[str]:
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool is not installed")
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", cgroup.path], capture_output=True,
+                         text=True, check=True).stdout
+    return [p["name"] for p in json.loads(out.strip() or "[]")]
+
+
+def test_function_needs_a_known_name_and_type(prog):
+    with pytest.raises(bpfnb.BpfnbError, match="no function 'nope'"):
+        function(prog, "nope")
+    with pytest.raises(bpfnb.BpfnbError, match="unknown program type"):
+        function(prog, "tracepoint__syscalls__sys_enter_getpid", "teapot")
 
 
 def test_ctypes_scalar_and_raw_bytes_accepted(prog):
