@@ -33,6 +33,7 @@ bench: setup
 	$(PY) bench/read_maps.py
 	$(PY) bench/stacks.py
 	$(PY) bench/events.py
+	$(PY) bench/live.py
 
 clean:
 	rm -rf $(VENV)

@@ -99,6 +99,7 @@ class Poller:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._paused = False
+        self._first = 0.0
 
     # -- settings ---------------------------------------------------------------------
     @property
@@ -125,8 +126,9 @@ class Poller:
         return thread is not None and thread.is_alive()
 
     # -- control (all idempotent) -----------------------------------------------------
-    def start(self) -> Poller:
-        """Start refreshing (the first refresh runs at once). A stopped poller restarts."""
+    def start(self, wait_first: bool = False) -> Poller:
+        """Start refreshing: the first refresh runs at once, or after `every` seconds with
+        `wait_first`. A stopped poller starts again."""
         with self._lock:
             if self.alive and not self._stopping:
                 return self
@@ -137,9 +139,11 @@ class Poller:
             self._stopping = False
             self._paused = False
             self._set(state="running", stop_reason=None)
+            self._first = time.monotonic() + (self._every if wait_first else 0.0)
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             _register(self)
             self._thread.start()
+        self._notify()
         return self
 
     def stop(self, reason: str = "stopped", timeout: float = JOIN_TIMEOUT) -> None:
@@ -153,6 +157,7 @@ class Poller:
         _unregister(self)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self._notify()
 
     def pause(self) -> None:
         with self._lock:
@@ -160,6 +165,9 @@ class Poller:
                 self._paused = True
                 self._set(state="paused")
                 self._wake.notify_all()
+            else:
+                return
+        self._notify()
 
     def resume(self) -> None:
         """Continue after pause(); the next refresh runs at once."""
@@ -168,6 +176,9 @@ class Poller:
                 self._paused = False
                 self._set(state="running")
                 self._wake.notify_all()
+            else:
+                return
+        self._notify()
 
     def refresh_now(self) -> bool:
         """Run one refresh in the calling thread (serialized with the poller's). True if ok."""
@@ -185,7 +196,7 @@ class Poller:
 
     # -- the thread -------------------------------------------------------------------
     def _loop(self) -> None:
-        due = time.monotonic()
+        due = self._first
         try:
             while True:
                 with self._lock:
@@ -196,7 +207,8 @@ class Poller:
                 end = time.monotonic()
                 due = self._next_due(start, end)
         finally:
-            _unregister(self)
+            if self._thread is threading.current_thread():   # not a newer start()'s
+                _unregister(self)
 
     def _wait_until(self, due: float) -> bool:
         """With the lock held: wait for `due` (or resume); False when stopping."""
@@ -229,11 +241,11 @@ class Poller:
             error: BaseException | None = None
             try:
                 self._refresh()
-            except StopPolling as e:
-                self.stop(str(e) or "stopped by its refresh")
+            except StopPolling as e:   # no join here: the thread may wait for this lock
+                self.stop(str(e) or "stopped by its refresh", timeout=0)
                 return False
             except self.stop_on as e:
-                self.stop(f"{type(e).__name__}: {e}")
+                self.stop(f"{type(e).__name__}: {e}", timeout=0)
                 return False
             except Exception as e:
                 error = e
@@ -367,18 +379,22 @@ class History:
         return self._rows
 
     @property
-    def times(self) -> list[pd.Timestamp]:
+    def times(self) -> pd.DatetimeIndex:
+        """Read times of the snapshots kept, empty ones included (the tidy frame has no
+        rows for those)."""
         with self._lock:
-            return [pd.Timestamp(t, unit="ns") for t, _ in self._items]
+            ns = np.array([t for t, _ in self._items], dtype=np.int64)
+        return pd.DatetimeIndex(ns.astype("datetime64[ns]"), name="time")
 
     def last(self) -> pd.DataFrame | None:
         with self._lock:
             return self._items[-1][1] if self._items else None
 
-    def df(self) -> pd.DataFrame:
-        """time, key columns, value columns: one row per key (or bucket) per snapshot."""
+    def df(self, last: int | None = None) -> pd.DataFrame:
+        """time, key columns, value columns: one row per key (or bucket) per snapshot;
+        the `last` snapshots only if given."""
         with self._lock:
-            items = list(self._items)
+            items = list(self._items)[-last:] if last else list(self._items)
             attrs = dict(self._attrs)
         if not items:
             return pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]")})

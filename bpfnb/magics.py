@@ -235,4 +235,7 @@ def unload_extension(ipython: Any) -> None:
     if magics is not None:
         magics.close_all()
     core.close_all()
+    from . import live
+
+    live.stop_all(reason="extension unloaded")
     ipython.set_custom_exc((), None)

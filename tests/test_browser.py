@@ -176,6 +176,21 @@ ROUND_TRIP = """async () => {
     await k.requestExecute({code: '1 + 1', silent: true}).done;
     return performance.now() - t;
 }"""
+RUNNING = """async () => {
+    const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+    const expr = "sorted(p.name for p in __import__('bpfnb.live').live.running())";
+    const reply = await k.requestExecute({code: '', silent: true,
+                                          user_expressions: {names: expr}}).done;
+    return reply.content.user_expressions.names.data['text/plain'];
+}"""
+RERUN = """async (prefix) => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const i = panel.content.widgets.findIndex(c => c.model.sharedModel.getSource()
+                                                   .startsWith(prefix));
+    panel.content.activeCellIndex = i;
+    await window.jupyterapp.commands.execute('notebook:run-cell');
+    return i;
+}"""
 FIRST = "document.querySelector('.bpfnb-live')"
 
 
@@ -238,6 +253,14 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
                 "Array.from(document.querySelectorAll('.bpfnb-live-status'))"
                 ".map(e => e.textContent)")
             assert all("running" in s for s in others[1:]), others
+
+            # re-running a view's cell stops the view it made before
+            assert page.evaluate(RUNNING).count("bpfnb-live-by_syscall") == 1
+            assert page.evaluate(RERUN, "per_cpu = ") >= 0
+            page.wait_for_function(ALL_RUN, timeout=30_000, polling=250)
+            names = page.evaluate(RUNNING)
+            assert names.count("bpfnb-live-by_syscall") == 1, names
+            assert "bpfnb-live-by_proc" not in names, names     # stopped by its button
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"screenshot: {tmp_path / 'failure.png'}\nserver log:\n{lab.log()}")

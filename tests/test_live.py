@@ -123,9 +123,9 @@ def test_poller_refreshes_at_its_interval() -> None:
     time.sleep(0.53)
     p.stop()
     n = len(calls)
-    assert 8 <= n <= 12, n                      # at once, then every 50 ms
+    assert 6 <= n <= 12, n                      # at once, then every 50 ms
     assert p.status.refreshes == n and p.status.errors == 0
-    assert np.median(np.diff(calls)) == pytest.approx(0.05, abs=0.01)
+    assert np.median(np.diff(calls)) == pytest.approx(0.05, abs=0.015)
     time.sleep(0.15)
     assert len(calls) == n                      # stopped means stopped
     assert p.state == "stopped" and not p.alive
@@ -173,7 +173,7 @@ def test_slow_refresh_backs_off_instead_of_queueing() -> None:
     assert len(starts) <= 6, len(starts)
     assert gaps.min() >= 0.195, gaps
     assert p.status.backing_off
-    assert p.status.interval == pytest.approx(0.2, abs=0.03)
+    assert 0.19 <= p.status.interval <= 0.35, p.status.interval
 
 
 def test_error_in_refresh_shows_in_status_and_polling_goes_on() -> None:
@@ -266,7 +266,7 @@ def test_history_and_rates_are_exact(prog: bpfnb.Program, child: Workload) -> No
     view.refresh()
     view.close()
     hist = view.history
-    times = hist["time"].drop_duplicates().sort_values().to_numpy()
+    times = view.times.to_numpy()      # empty snapshots too
     assert len(times) == 3 and hist.attrs["value_columns"] == ["value", "value/s"]
     mine = hist[hist["key"] == child.pid].sort_values("time")
     assert mine["value"].tolist() == [1000, 3500]
@@ -290,7 +290,7 @@ def test_running_view_history_sums_to_the_workload(prog: bpfnb.Program,
         time.sleep(0.02)
     view.stop()
     hist = view.history
-    times = hist["time"].drop_duplicates().sort_values()
+    times = pd.Series(view.times)      # empty snapshots too
     assert len(times) >= 5                      # it refreshed while the workload ran
     mine = hist[hist["key"] == child.pid].set_index("time")["value/s"].reindex(times)
     ns = times.to_numpy().astype("datetime64[ns]").astype(np.int64)
@@ -343,6 +343,7 @@ def test_per_cpu_view_is_exact_per_cpu(prog: bpfnb.Program, child: Workload) -> 
 def test_close_program_stops_views_and_threads_return(child: Workload) -> None:
     base = threading.active_count()
     p = bpfnb.load(GETPID, name="getpid2", cflags=[f"-DTARGET={child.pid}"])
+    child.calls(50)
     views = [widgets.live_view(p["calls"], every=0.02),
              widgets.live_view(p["pid_dist"], every=0.02),
              widgets.live_view(p["calls_cpu"], every=0.02, per_cpu=True)]
@@ -353,15 +354,25 @@ def test_close_program_stops_views_and_threads_return(child: Workload) -> None:
     assert "program getpid2 closed" in (views[0].status.stop_reason or "")
     assert threading.active_count() == base and live.running() == []
     assert "stopped" in views[0]._status.value
+    start = time.monotonic()
+    assert views[0].refresh() is False          # the map is gone: no read, no hang
+    assert time.monotonic() - start < 1
+    assert value_of(views[0].history, child.pid) >= 50      # what was kept stays
 
 
-def test_magics_stop_and_unload_stop_views(child: Workload) -> None:
-    from IPython.core.interactiveshell import InteractiveShell
+@pytest.fixture(scope="module")
+def shell() -> Any:
+    """The process's IPython shell (made before threads are counted). The same singleton
+    IPython.testing's start_ipython() uses, without a history thread."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
     from traitlets.config import Config
 
     config = Config()
-    config.HistoryManager.enabled = False       # no history thread to count
-    shell = InteractiveShell.instance(config=config)
+    config.HistoryManager.enabled = False
+    return TerminalInteractiveShell.instance(config=config)
+
+
+def test_magics_stop_and_unload_stop_views(child: Workload, shell: Any) -> None:
     base = threading.active_count()
     shell.run_line_magic("load_ext", "bpfnb")
     try:
@@ -381,6 +392,24 @@ def test_magics_stop_and_unload_stop_views(child: Workload) -> None:
         shell.run_line_magic("unload_ext", "bpfnb")
     assert v3.status.state == "stopped"
     assert threading.active_count() == base and live.running() == []
+
+
+def test_interpreter_exit_stops_views_quietly(child: Workload) -> None:
+    script = textwrap.dedent(f"""
+        import time, bpfnb
+        from bpfnb import widgets
+        prog = bpfnb.load({GETPID!r}, cflags=["-DTARGET=1"])
+        views = [widgets.live_view(prog["calls"], every=0.01, rate=True),
+                 widgets.live_view(prog["pid_dist"], every=0.01)]
+        time.sleep(0.3)
+        assert all(v.status.refreshes > 3 for v in views)
+    """)                                      # ...and exits with both views running
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr, done.stderr
+    assert time.monotonic() - start < 30
 
 
 def test_rerunning_the_cell_stops_its_old_view(prog: bpfnb.Program) -> None:
@@ -405,7 +434,7 @@ def test_status_warns_when_full_and_notes_lru() -> None:
         assert "evicted silently" in w._status.value and "90% full" in w._status.value
         bpfsys.delete(p["small"].fd, np.array([0], np.uint32))
         v.refresh()
-        assert "full" not in v._status.value.split("80% of")[-1]
+        assert "80% of 10" in v._status.value and "⚠ map" not in v._status.value
 
 
 def test_error_in_a_view_refresh_is_shown_and_it_keeps_going(prog: bpfnb.Program) -> None:

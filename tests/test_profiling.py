@@ -42,7 +42,7 @@ def test_profile_command_chains_in_order_and_proportion(run):
     abc, xy = chains.get("main;a;b;c", 0), chains.get("main;x;y", 0)
     assert abc + xy >= 0.8 * sum(chains.values())
     assert abc + xy > 100
-    assert abc / (abc + xy) == pytest.approx(0.75, abs=0.1)
+    assert abc / (abc + xy) == pytest.approx(0.75, abs=0.05)
 
 
 def test_profile_resolves_after_the_process_exited(run):

@@ -21,14 +21,22 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UNIT 2000000L /* spin iterations in one unit of work */
+#define UNIT_NS 2000000L /* one unit of work: 2 ms of spinning, timed so CPU shares are exact */
 
 static volatile unsigned long sink;
 static int zero_fd = -1;
 
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
 __attribute__((noinline)) void c(long units) {
-    for (long i = 0; i < units * UNIT; i++)
-        sink += i;
+    long end = now_ns() + units * UNIT_NS;
+    while (now_ns() < end)
+        for (int i = 0; i < 1000; i++)
+            sink += i;
 }
 
 __attribute__((noinline)) void b(long units) { c(units); }
@@ -36,8 +44,10 @@ __attribute__((noinline)) void b(long units) { c(units); }
 __attribute__((noinline)) void a(long units) { b(units); }
 
 __attribute__((noinline)) void y(long units) {
-    for (long i = 0; i < units * UNIT; i++)
-        sink += i;
+    long end = now_ns() + units * UNIT_NS;
+    while (now_ns() < end)
+        for (int i = 0; i < 1000; i++)
+            sink += i;
 }
 
 __attribute__((noinline)) void x(long units) { y(units); }
