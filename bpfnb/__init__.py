@@ -25,8 +25,8 @@ from .errors import (
     UnknownTargetError,
     VerifierError,
 )
-from .functions import Function
 from .external import ExternalMap, open_map, pin, pinned, unpin
+from .functions import Function
 from .inventory import ProgramStats, links, maps, programs
 from .maps import MapInfo, MapView
 from .profiling import profile, profile_source, stacks
@@ -37,12 +37,44 @@ from .symbols import Symbolizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "AttachError", "AttachPoint", "BpfnbError", "CompileError", "FeatureUnavailableError",
-    "KeyExistsError", "KeyNotFoundError", "KeyTypeError", "MapError", "MapFullError", "MapInfo",
-    "MapView", "PrivilegeError", "Program", "ProgramClosedError", "Stacks", "Symbolizer",
-    "UnknownMapError", "UnknownTargetError", "Usdt", "VerifierError", "close_all", "load",
-    "open_programs", "profile", "profile_source", "stacks", "ExternalMap", "open_map", "pin",
-    "pinned", "unpin", "Function", "ProgramStats", "links", "maps", "programs", "top",
+    "AttachError",
+    "AttachPoint",
+    "BpfnbError",
+    "CompileError",
+    "ExternalMap",
+    "FeatureUnavailableError",
+    "Function",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "KeyTypeError",
+    "MapError",
+    "MapFullError",
+    "MapInfo",
+    "MapView",
+    "PrivilegeError",
+    "Program",
+    "ProgramClosedError",
+    "ProgramStats",
+    "Stacks",
+    "Symbolizer",
+    "UnknownMapError",
+    "UnknownTargetError",
+    "Usdt",
+    "VerifierError",
+    "close_all",
+    "links",
+    "load",
+    "maps",
+    "open_map",
+    "open_programs",
+    "pin",
+    "pinned",
+    "profile",
+    "profile_source",
+    "programs",
+    "stacks",
+    "top",
+    "unpin",
 ]
 
 

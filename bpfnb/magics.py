@@ -26,6 +26,9 @@ USAGE = """\
 """
 
 
+PROFILE_USAGE = "%bpf_profile [-p PID] [-F HZ] [-d SECONDS] [--no-kernel] [--no-user] [-- CMD]"
+
+
 def _split_usdt(spec: str) -> Usdt:
     parts = spec.split(":")
     if len(parts) != 3 or not all(parts):
@@ -177,8 +180,7 @@ class BpfMagics(Magics):
             elif word in flags:
                 flags[word] = True
             else:
-                raise UsageError(f"%bpf_profile: unknown argument {word!r}\n"
-                                 f"{self.bpf_profile.__doc__}")
+                raise UsageError(f"%bpf_profile: unknown argument {word!r}\n{PROFILE_USAGE}")
         try:
             pid = int(opts["-p"]) if opts["-p"] is not None else None
             hz, duration = int(opts["-F"] or ""), float(opts["-d"] or "")
