@@ -7,6 +7,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from .backends.bcc import AttachPoint, BccModule, Usdt
@@ -215,6 +216,26 @@ class Program:
         return {"name": self.name, "state": "loaded",
                 "attached": ", ".join(str(a) for a in self.attach_points),
                 "maps": ", ".join(maps)}
+
+    def _repr_html_(self) -> str:
+        """A small card: attach points, and each map's type and size (text/plain: repr)."""
+        if self.closed:
+            return f"<p><b>{escape(self.name)}</b>: closed</p>"
+        points = ", ".join(f"<code>{escape(str(a))}</code>" for a in self.attach_points)
+        rows = "".join(self._map_row(n) for n in self._map_names)
+        table = ("<table><tr><th>map</th><th>type</th><th>key</th><th>value</th>"
+                 f"<th>max entries</th></tr>{rows}</table>") if rows else ""
+        return (f"<p><b>{escape(self.name)}</b> attached to {points or 'nothing yet'}; "
+                f"<code>{escape(self.name)}[\"map\"].df()</code> reads a map.</p>{table}")
+
+    def _map_row(self, name: str) -> str:
+        try:
+            i = self[name].info
+        except BpfnbError as e:
+            return (f"<tr><td><code>{escape(name)}</code></td>"
+                    f"<td colspan=4>{escape(str(e))}</td></tr>")
+        return (f"<tr><td><code>{escape(name)}</code></td><td>{i.type}</td><td>{i.key_size} B"
+                f"</td><td>{i.value_size} B</td><td>{i.max_entries:,}</td></tr>")
 
     def __repr__(self) -> str:
         if self.closed:
