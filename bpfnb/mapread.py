@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bpfsys
+from . import bpfsys, parallelread
 from .layout import padded, unpad
 
 BUFFER_BUDGET = 64 << 20  # bytes of reusable buffer per map before reading in chunks
@@ -101,6 +101,13 @@ class MapReader:
         return Snapshot(keys, unpad(values, self.value_dtype), start, end - start, method)
 
     def _read_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        workers = parallelread.workers_for(self.map_type, self.max_entries)
+        if workers > 1 and self.map_type in parallelread.ARRAY_TYPES:
+            keys, values = self._buffers(self.max_entries)
+            return parallelread.read_array(self.fd, self.max_entries, keys, values, workers)
+        if workers > 1:
+            return parallelread.read_hash(self.fd, self.max_entries, self.key_dtype,
+                                          (self.ncpus,), self.elem_dtype, workers)
         chunk = self._chunk
         while True:
             try:

@@ -262,3 +262,77 @@ def test_dataframes_do_not_alias_read_buffers(counts, workload):
     run_workload(workload, "getpid", 4)
     counts["by_pid"].df()
     assert int(first.loc[first.key == pid, "value"].iloc[0]) == value
+
+
+BIG = """
+struct big_key { u32 a; u16 b; };
+BPF_HASH(big_hash, u32, u64, 200000);
+BPF_HASH(struct_hash, struct big_key, u64, 150000);
+BPF_PERCPU_HASH(big_percpu, u32, u64, 100000);
+BPF_ARRAY(big_array, u64, 300001);
+"""
+
+
+def _fill(view, keys, values):
+    from bpfnb import bpfsys
+
+    bpfsys.batch(bpfsys.Cmd.MAP_UPDATE_BATCH, view.fd, None, None, keys, values, len(keys))
+
+
+def test_large_maps_read_in_parallel_exactly():
+    from bpfnb import bpfsys, parallelread
+
+    with bpfnb.load(BIG, attach=False) as prog:
+        n = 180_000
+        keys = np.random.default_rng(1).permutation(10_000_000)[:n].astype(np.uint32)
+        _fill(prog["big_hash"], keys, keys.astype(np.uint64) * 3)
+        assert parallelread.workers_for(bpfsys.MapType.HASH, 200000) == min(
+            4, len(__import__("os").sched_getaffinity(0)))
+        df = prog["big_hash"].df()
+        assert len(df) == n and df["key"].is_unique
+        assert (df["value"].to_numpy() == df["key"].to_numpy().astype(np.uint64) * 3).all()
+        assert set(df["key"].tolist()) == set(keys.tolist())
+
+        skeys = np.zeros(120_000, prog["struct_hash"].key_dtype)
+        skeys["a"] = np.arange(120_000)
+        skeys["b"] = np.arange(120_000) % 7
+        _fill(prog["struct_hash"], skeys, np.arange(120_000, dtype=np.uint64))
+        sdf = prog["struct_hash"].df()
+        assert len(sdf) == 120_000 and not sdf.duplicated(["a", "b"]).any()
+        assert (sdf["b"].to_numpy() == sdf["a"].to_numpy() % 7).all()
+
+        ncpu = len(bpfsys.possible_cpus())
+        pkeys = np.arange(90_000, dtype=np.uint32)
+        pvals = np.tile(pkeys.astype(np.uint64)[:, None], (1, ncpu))
+        _fill(prog["big_percpu"], pkeys, pvals)
+        pdf = prog["big_percpu"].df()
+        assert len(pdf) == 90_000
+        assert (pdf["value"].to_numpy() == pdf["key"].to_numpy().astype(np.uint64) * ncpu).all()
+
+        arr = prog["big_array"]
+        _fill(arr, np.arange(300_001, dtype=np.int32), np.arange(300_001, dtype=np.uint64) + 5)
+        adf = arr.df()
+        assert adf["key"].tolist() == list(range(300_001))
+        assert (adf["value"].to_numpy() == np.arange(300_001) + 5).all()
+
+
+def test_parallel_read_under_churn_has_no_duplicates(workload):
+    import subprocess
+
+    src = r"""
+    BPF_HASH(churn, u64, u64, 100000);
+    TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+        u64 t = bpf_ktime_get_ns() % 150000;
+        u64 one = 1;
+        if (t % 3 == 0) churn.delete(&t); else churn.update(&t, &one);
+        return 0;
+    }
+    """
+    with bpfnb.load(src) as prog:
+        proc = subprocess.Popen([str(workload), "getpid", "20000000"])
+        try:
+            for _ in range(20):
+                assert prog["churn"].df()["key"].is_unique
+        finally:
+            proc.kill()
+            proc.wait()
