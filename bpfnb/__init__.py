@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backends.bcc import AttachPoint, Usdt
+from .doctor import DoctorReport, doctor, skip_reason
 from .errors import (
     AttachError,
     BpfnbError,
@@ -41,6 +42,7 @@ __all__ = [
     "AttachPoint",
     "BpfnbError",
     "CompileError",
+    "DoctorReport",
     "ExternalMap",
     "FeatureUnavailableError",
     "Function",
@@ -62,6 +64,7 @@ __all__ = [
     "Usdt",
     "VerifierError",
     "close_all",
+    "doctor",
     "links",
     "load",
     "maps",
@@ -72,6 +75,7 @@ __all__ = [
     "profile",
     "profile_source",
     "programs",
+    "skip_reason",
     "stacks",
     "top",
     "unpin",

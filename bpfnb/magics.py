@@ -153,6 +153,24 @@ class BpfMagics(Magics):
     _commands = {"ls": _ls, "stop": _stop, "log": _log}
 
     @line_magic
+    def bpf_doctor(self, line: str) -> Any:
+        """What loads and attaches here, why not and how to fix it (a table).
+
+        %bpf_doctor [--refresh] [--cleanup]
+            --refresh   run the attach probes again (they are cached per boot)
+            --cleanup   first remove tracefs probes left behind by dead processes
+        """
+        from .doctor import cleanup_stale_probes, doctor
+
+        words = set(line.split())
+        if words - {"--refresh", "--cleanup"}:
+            raise UsageError(f"%bpf_doctor: unknown argument(s) {sorted(words)}\n"
+                             "%bpf_doctor [--refresh] [--cleanup]")
+        if "--cleanup" in words:
+            cleanup_stale_probes()
+        return doctor(refresh="--refresh" in words)
+
+    @line_magic
     def bpf_profile(self, line: str) -> Any:
         """CPU profile by perf-event sampling; returns a Stacks (flame graph in the notebook).
 

@@ -127,6 +127,17 @@ class Program:
         self.module.attach_kprobe(event, fn_name, ret=True)
         return self
 
+    def attach_kfunc(self, fn_name: str, ret: bool = False) -> Program:
+        """Attach a KFUNC_PROBE/KRETFUNC_PROBE function (fentry/fexit; target from its name)."""
+        kind = "kretfunc" if ret else "kfunc"
+        self.module.attach_btf(kind, fn_name, fn_name.removeprefix(f"{kind}__"))
+        return self
+
+    def attach_lsm(self, fn_name: str) -> Program:
+        """Attach an LSM_PROBE function (hook from its name)."""
+        self.module.attach_btf("lsm", fn_name, fn_name.removeprefix("lsm__"))
+        return self
+
     def attach_uprobe(self, name: str, sym: str | None = None, fn_name: str = "",
                       pid: int = -1, addr: int | None = None, sym_off: int = 0) -> Program:
         """Run `fn_name` when `sym` in binary/library `name` (path, or 'c' for libc) runs."""

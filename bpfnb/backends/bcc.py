@@ -187,6 +187,10 @@ class BccModule:
                     "lsm": b.attach_lsm}[kind]
             self._attach(kind, rest, function, lambda: call(fn_name=fn))
 
+    def attach_btf(self, kind: str, function: str, target: str) -> None:
+        """fentry/fexit/LSM ('kfunc', 'kretfunc', 'lsm'): bcc loads with the BTF target."""
+        self._autoattach(kind, function, target)
+
     def _loaded(self, function: str, prog_type: int) -> bytes:
         self.program_fd(function, prog_type)
         return function.encode()

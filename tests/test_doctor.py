@@ -1,0 +1,210 @@
+"""The doctor: its rows match what loads here, it is fast and cached per boot, it leaves
+nothing behind, and the CLI prints it.
+
+"Reality" for the attach kinds that fail on the CI machine (kprobe, fentry, LSM) is checked
+independently: each is loaded with bcc's auto-attach through `bpfnb.load`, not through the
+doctor's own code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import bpfnb
+from bpfnb import bpfsys, features
+from bpfnb.__main__ import main
+from bpfnb.doctor import KINDS, STATUSES, cache_path, doctor, skip_reason
+from bpfnb.inventory import programs
+from conftest import resources
+
+pytestmark = pytest.mark.usefixtures("kernel")
+ROOT = Path(__file__).resolve().parent.parent
+ALWAYS_OK = ("tracepoint", "raw_tracepoint", "uprobe", "perf_event", "xdp", "cgroup_skb")
+DIRECT = {  # an auto-attached program per kind, to compare the doctor with
+    "kprobe": "int kprobe__vfs_read(void *ctx) { return 0; }",
+    "fentry": "KFUNC_PROBE(vfs_read) { return 0; }",
+    "lsm": "LSM_PROBE(file_open, struct file *file) { return 0; }",
+}
+
+
+def prog_ids() -> set[int]:
+    ids, cur = set(), 0
+    while (nxt := bpfsys.next_id(bpfsys.Cmd.PROG_GET_NEXT_ID, cur)) is not None:
+        ids.add(nxt)
+        cur = nxt
+    return ids
+
+
+def leftovers() -> list[str]:
+    """Netns, cgroups and programs the doctor's probes would leave if cleanup failed."""
+    netns = [n for n in os.listdir("/run/netns") if n.startswith("bpfnb-doctor")] \
+        if os.path.isdir("/run/netns") else []
+    from bpfnb.cgroupfs import cgroup2_root
+
+    root = cgroup2_root()
+    cgroups = [n for n in os.listdir(root) if n.startswith("bpfnb-doctor")] if root else []
+    df = programs(processes=False)
+    progs = [n for n in df["name"] if n.startswith(("doctor_", "kfunc__vfs_read", "lsm__file"))]
+    return netns + cgroups + progs
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def fresh(cache_dir: Path) -> dict[str, object]:
+    """One doctor(refresh=True) run, with what was loaded and open before and after."""
+    before_ids, before_res = prog_ids(), resources()
+    start = time.perf_counter()
+    report = doctor(refresh=True)
+    elapsed = time.perf_counter() - start
+    return {"report": report, "elapsed": elapsed, "new_ids": prog_ids() - before_ids,
+            "before": before_res, "after": resources()}
+
+
+def test_refresh_is_fast(fresh):
+    assert fresh["elapsed"] < 10, fresh["elapsed"]
+    assert not fresh["report"].cached
+
+
+def test_nothing_left_loaded_or_attached(fresh):
+    """The kernel frees a detached raw tracepoint's program after an RCU grace period, so
+    programs get a moment to go; nothing of the doctor's may stay."""
+    deadline = time.monotonic() + 2
+    while (ours := fresh["new_ids"] & prog_ids()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not ours, programs(processes=False).query("id in @ours")
+    assert leftovers() == []
+    fds_before, bpf_before, _ = fresh["before"]
+    fds_after, bpf_after, _ = fresh["after"]
+    assert bpf_after == bpf_before
+    assert fds_after == fds_before
+
+
+def test_attach_rows_match_this_machine(fresh):
+    report = fresh["report"]
+    for kind in ALWAYS_OK:
+        row = report.row("attach", kind)
+        assert row.status == "ok", row
+    kprobe = report.row("attach", "kprobe")
+    assert (kprobe.status == "ok") == bool(features.kprobes())
+    if features.config_says("CONFIG_KPROBES") is False:
+        assert "CONFIG_KPROBES" in kprobe.detail and "CONFIG_KPROBES" in kprobe.fix
+    for kind in ("fentry", "lsm", "kprobe"):
+        row = report.row("attach", kind)
+        if row.status != "ok":
+            assert row.detail and row.fix, row
+            assert skip_reason(kind) == f"{kind}: {row.detail}"
+    for kind in ALWAYS_OK:
+        assert skip_reason(kind) is None
+
+
+@pytest.mark.parametrize("kind", sorted(DIRECT))
+def test_failing_kinds_match_a_direct_load(fresh, kind):
+    """What the doctor says about kprobe/fentry/LSM is what a real auto-attach does."""
+    try:
+        with bpfnb.load(DIRECT[kind]) as prog:
+            assert prog.attach_points
+        loads = True
+    except bpfnb.BpfnbError as e:
+        loads = False
+        reason = str(e)
+    row = fresh["report"].row("attach", kind)
+    assert (row.status == "ok") == loads
+    if not loads:  # the same message, but for the doctor's function name
+        assert row.detail.replace("doctor_kprobe", "kprobe__vfs_read") == reason
+
+
+def test_this_ci_machine(fresh):
+    """The documented CI machine: kprobes off, fentry/LSM refused with EPERM."""
+    if features.config_says("CONFIG_KPROBES") is not False:
+        pytest.skip("not the CI machine's kernel configuration (CONFIG_KPROBES is set)")
+    report = fresh["report"]
+    assert [k for k in KINDS if report.row("attach", k).status != "ok"] == [
+        "kprobe", "fentry", "lsm"]
+    assert "EPERM" in report.row("attach", "fentry").detail
+    assert "EPERM" in report.row("attach", "lsm").detail
+
+
+def test_facts(fresh):
+    report = fresh["report"]
+    df = report.df()
+    assert list(df.columns) == ["section", "check", "status", "detail", "fix"]
+    assert set(df["status"]) <= set(STATUSES)
+    assert report.row("kernel", "version").detail.startswith(os.uname().release)
+    assert report.row("kernel", "BTF").status == ("ok" if features.btf() else "no")
+    headers = report.row("kernel", "headers")
+    assert headers.detail.startswith(("exact:", "fallback:"))
+    assert report.row("bcc", "version").detail.count(".") == 2
+    assert "libbcc.so" in report.row("bcc", "libbcc").detail
+    for fstype in ("tracefs", "debugfs", "bpf"):
+        assert report.row("mounts", fstype).status == "ok"
+    for cap in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "CAP_NET_ADMIN"):
+        assert report.row("capabilities", cap).status == "ok"  # the suite runs as root
+    for name in ("kernel.unprivileged_bpf_disabled", "kernel.perf_event_paranoid"):
+        assert report.row("policy", name).detail.startswith(features.sysctl(name) or "?")
+    assert report.row("policy", "lockdown").detail.startswith(features.lockdown() or "unknown")
+    text, html = str(report), report._repr_html_()
+    assert "attach:" in text and "CONFIG_KPROBES" in text
+    assert html.startswith("<table>") and html.count("<tr>") == len(report.rows) + 1
+
+
+def test_second_call_uses_the_cache(fresh, cache_dir):
+    start = time.perf_counter()
+    again = doctor()
+    assert time.perf_counter() - start < 0.5
+    assert again.cached
+    assert again.probes == fresh["report"].probes
+
+
+def test_cache_is_keyed_by_boot_id(fresh, cache_dir):
+    path = cache_path()
+    assert path.parent == cache_dir / "bpfnb"
+    data = json.loads(path.read_text())
+    assert data["key"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert data["key"]["release"] == os.uname().release
+    # a cached answer with this boot's key is believed (proof that the cache is read) ...
+    data["probes"][0]["reason"] = "planted"
+    data["probes"][0]["ok"] = False
+    path.write_text(json.dumps(data))
+    assert doctor().row("attach", data["probes"][0]["kind"]).detail == "planted"
+    # ... and one from another boot is not: the probes run again and rewrite the cache
+    data["key"]["boot_id"] = "another-boot"
+    path.write_text(json.dumps(data))
+    report = doctor()
+    assert not report.cached
+    assert report.row("attach", "tracepoint").status == "ok"
+    assert json.loads(path.read_text())["key"]["boot_id"] != "another-boot"
+
+
+def test_skip_reason_rejects_unknown_kinds():
+    with pytest.raises(bpfnb.BpfnbError, match="known: tracepoint"):
+        skip_reason("kprobez")
+
+
+def test_cli_prints_the_table(fresh, capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "attach:" in out and "capabilities:" in out
+    assert all(f"  {kind} " in out for kind in KINDS)
+
+
+def test_cli_subprocess(cache_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
+    res = subprocess.run([sys.executable, "-m", "bpfnb", "doctor"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "tracepoint" in res.stdout and "cached for this boot" in res.stdout
