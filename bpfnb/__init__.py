@@ -22,6 +22,7 @@ from .errors import (
     MapFullError,
     PrivilegeError,
     ProgramClosedError,
+    ReplayError,
     UnknownMapError,
     UnknownTargetError,
     VerifierError,
@@ -32,6 +33,8 @@ from .inventory import ProgramStats, links, maps, programs
 from .maps import MapInfo, MapView
 from .profiling import profile, profile_source, stacks
 from .program import Program, close_all, load, open_programs
+from .recording import Recording, record
+from .replay import ReplayMapView, ReplayProgram, replay
 from .stacks import Stacks
 from .symbols import Symbolizer
 
@@ -57,6 +60,10 @@ __all__ = [
     "Program",
     "ProgramClosedError",
     "ProgramStats",
+    "Recording",
+    "ReplayError",
+    "ReplayMapView",
+    "ReplayProgram",
     "Stacks",
     "Symbolizer",
     "UnknownMapError",
@@ -75,6 +82,8 @@ __all__ = [
     "profile",
     "profile_source",
     "programs",
+    "record",
+    "replay",
     "skip_reason",
     "stacks",
     "top",

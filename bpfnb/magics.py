@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import shlex
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -11,14 +12,21 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
+from . import features
 from . import program as core
 from .backends.bcc import Usdt
 from .errors import BpfnbError, VerifierError
+from .recording import record
+from .replay import ReplayProgram, replay
 
 USAGE = """\
 %%bpf NAME [--cflags=STR] [-D MACRO[=VAL] ...] [--no-attach] [--usdt PATH:PROBE:FN ...]
+      [--replay PATH | --fallback PATH]
     Compile, load and attach the BCC C program in the cell; bind it to NAME.
-    Re-running the cell closes the previous NAME first.
+    Re-running the cell closes the previous NAME first. --replay binds a recording instead;
+    --fallback loads live where BPF can load and replays the recording otherwise.
+%bpf record NAME PATH [--every S] [--duration S] [--count N]
+                        save timed snapshots of NAME's maps to PATH (bpfnb.record)
 %bpf ls                 programs this notebook holds: name, attach points, maps, entries
 %bpf stop NAME          detach and free program NAME
 %bpf stop --all         detach and free every program
@@ -37,13 +45,24 @@ def _split_usdt(spec: str) -> Usdt:
     return Usdt(probe, fn, pid=int(where)) if where.isdigit() else Usdt(probe, fn, path=where)
 
 
-def parse_cell_args(line: str) -> tuple[str, list[str], bool, list[Usdt]]:
-    """(name, cflags, attach, usdt) from the %%bpf line; UsageError on anything odd."""
+@dataclass
+class CellArgs:
+    name: str
+    cflags: list[str] = field(default_factory=list)
+    attach: bool = True
+    usdt: list[Usdt] = field(default_factory=list)
+    mode: str | None = None  # None (live), "replay" or "fallback"
+    path: str = ""
+
+
+def parse_cell_args(line: str) -> CellArgs:
+    """The %%bpf line's arguments; UsageError on anything odd."""
     try:
         words = shlex.split(line)
     except ValueError as e:
         raise UsageError(f"%%bpf: cannot parse arguments: {e}") from None
     name, cflags, attach, usdt = None, [], True, []
+    mode, path = None, ""
     it = iter(words)
     for word in it:
         if word.startswith("--cflags="):
@@ -58,6 +77,10 @@ def parse_cell_args(line: str) -> tuple[str, list[str], bool, list[Usdt]]:
             attach = False
         elif word == "--usdt":
             usdt.append(_split_usdt(next(it, "")))
+        elif word in ("--replay", "--fallback"):
+            mode, path = word[2:], next(it, "")
+            if not path:
+                raise UsageError(f"%%bpf: {word} needs a PATH\n\n{USAGE}")
         elif word.startswith("-"):
             raise UsageError(f"%%bpf: unknown option {word}\n\n{USAGE}")
         elif name is None:
@@ -66,7 +89,7 @@ def parse_cell_args(line: str) -> tuple[str, list[str], bool, list[Usdt]]:
             raise UsageError(f"%%bpf: one NAME expected, got {name!r} and {word!r}\n\n{USAGE}")
     if name is None or not name.isidentifier():
         raise UsageError(f"%%bpf needs a NAME that is a Python identifier\n\n{USAGE}")
-    return name, cflags, attach, usdt
+    return CellArgs(name, cflags, attach, usdt, mode, path)
 
 
 @magics_class
@@ -106,15 +129,20 @@ class BpfMagics(Magics):
         return command(self, words[1:])
 
     def _cell(self, line: str, cell: str) -> None:
-        name, cflags, attach, usdt = parse_cell_args(line)
-        self._close(name)
+        args = parse_cell_args(line)
+        self._close(args.name)
+        why = _replay_reason(args)
         try:
-            prog = core.load(cell, name=name, cflags=cflags, attach=attach, usdt=usdt)
+            prog: Any = (replay(args.path) if why is not None else
+                         core.load(cell, name=args.name, cflags=args.cflags, attach=args.attach,
+                                   usdt=args.usdt))
         except BpfnbError as e:
             self.last_error = e
             raise
-        self.programs[name] = prog
-        self.shell.user_ns[name] = prog
+        self.programs[args.name] = prog
+        self.shell.user_ns[args.name] = prog
+        if args.mode is not None:
+            display(_Banner(prog, why))
         display(prog)
 
     def _close(self, name: str) -> None:
@@ -122,7 +150,7 @@ class BpfMagics(Magics):
         if old is not None:
             old.close()
         bound = self.shell.user_ns.get(name)
-        if isinstance(bound, core.Program):
+        if isinstance(bound, (core.Program, ReplayProgram)):
             bound.close()
 
     def _ls(self, args: list[str]) -> pd.DataFrame:
@@ -150,7 +178,28 @@ class BpfMagics(Magics):
             raise UsageError("%bpf log: no error with a log yet")
         display(_LogView(err, full=True))
 
-    _commands = {"ls": _ls, "stop": _stop, "log": _log}
+    def _record(self, args: list[str]) -> Any:
+        usage = "%bpf record NAME PATH [--every S] [--duration S] [--count N]"
+        if len(args) < 2 or len(args) % 2:
+            raise UsageError(usage)
+        name, path, opts = args[0], args[1], dict(zip(args[2::2], args[3::2]))
+        if name not in self.programs or not isinstance(self.programs[name], core.Program):
+            raise UsageError(f"%bpf record: no live program {name!r}")
+        if set(opts) - {"--every", "--duration", "--count"}:
+            raise UsageError(usage)
+        try:
+            every = float(opts.get("--every", 1.0))
+            duration = float(opts["--duration"]) if "--duration" in opts else None
+            count = int(opts["--count"]) if "--count" in opts else None
+        except ValueError:
+            raise UsageError(usage) from None
+        if duration is None and count is None:
+            count = 10
+        handle = display(_Text("recording..."), display_id=True)
+        return record(self.programs[name], path, every=every, duration=duration, count=count,
+                      progress=lambda p: handle.update(_Text(p.text)) if handle else None)
+
+    _commands = {"ls": _ls, "stop": _stop, "log": _log, "record": _record}
 
     @line_magic
     def bpf_doctor(self, line: str) -> Any:
@@ -210,6 +259,40 @@ class BpfMagics(Magics):
     def close_all(self) -> None:
         for name in list(self.programs):
             self._close(name)
+
+
+def _replay_reason(args: CellArgs) -> str | None:
+    """Why this cell replays (None: it loads live)."""
+    if args.mode == "replay":
+        return "--replay asked for the recording"
+    if args.mode == "fallback":
+        for feat in (features.can_load_bpf(), features.can_trace()):
+            if not feat:
+                return f"BPF cannot load here: {feat.reason}"
+    return None
+
+
+class _Text:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+class _Banner:
+    """Says whether a --replay/--fallback cell runs live or from its recording, and why."""
+
+    def __init__(self, prog: Any, why: str | None) -> None:
+        self.text = (f"⏵ {prog.banner()} ({why})" if why is not None else
+                     "● live: BPF loads here (the recording is not used)")
+        self.replaying = why is not None
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        colour = "#fff3cd" if self.replaying else "#d1e7dd"
+        return {"text/plain": self.text,
+                "text/html": f"<div style='background:{colour};padding:4px 8px;"
+                             f"border-radius:4px'>{html.escape(self.text)}</div>"}
 
 
 class _LogView:

@@ -381,6 +381,10 @@ def _plot_x(times: pd.Series | pd.Index) -> np.ndarray:
 def _time_axis(ax: Axes, datetime: bool) -> None:
     if datetime:
         locator = mdates.AutoDateLocator(maxticks=8)
+        # Whole minutes (hours) as steps too: without them a 3.5-5 minute (hour) span fits
+        # no interval and matplotlib warns into the notebook on every redraw.
+        for freq in (mdates.SECONDLY, mdates.MINUTELY):
+            locator.intervald[freq] = [*locator.intervald[freq], 60]
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     else:

@@ -240,7 +240,8 @@ class LiveView(W.VBox):
         self.top = max(1, int(top))
         self.ascending = False
         self.show_cpu = self.record_cpu
-        self._cpus = bpfsys.possible_cpus() if mapview.per_cpu else None
+        self._cpus = getattr(mapview, "cpus", None) or (
+            bpfsys.possible_cpus() if mapview.per_cpu else None)
         self._history = live.History(history, history_rows)
         self._rates: live.Rates | None = None
         self._last: _Frames | None = None

@@ -26,7 +26,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = start_ipython()
+    shell = start_ipython() or __import__("IPython").get_ipython()
     shell.run_line_magic("load_ext", "bpfnb")
     yield shell
     shell.run_line_magic("unload_ext", "bpfnb")

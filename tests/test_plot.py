@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 from collections.abc import Iterator
 
 import matplotlib
@@ -247,6 +248,18 @@ def test_heatmap_sums_sections_and_accepts_log_scale() -> None:
     assert grid_of(ax, 2, 2) == [[2, 4], [2, 4]]
     with pytest.raises(ValueError, match="scale"):
         heatmap(both, scale="cubic")
+
+
+@pytest.mark.parametrize("span_s", [250, 14_000])   # spans AutoDateLocator has no step for
+def test_time_axis_of_minutes_or_hours_draws_without_warnings(span_s: int) -> None:
+    start = pd.Timestamp("2024-01-01 12:00:00")
+    df = hist_history([[1, 2]] * 20, start)
+    df["time"] = start + (df["time"] - start) * (span_s / 19)
+    ax = heatmap(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax.figure.canvas.draw()
+    assert len(ax.get_xticks()) >= 3
 
 
 # -- per-CPU -------------------------------------------------------------------------------

@@ -46,9 +46,13 @@ def test_profile_command_chains_in_order_and_proportion(run):
 
 
 def test_profile_resolves_after_the_process_exited(run):
-    # the command exited before the maps were read; its frames still have names
-    assert not any("[unknown]" in line for line in run.folded().splitlines()
-                   if "main;a;b;c" in re.sub(r" \[[^\]]*\]", "", line))
+    # the command exited before the maps were read: its symbols come from the memory map
+    # snapshot taken while it ran (PLT stubs have no symbol and stay [unknown] [callchain])
+    lines = run.folded().splitlines()
+    assert any("main [callchain];a [callchain];b [callchain];c [callchain]" in ln
+               for ln in lines)
+    unknown = sum(int(ln.rsplit(" ", 1)[1]) for ln in lines if "[unknown]" in ln)
+    assert unknown <= 0.05 * run.total
 
 
 def test_folded_round_trip(run):

@@ -1,0 +1,437 @@
+"""Replay a recording (see bpfnb.recording) with the Program API, no kernel needed.
+
+>>> prog = bpfnb.replay("counts.bpfrec")
+>>> prog["by_pid"].df()               # the last snapshot, same schema as live df()
+>>> prog.seek(0); prog["by_pid"].df() # the first one; prog.step() moves on
+>>> prog["by_pid"].live()             # steps through the snapshots on each refresh
+
+Every view of a ReplayProgram shares the program's cursor (a snapshot number, the last
+one at first). `view.df(at=i)` reads another snapshot without moving it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+from html import escape
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from . import bpfsys, frames
+from .backends.bcc import AttachPoint
+from .errors import ProgramClosedError, ReplayError, UnknownMapError
+from .mapread import Snapshot
+from .maps import MapInfo
+from .recording import FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
+from .stacks import Stacks
+
+PathLike = Union[str, "os.PathLike[str]"]
+_HINT = "record it again with bpfnb.record(prog, path)"
+
+
+def _dtype(descr: Any) -> np.dtype:
+    from numpy.lib import format as npformat
+
+    def tuples(d: Any) -> Any:  # JSON made the descr's tuples lists
+        if not isinstance(d, list):
+            return d
+        return [(f[0], tuples(f[1]), tuple(f[2])) if len(f) > 2 else (f[0], tuples(f[1]))
+                for f in d]
+
+    return npformat.descr_to_dtype(tuples(descr))
+
+
+class _Store:
+    """The file's tables, decoded on first use; one DataFrame per snapshot."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ReplayError(f"no recording at {str(path)!r}; {_HINT}") from None
+        except OSError as e:
+            raise ReplayError(f"cannot read recording {str(path)!r}: {e}") from None
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+            self.meta: dict[str, Any] = json.loads(self.zip.read(META))
+        except (zipfile.BadZipFile, KeyError, ValueError) as e:
+            raise ReplayError(f"{str(path)!r} is not a bpfnb recording or is corrupt ({e}); "
+                              f"{_HINT}") from None
+        if self.meta.get("format") != FORMAT:
+            raise ReplayError(f"{str(path)!r} is not a bpfnb recording; {_HINT}")
+        if int(self.meta.get("version", 0)) > VERSION:
+            raise ReplayError(f"{str(path)!r} is a version {self.meta['version']} recording; "
+                              f"this bpfnb reads up to version {VERSION}: upgrade bpfnb")
+        self._cache: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def has(self, name: str, kind: str) -> bool:
+        return kind in self.meta.get("tables", {}).get(name, {})
+
+    def frames(self, name: str, kind: str) -> dict[int, pd.DataFrame]:
+        """snapshot number -> DataFrame (with its recorded attrs) of one table."""
+        with self._lock:
+            if (name, kind) not in self._cache:
+                self._cache[(name, kind)] = self._load(name, kind)
+            return self._cache[(name, kind)]
+
+    def _load(self, name: str, kind: str) -> dict[int, pd.DataFrame]:
+        pa = _pa()
+        spec = self.meta["tables"][name][kind]
+        out: dict[int, pd.DataFrame] = {}
+        for part in spec["parts"]:
+            try:
+                table = pa.parquet.read_table(io.BytesIO(self.zip.read(part["file"])))
+            except Exception as e:
+                raise ReplayError(f"recording {str(self.path)!r}: table {part['file']} is "
+                                  f"unreadable ({e}); {_HINT}") from None
+            snaps = table.column(SNAPSHOT).to_numpy()
+            df = decode_table(table, part["columns"])
+            order = np.argsort(snaps, kind="stable")
+            bounds = np.searchsorted(snaps[order], part["snapshots"], side="left")
+            ends = np.searchsorted(snaps[order], part["snapshots"], side="right")
+            for s, lo, hi in zip(part["snapshots"], bounds, ends):
+                piece = df.iloc[order[lo:hi]].reset_index(drop=True)
+                piece.attrs = dict(spec["attrs"].get(str(s), {}))
+                out[int(s)] = piece
+        return out
+
+
+class ReplayMapView:
+    """One recorded map: df(), hist(), read() and live() at the program's cursor."""
+
+    def __init__(self, prog: ReplayProgram, name: str, auto_step: bool = False,
+                 loop: bool = False) -> None:
+        meta = prog._store.meta["maps"][name]
+        self.name = name
+        self._prog = prog
+        self._store = prog._store
+        self.info = MapInfo(**meta["info"])
+        self.per_cpu = bool(meta["per_cpu"])
+        self.key_dtype = _dtype(meta["key_dtype"])
+        self.value_dtype = _dtype(meta["value_dtype"])
+        self.cpus: list[int] = list(prog._store.meta.get("cpus", []))
+        self._meta = meta
+        self._auto_step = auto_step
+        self._loop = loop
+        self._cursor: int | None = None  # players keep their own cursor
+        self._players: list[ReplayMapView] = []
+
+    # -- basics -----------------------------------------------------------------------
+    @property
+    def type(self) -> bpfsys.MapType:
+        return bpfsys.MapType[self.info.type]
+
+    @property
+    def fd(self) -> int:
+        """-1: a recording has no kernel map (raises ProgramClosedError once closed)."""
+        self._check()
+        return -1
+
+    @property
+    def snapshots(self) -> pd.DataFrame:
+        return self._prog.snapshots
+
+    @property
+    def cursor(self) -> int:
+        return self._prog.cursor if self._cursor is None else self._cursor
+
+    def _check(self) -> None:
+        if self._prog.closed:
+            raise ProgramClosedError(f"replayed map {self.name!r} belongs to a closed "
+                                     "replay; call bpfnb.replay(path) again")
+
+    def _at(self, at: int | None) -> int:
+        self._check()
+        n = len(self._prog._times)
+        i = self.cursor if at is None else int(at)
+        if not -n <= i < n:
+            raise ReplayError(f"snapshot {at} is out of range: the recording has {n} "
+                              f"(0..{n - 1})")
+        i %= n
+        error = self._store.meta.get("errors", {}).get(self.name, {}).get(str(i))
+        if error:
+            raise ReplayError(f"map {self.name!r} could not be read at snapshot {i} when "
+                              f"recorded: {error}")
+        return i
+
+    def _frame(self, kind: str, i: int) -> pd.DataFrame:
+        if not self._store.has(self.name, kind):
+            raise ReplayError(f"the recording holds no {kind} frames of map {self.name!r}")
+        got = self._store.frames(self.name, kind).get(i)
+        if got is None:
+            raise ReplayError(f"the recording holds no {kind} frame of map {self.name!r} at "
+                              f"snapshot {i}")
+        out = got.copy()
+        out.attrs = dict(got.attrs)
+        return out
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"<ReplayMapView {self.name}: {i.type} key {i.key_size}B value "
+                f"{i.value_size}B max_entries {i.max_entries}; snapshot {self.cursor} of "
+                f"{len(self._prog._times)}>")
+
+    def __len__(self) -> int:
+        return len(self.df())
+
+    # -- reading ----------------------------------------------------------------------
+    def df(self, per_cpu: bool = False, at: int | None = None) -> pd.DataFrame:
+        """The map as live df() returned it at the cursor's snapshot (or snapshot `at`)."""
+        i = self._at(at)
+        return self._frame("percpu" if per_cpu and self.per_cpu else "df", i)
+
+    def hist(self, linear: int | None = None, value: str | None = None,
+             at: int | None = None) -> pd.DataFrame:
+        """Histogram buckets, as MapView.hist() gives them."""
+        i = self._at(at)
+        if linear is None and value is None and self._store.has(self.name, "hist"):
+            return self._frame("hist", i)
+        return frames.hist_frame(self.df(at=i), linear=linear, value=value)
+
+    def read(self, at: int | None = None) -> Snapshot:
+        """The raw snapshot (numpy keys and values) at the cursor. A player (see
+        `player()`) moves on to the next snapshot after each read."""
+        i = self._at(at)
+        row = self._frame("raw", i)
+        n = int(row["n"].iloc[0])
+        keys = np.frombuffer(row["keys"].iloc[0], dtype=self.key_dtype, count=n).copy()
+        vdtype = _dtype(self._meta["raw_value_dtype"])
+        shape = (n, *self._meta.get("raw_value_shape", []))
+        values = np.frombuffer(row["values"].iloc[0], dtype=vdtype,
+                               count=int(np.prod(shape))).reshape(shape).copy()
+        if self._auto_step and at is None:
+            self.step()
+        return Snapshot(keys, values, int(row["time_ns"].iloc[0]),
+                        int(row["duration_ns"].iloc[0]), str(row["method"].iloc[0]))
+
+    def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
+        """Frame attrs of a snapshot, as MapView.attrs gives them."""
+        i = self.info
+        return {"map": self.name, "type": i.type, "read_ns": snap.time_ns,
+                "read_duration_ns": snap.duration_ns, "entries": entries,
+                "max_entries": i.max_entries,
+                "fill": entries / i.max_entries if i.max_entries else 0.0,
+                "read_method": snap.method}
+
+    def frames(self, per_cpu: bool = False) -> Iterator[pd.DataFrame]:
+        """df() of every snapshot, first to last (the cursor does not move)."""
+        for i in range(len(self._prog._times)):
+            yield self.df(per_cpu=per_cpu, at=i)
+
+    # -- stepping ---------------------------------------------------------------------
+    def seek(self, i: int) -> ReplayMapView:
+        """Move the cursor to snapshot `i` (negative: from the end); the program's cursor
+        for an ordinary view, this view's own for a player."""
+        if self._cursor is None:
+            self._prog.seek(i)
+        else:
+            n = len(self._prog._times)
+            self._cursor = self._prog._index(i) if n else 0
+        return self
+
+    def step(self, n: int = 1) -> bool:
+        """Move `n` snapshots on; False (and no move) past the end unless looping."""
+        if self._cursor is None:
+            return self._prog.step(n)
+        total = len(self._prog._times)
+        nxt = self._cursor + n
+        if 0 <= nxt < total:
+            self._cursor = nxt
+            return True
+        if self._loop and total:
+            self._cursor = nxt % total
+            return True
+        return False
+
+    def player(self, loop: bool = False, start: int = 0) -> ReplayMapView:
+        """A view with its own cursor from snapshot `start` that steps on every read()
+        (what a live view refreshes from); at the end it stays on the last snapshot, or
+        starts over with `loop`."""
+        self._check()
+        p = ReplayMapView(self._prog, self.name, auto_step=True, loop=loop)
+        p._cursor = self._prog._index(start)
+        self._players.append(p)
+        return p
+
+    def live(self, every: float = 1.0, top: int = 20, loop: bool = False,
+             **options: Any) -> Any:
+        """A live widget that steps through the recorded snapshots, one per refresh
+        (see bpfnb.widgets.live_view). Needs ipywidgets (`pip install 'bpfnb[lab]'`)."""
+        from typing import cast
+
+        from .widgets import live_view
+
+        return live_view(cast(Any, self.player(loop=loop)), every=every, top=top, **options)
+
+    def events(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        raise ReplayError(f"recordings do not hold events yet (map {self.name!r}); run the "
+                          "program live to read them")
+
+    def release(self) -> None:
+        self._players.clear()
+
+
+class ReplayProgram:
+    """A recorded program with the Program API: maps, df(), hist(), live(), stacks()."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self._store = _Store(self.path)
+        meta = self._store.meta
+        self.meta = meta
+        self.name: str = meta.get("name", "bpf")
+        self.source: str = meta.get("source", "")
+        self.cflags = tuple(meta.get("cflags", ()))
+        self._times = np.asarray(meta.get("snapshots", []), dtype=np.int64)
+        if not len(self._times):
+            raise ReplayError(f"recording {str(self.path)!r} holds no snapshots; {_HINT}")
+        self._map_names: list[str] = list(meta.get("map_names", []))
+        self._cursor = len(self._times) - 1
+        self._closed = False
+        self._views: dict[str, ReplayMapView] = {}
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def attach_points(self) -> list[AttachPoint]:
+        """Where the program was attached when it was recorded."""
+        return [AttachPoint(**a) for a in self.meta.get("attach_points", [])]
+
+    @property
+    def stack_names(self) -> list[str]:
+        return list(self.meta.get("stacks", {}))
+
+    @property
+    def snapshots(self) -> pd.DataFrame:
+        """One row per snapshot: time (UTC), time_ns, seconds since the first."""
+        t = self._times
+        return pd.DataFrame({"time": pd.to_datetime(t, unit="ns"), "time_ns": t,
+                             "elapsed": (t - t[0]) / 1e9},
+                            index=pd.RangeIndex(len(t), name="snapshot"))
+
+    # -- cursor -----------------------------------------------------------------------
+    @property
+    def cursor(self) -> int:
+        return self._cursor
+
+    def _index(self, i: int) -> int:
+        n = len(self._times)
+        if not -n <= int(i) < n:
+            raise ReplayError(f"snapshot {i} is out of range: the recording has {n} "
+                              f"(0..{n - 1})")
+        return int(i) % n
+
+    def seek(self, i: int) -> ReplayProgram:
+        """Every view now reads snapshot `i` (negative: from the end)."""
+        self._cursor = self._index(i)
+        return self
+
+    def step(self, n: int = 1) -> bool:
+        """Move `n` snapshots on; False (no move) past either end."""
+        nxt = self._cursor + n
+        if 0 <= nxt < len(self._times):
+            self._cursor = nxt
+            return True
+        return False
+
+    # -- maps -------------------------------------------------------------------------
+    @property
+    def map_names(self) -> list[str]:
+        return list(self._map_names)
+
+    @property
+    def maps(self) -> dict[str, ReplayMapView]:
+        return {n: self[n] for n in self._map_names}
+
+    def __getitem__(self, name: str) -> ReplayMapView:
+        if name not in self._views:
+            if name not in self._map_names:
+                names = ", ".join(self._map_names) or "none"
+                raise UnknownMapError(f"no map {name!r} in program {self.name!r}; "
+                                      f"its maps are: {names}")
+            self._views[name] = ReplayMapView(self, name)
+        return self._views[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._map_names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map_names)
+
+    def stacks(self, name: str | None = None, at: int | None = None) -> Stacks:
+        """Recorded symbolized stacks (`name`: one of stack_names; default the only one)."""
+        names = self.stack_names
+        if name is None:
+            if len(names) != 1:
+                raise ReplayError(f"name one of the recorded stacks: {names or 'none'}")
+            name = names[0]
+        if name not in names:
+            raise ReplayError(f"no stacks {name!r} in the recording; it has: "
+                              f"{', '.join(names) or 'none'}")
+        if self.closed:
+            raise ProgramClosedError("this replay is closed; call bpfnb.replay(path) again")
+        i = self._cursor if at is None else self._index(at)
+        error = self.meta.get("errors", {}).get(f"stacks:{name}", {}).get(str(i))
+        got = self._store.frames(f"stacks:{name}", "stacks").get(i) if not error else None
+        if got is None:
+            raise ReplayError(f"stacks {name!r} were not recorded at snapshot {i}"
+                              + (f": {error}" if error else ""))
+        return Stacks(got, name=name)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the live views of this replay; reading afterwards raises. Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        import sys
+
+        if "bpfnb.live" in sys.modules:
+            from . import live
+
+            views = list(self._views.values())
+            players = [p for v in views for p in v._players]
+            live.stop_all([self, *views, *players], reason=f"replay {self.name} closed")
+        for v in self._views.values():
+            v.release()
+
+    def __enter__(self) -> ReplayProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def banner(self) -> str:
+        """One line saying what this is: which recording, from which machine and when."""
+        m = self.meta
+        when = pd.Timestamp(int(m.get("started_ns", 0)), unit="ns").strftime("%Y-%m-%d %H:%M")
+        return (f"replaying {self.path.name}: {len(self._times)} snapshots recorded on "
+                f"{m.get('host', '?')} (Linux {m.get('kernel', {}).get('release', '?')}) "
+                f"at {when} UTC")
+
+    def _repr_html_(self) -> str:
+        maps = ", ".join(f"<code>{escape(n)}</code>" for n in self._map_names) or "none"
+        return (f"<p><b>{escape(self.name)}</b> (replay): {escape(self.banner())}; "
+                f"maps: {maps}</p>")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"snapshot {self._cursor}"
+        return (f"<ReplayProgram {self.name}: {state} of {len(self._times)} from "
+                f"{self.path}; maps: {', '.join(self._map_names) or 'none'}>")
+
+
+def replay(path: PathLike) -> ReplayProgram:
+    """Open a recording made by bpfnb.record(); ReplayError if missing or corrupt."""
+    return ReplayProgram(path)
