@@ -117,3 +117,12 @@ def test_perf_event_sampling(workload):
         n = by_pid(prog["samples"]).get(proc.pid, 0)
         assert cpu_seconds > 0.3
         assert 0.6 * 99 * cpu_seconds <= n <= 1.4 * 99 * cpu_seconds
+
+
+def test_load_never_lifts_rlimit_memlock():
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    with bpfnb.load("BPF_HASH(big, u32, u64, 200000);"
+                    "TRACEPOINT_PROBE(syscalls, sys_enter_getpid) { return 0; }"):
+        assert resource.getrlimit(resource.RLIMIT_MEMLOCK) == before

@@ -120,8 +120,10 @@ class BccModule:
         failed = False
         with captured_stderr() as cap:
             try:
+                # allow_rlimit=False: never lift RLIMIT_MEMLOCK behind the user's back
+                # (kernels >= 5.11 account BPF memory to the cgroup instead)
                 self.bpf = _bpf_class()(text=text.encode(), cflags=list(cflags),
-                                        usdt_contexts=contexts)
+                                        usdt_contexts=contexts, allow_rlimit=False)
             except Exception:
                 failed = True
         if failed:
