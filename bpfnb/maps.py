@@ -35,6 +35,13 @@ class MapInfo:
     id: int
     flags: int
 
+    def _repr_html_(self) -> str:
+        shown = {**self.__dict__, "max_entries": f"{self.max_entries:,}",
+                 "flags": hex(self.flags)}
+        rows = "".join(f"<tr><th style='text-align:left'>{k.replace('_', ' ')}</th>"
+                       f"<td style='text-align:left'>{v}</td></tr>" for k, v in shown.items())
+        return f"<table>{rows}</table>"
+
     @classmethod
     def from_fd(cls, fd: int, name: str | None = None) -> MapInfo:
         raw = bpfsys.map_info(fd)
