@@ -14,39 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpfnb import features
+from bpfnb import features, profile_source
 from bpfnb.stacks import Stacks
 from bpfnb.symbols import Symbolizer
 
 WORKLOAD = Path(__file__).parent / "workload" / "callchain.c"
 
-PROGRAM = r"""
-#include <uapi/linux/ptrace.h>
-#include <uapi/linux/bpf_perf_event.h>
-#include <linux/sched.h>
-
-struct key_t {
-    u32 pid;
-    int user_stack_id;
-    int kernel_stack_id;
-    char comm[TASK_COMM_LEN];
-};
-BPF_HASH(counts, struct key_t, u64, 10240);
-BPF_STACK_TRACE(stack_traces, 16384);
-
-int on_sample(struct bpf_perf_event_data *ctx) {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (tgid != TARGET_PID)
-        return 0;
-    struct key_t key = {};
-    key.pid = tgid;
-    bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    key.user_stack_id = stack_traces.get_stackid(&ctx->regs, BPF_F_USER_STACK);
-    key.kernel_stack_id = stack_traces.get_stackid(&ctx->regs, 0);
-    counts.increment(key);
-    return 0;
-}
-"""
+PROGRAM = profile_source()  # the kit's own profiler, driven here through bcc directly
 
 
 def _build(tmp: Path) -> Path:
@@ -78,7 +52,8 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stacks, dict[str,
     proc = subprocess.Popen([str(binary), "30", "3", "1", "1"])
     try:
         try:
-            b = bcc.BPF(text=PROGRAM.encode(), cflags=[f"-DTARGET_PID={proc.pid}"])
+            b = bcc.BPF(text=PROGRAM.encode(), cflags=[
+                f"-DFILTER_PID={proc.pid}", "-DUSER_STACKS=1", "-DKERNEL_STACKS=1"])
         except Exception as e:  # bcc raises bare Exception
             pytest.skip(f"bcc could not compile the profiler: {e}")
         try:
