@@ -21,7 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UNIT_NS 2000000L /* one unit of work: 2 ms of spinning, timed so CPU shares are exact */
+/* One unit of work is `unit_ns` of spinning, timed so CPU shares are exact. It changes every
+ * round (10-19 ms) so the rounds never lock in phase with a sampling timer. */
+static long unit_ns = 10000000L;
 
 static volatile unsigned long sink;
 static int zero_fd = -1;
@@ -33,7 +35,7 @@ static long now_ns(void) {
 }
 
 __attribute__((noinline)) void c(long units) {
-    long end = now_ns() + units * UNIT_NS;
+    long end = now_ns() + units * unit_ns;
     while (now_ns() < end)
         for (int i = 0; i < 1000; i++)
             sink += i;
@@ -44,7 +46,7 @@ __attribute__((noinline)) void b(long units) { c(units); }
 __attribute__((noinline)) void a(long units) { b(units); }
 
 __attribute__((noinline)) void y(long units) {
-    long end = now_ns() + units * UNIT_NS;
+    long end = now_ns() + units * unit_ns;
     while (now_ns() < end)
         for (int i = 0; i < 1000; i++)
             sink += i;
@@ -69,7 +71,8 @@ static inline __attribute__((always_inline)) long read_here(int fd, void *buf,
 
 __attribute__((noinline)) void s(long units) {
     static char buf[1 << 16];
-    for (long i = 0; i < units * 128; i++)
+    long end = now_ns() + units * unit_ns;
+    while (now_ns() < end)
         if (read_here(zero_fd, buf, sizeof(buf)) < 0)
             exit(3);
 }
@@ -100,7 +103,8 @@ int main(int argc, char **argv) {
     if (zero_fd < 0)
         return 3;
     double end = now() + seconds;
-    while (now() < end) {
+    for (long round = 0; now() < end; round++) {
+        unit_ns = 10000000L + (round * 7919 % 10) * 1000000L;
         a(abc);
         x(xy);
         s(sys);
