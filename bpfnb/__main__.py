@@ -1,4 +1,5 @@
-"""`bpfnb` command line: `bpfnb features` (cheap checks), `bpfnb doctor` (what works here)."""
+"""`bpfnb` command line: `bpfnb features` (cheap checks), `bpfnb doctor` (what works here),
+`bpfnb install-kernel` (a Jupyter kernel with just the BPF capabilities; run once, as root)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,32 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_install_kernel(args: argparse.Namespace) -> int:
+    from . import kernelspec
+
+    try:
+        if args.uninstall:
+            gone = kernelspec.uninstall(args.name, args.prefix)
+            spec, runtime = kernelspec.paths(args.name, args.prefix)
+            sys.stdout.write(f"removed {spec} and {runtime}\n" if gone
+                             else f"no kernel {args.name!r} under {spec.parents[3]}\n")
+            return 0
+        done = kernelspec.install(args.name, kernelspec.parse_caps(args.caps),
+                                  prefix=args.prefix, user=args.user, group=args.group,
+                                  any_user=args.any_user, python=args.python,
+                                  display_name=args.display_name)
+    except kernelspec.InstallError as e:
+        sys.stderr.write(f"bpfnb install-kernel: {e}\n")
+        return 1
+    sys.stdout.write(f"kernelspec {done.name}: {done.kernelspec}\n"
+                     f"kernel binary: {done.python} (capabilities: {','.join(done.caps)})\n")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "features": run_features,
     "doctor": run_doctor,
+    "install-kernel": run_install_kernel,
 }
 
 
@@ -56,6 +80,25 @@ def main(argv: list[str] | None = None) -> int:
                      help="run the attach probes again instead of using this boot's cache")
     doc.add_argument("--cleanup", action="store_true",
                      help="first remove tracefs probes left behind by dead processes")
+    ik = sub.add_parser("install-kernel",
+                        help="(root, once) install a Jupyter kernel with just the BPF capabilities")
+    ik.add_argument("--name", default="bpfnb-caps", help="kernelspec name (default bpfnb-caps)")
+    ik.add_argument("--prefix", default=None,
+                    help="install under PREFIX/share/jupyter/kernels (default: this environment)")
+    ik.add_argument("--caps", default="bpf,perfmon,dac_read_search,syslog",
+                    help="comma-separated capabilities (default bpf,perfmon,dac_read_search,"
+                         "syslog; add sys_admin for uprobes, net_admin for XDP/tc)")
+    who = ik.add_mutually_exclusive_group()
+    who.add_argument("--user", help="the user who runs Jupyter: only their primary group may "
+                                    "execute the kernel binary")
+    who.add_argument("--group", help="only members of GROUP may execute the kernel binary")
+    who.add_argument("--any-user", action="store_true",
+                     help="every local user may execute it (and so holds the capabilities)")
+    ik.add_argument("--python", default=None,
+                    help="interpreter to copy (default: the first of this environment's base "
+                         "interpreter and the system's of the same version that the user can run)")
+    ik.add_argument("--display-name", default=None)
+    ik.add_argument("--uninstall", action="store_true", help="remove the kernelspec and binary")
     args = parser.parse_args(argv)
     return COMMANDS[args.command](args)
 

@@ -59,9 +59,20 @@ def config_says(option: str) -> bool | None:
 
 
 def tracefs() -> str | None:
+    """Where tracefs is mounted and readable by this process (None if neither)."""
     for path in TRACEFS_CANDIDATES:
         if os.path.exists(f"{path}/events"):
             return path
+    return None
+
+
+def tracefs_mounted_unreadable() -> str | None:
+    """A tracefs mount this process may not read (root-only mode, no CAP_DAC_READ_SEARCH)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, where, fstype, *_ = line.split()
+            if fstype == "tracefs" and not os.access(where, os.R_OK | os.X_OK):
+                return where
     return None
 
 
@@ -113,6 +124,12 @@ def can_trace() -> Feature:
                        "tracing programs need CAP_PERFMON (or CAP_SYS_ADMIN); this process "
                        "lacks it. Run the kernel as root or with the capability kernel.")
     if tracefs() is None:
+        hidden = tracefs_mounted_unreadable()
+        if hidden:
+            return Feature("tracing", False,
+                           f"tracefs at {hidden} is readable only by root: tracepoint programs "
+                           "need CAP_DAC_READ_SEARCH (bcc reads each tracepoint's format and id "
+                           "files); raw tracepoints, perf events and uprobes do not")
         return Feature("tracing", False,
                        "tracefs is not mounted: run `mount -t tracefs tracefs "
                        "/sys/kernel/tracing` (scripts/setup-system does it)")

@@ -104,6 +104,27 @@ _AUTO_PREFIXES = (
 _STRERROR_ERRNO = {os.strerror(n): n for n in errno.errorcode}
 
 
+def _detach_each(bpf: Any) -> None:
+    """Detach probe by probe, so one failure (e.g. bcc removing a tracefs uprobe event
+    without tracefs access, after it already closed the probe's perf fd) skips nothing."""
+    groups = ((bpf.kprobe_fds, bpf.detach_kprobe_event),
+              (bpf.uprobe_fds, bpf.detach_uprobe_event),
+              (bpf.tracepoint_fds, bpf.detach_tracepoint),
+              (bpf.raw_tracepoint_fds, bpf.detach_raw_tracepoint),
+              (bpf.kfunc_entry_fds, bpf.detach_kfunc),
+              (bpf.kfunc_exit_fds, bpf.detach_kretfunc),
+              (bpf.lsm_fds, bpf.detach_lsm))
+    for fds, detach in groups:
+        for key in list(fds):
+            try:
+                detach(key)
+            except Exception:
+                held = fds.pop(key, None)  # what bcc could not release: close its fds
+                for fd in held.values() if isinstance(held, dict) else [held]:
+                    with contextlib.suppress(OSError, TypeError):
+                        os.close(fd)
+
+
 class BccModule:
     """One compiled BCC program: its functions, tables and attachments."""
 
@@ -297,6 +318,10 @@ class BccModule:
         if bpf is None:
             return
         with captured_stderr():
-            bpf.cleanup()
+            _detach_each(bpf)
+            try:
+                bpf.cleanup()  # perf buffers, perf events, ring buffers, fds, the module
+            except Exception:
+                bpf.close()
         self.attached.clear()
         self.bpf = None
