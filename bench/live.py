@@ -176,7 +176,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--in-process", action="store_true", help="no kernel; run views here")
-    ap.add_argument("--out", type=Path, default=HERE.parent / "README-live.md")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bpfnb-bench-live.md"),
+                    help="where to write the markdown table (merged into bench/README.md)")
     args = ap.parse_args()
     sizes = {int(s) for s in args.sizes.split(",")}
     cases = [c for c in CASES if c[0] in sizes]
