@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,27 @@ def _long_frame(keys: np.ndarray, values: np.ndarray, attrs: dict[str, Any],
 # -- histograms -----------------------------------------------------------------------------
 
 SLOT_NAMES = ("slot", "bucket")
+HIST_TYPES = frozenset({"ARRAY", "HASH", "PERCPU_ARRAY", "PERCPU_HASH", "LRU_HASH"})
+HIST_NAME = re.compile(r"hist|dist|lat|slot|bucket|log2", re.IGNORECASE)
+HIST_MAX_SLOTS = 4096
+
+
+def looks_like_hist(view: Any) -> bool:
+    """A histogram map: an array or hash of integer counts indexed by a slot number.
+
+    The key is an integer whose map name suggests a histogram ("hist", "dist", "lat", ...,
+    as bcc's BPF_HISTOGRAM maps are usually named), or a struct with a `slot`/`bucket`
+    field (bcc's BPF_HISTOGRAM(name, struct key)).
+    """
+    info = view.info
+    if info.type not in HIST_TYPES or info.max_entries > HIST_MAX_SLOTS:
+        return False
+    kd, vd = view.key_dtype, view.value_dtype
+    if vd.names is not None or vd.kind not in "iu":
+        return False
+    if kd.names is not None:
+        return any(n in SLOT_NAMES for n in kd.names)
+    return kd.kind in "iu" and bool(HIST_NAME.search(view.name))
 
 
 def log2_bounds(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

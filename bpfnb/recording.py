@@ -46,8 +46,6 @@ VERSION = 1
 META = "meta.json"
 SNAPSHOT = "__snapshot"
 KINDS = ("df", "percpu", "hist", "raw")
-HIST_TYPES = frozenset({"ARRAY", "HASH", "PERCPU_ARRAY", "PERCPU_HASH", "LRU_HASH"})
-HIST_MAX_SLOTS = 4096
 STACK_FIELDS = ("user_stack_id", "user_stack", "ustack_id", "ustack", "user_stackid",
                 "kernel_stack_id", "kernel_stack", "kstack_id", "kstack", "kernel_stackid")
 
@@ -273,22 +271,6 @@ def to_json(obj: Any) -> str:
 
 # -- what to record -----------------------------------------------------------------------------
 
-def looks_like_hist(view: Any) -> bool:
-    """A histogram map (the rule of bpfnb.widgets.looks_like_hist, without ipywidgets)."""
-    import re
-
-    info = view.info
-    if info.type not in HIST_TYPES or info.max_entries > HIST_MAX_SLOTS:
-        return False
-    kd, vd = view.key_dtype, view.value_dtype
-    if vd.names is not None or vd.kind not in "iu":
-        return False
-    if kd.names is not None:
-        return any(n in frames.SLOT_NAMES for n in kd.names)
-    return kd.kind in "iu" and bool(re.search(r"hist|dist|lat|slot|bucket|log2", view.name,
-                                              re.IGNORECASE))
-
-
 def stack_pairs(prog: Program) -> dict[str, tuple[str, str]]:
     """Counts maps keyed by a stack id, paired with the program's one STACK_TRACE map."""
     views = {n: prog[n] for n in prog.map_names}
@@ -423,7 +405,7 @@ class Recorder:
         return {"info": asdict(view.info), "per_cpu": view.per_cpu,
                 "key_dtype": npformat.dtype_to_descr(view.key_dtype),
                 "value_dtype": npformat.dtype_to_descr(view.value_dtype),
-                "hist": looks_like_hist(view), "kind_frame": view.ops.kind.frame is not None}
+                "hist": frames.looks_like_hist(view), "kind_frame": view.ops.kind.frame is not None}
 
     def _table(self, name: str, kind: str) -> _Table:
         return self._tables.setdefault((name, kind), _Table())

@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from . import bpfsys, frames, live, plot
+from .frames import looks_like_hist
 from .maps import MapView
 
 try:
@@ -44,33 +45,12 @@ FULL_WARNING = 0.9
 HASH_TYPES = frozenset({"HASH", "PERCPU_HASH", "LRU_HASH", "LRU_PERCPU_HASH", "LPM_TRIE",
                         "HASH_OF_MAPS"})
 LRU_TYPES = frozenset({"LRU_HASH", "LRU_PERCPU_HASH"})
-HIST_TYPES = frozenset({"ARRAY", "HASH", "PERCPU_ARRAY", "PERCPU_HASH", "LRU_HASH"})
-HIST_NAME = re.compile(r"hist|dist|lat|slot|bucket|log2", re.IGNORECASE)
-HIST_MAX_SLOTS = 4096
 PLOT_KINDS = ("auto", "bars", "hist", "rates", "per_cpu", "none")
 
 _MPL_LOCK = threading.Lock()   # matplotlib is not thread-safe; views draw one at a time
 
 
 # -- what to draw ---------------------------------------------------------------------------
-
-def looks_like_hist(mapview: MapView) -> bool:
-    """A histogram map: an array or hash of integer counts indexed by a slot number.
-
-    The key is an integer whose map name suggests a histogram ("hist", "dist", "lat", ...,
-    as bcc's BPF_HISTOGRAM maps are usually named), or a struct with a `slot`/`bucket`
-    field (bcc's BPF_HISTOGRAM(name, struct key)).
-    """
-    info = mapview.info
-    if info.type not in HIST_TYPES or info.max_entries > HIST_MAX_SLOTS:
-        return False
-    kd, vd = mapview.key_dtype, mapview.value_dtype
-    if vd.names is not None or vd.kind not in "iu":
-        return False
-    if kd.names is not None:
-        return any(n in frames.SLOT_NAMES for n in kd.names)
-    return kd.kind in "iu" and bool(HIST_NAME.search(mapview.name))
-
 
 @dataclass(frozen=True)
 class PlotSpec:

@@ -55,6 +55,27 @@ def kernel() -> None:
     require(features.can_trace())
 
 
+COUNT_BY_PID = """
+BPF_HASH(by_pid, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    by_pid.increment(pid);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def shell():
+    """An IPython shell with the extension loaded (one per process, shared)."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "bpfnb")
+    return ip
+
+
 def open_fds() -> list[str]:
     """This process's fds with what they point at."""
     out = []

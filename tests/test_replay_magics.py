@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
 import bpfnb
 from bpfnb import features
+from conftest import COUNT_BY_PID as CELL
 from conftest import run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
-CELL = """
-BPF_HASH(by_pid, u32, u64);
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    u32 pid = bpf_get_current_pid_tgid() >> 32;
-    by_pid.increment(pid);
-    return 0;
-}
-"""
-
-
 @pytest.fixture(scope="module")
-def ip():
-    shell = start_ipython() or __import__("IPython").get_ipython()
-    shell.run_line_magic("load_ext", "bpfnb")
+def ip(shell):
     return shell
 
 
