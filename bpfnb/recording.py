@@ -6,11 +6,14 @@
 The file is a zip: `meta.json` (program source, kernel, host, map infos, attach points,
 snapshot times, table schemas and frame attrs) and one Parquet table per map and shape
 (`maps/NAME/df.parquet`, `percpu.parquet`, `hist.parquet`, `raw.parquet`), each holding
-every snapshot with a `__snapshot` column. Columns Parquet cannot hold as they are (lists,
-numpy arrays, bytes, big Python ints) are encoded losslessly and restored to the same
-dtypes on replay. Every save writes a temporary file in the same directory and renames it
-over the target, so an interrupted recording leaves the previous complete file or a valid
-shorter recording, never a corrupt one.
+every snapshot with a `__snapshot` column. Event maps (RINGBUF, PERF_EVENT_ARRAY) are
+drained at each snapshot instead: `maps/NAME/events.parquet` holds, per snapshot, the
+events that arrived since the previous one (the first: since the recorder opened the
+map's reader), decoded exactly as live `events()` decodes them. Columns Parquet cannot
+hold as they are (lists, numpy arrays, bytes, big Python ints) are encoded losslessly and
+restored to the same dtypes on replay. Every save writes a temporary file in the same
+directory and renames it over the target, so an interrupted recording leaves the previous
+complete file or a valid shorter recording, never a corrupt one.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ FORMAT = "bpfnb-recording"
 VERSION = 1
 META = "meta.json"
 SNAPSHOT = "__snapshot"
-KINDS = ("df", "percpu", "hist", "raw")
+KINDS = ("df", "percpu", "hist", "raw", "events")
+EVENT_MAPS = ("RINGBUF", "PERF_EVENT_ARRAY")
 STACK_FIELDS = ("user_stack_id", "user_stack", "ustack_id", "ustack", "user_stackid",
                 "kernel_stack_id", "kernel_stack", "kstack_id", "kstack", "kernel_stackid")
 
 StackPairs = Mapping[str, tuple[str, str]]
+EventTypes = Mapping[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -377,7 +382,7 @@ class Recorder:
     """
 
     def __init__(self, prog: Program, path: PathLike, stacks: StackPairs | None = None,
-                 every: float | None = None) -> None:
+                 every: float | None = None, events: EventTypes | None = None) -> None:
         _pa()
         self.prog = prog
         self.path = Path(path)
@@ -397,7 +402,11 @@ class Recorder:
         self._tables: dict[tuple[str, str], _Table] = {}
         self._cpus = bpfsys.possible_cpus()
         self._maps = {n: self._map_meta(prog[n]) for n in prog.map_names}
+        self.event_types = self._event_types(events or {})
+        self._drained: dict[str, float] = {}
         self.saved = 0
+        for name in self.event_types:
+            self._open_events(name)
 
     def _map_meta(self, view: MapView) -> dict[str, Any]:
         from numpy.lib import format as npformat
@@ -406,6 +415,28 @@ class Recorder:
                 "key_dtype": npformat.dtype_to_descr(view.key_dtype),
                 "value_dtype": npformat.dtype_to_descr(view.value_dtype),
                 "hist": frames.looks_like_hist(view), "kind_frame": view.ops.kind.frame is not None}
+
+    def _event_types(self, given: EventTypes) -> dict[str, Any]:
+        """Event map name -> the event_type passed to events() (None: the program's)."""
+        event_maps = [n for n in self.prog.map_names
+                      if self._maps[n]["info"]["type"] in EVENT_MAPS]
+        wrong = [n for n in given if n not in event_maps]
+        if wrong:
+            raise BpfnbError(f"events={{{wrong[0]!r}: ...}}: not an event map of "
+                             f"{self.prog.name!r}; its RINGBUF / PERF_EVENT_ARRAY maps are: "
+                             f"{', '.join(event_maps) or 'none'}")
+        return {n: given.get(n) for n in event_maps}
+
+    def _open_events(self, name: str) -> None:
+        """Open the map's event reader now (perf buffers catch events only once installed);
+        a failure is reported at each snapshot of the map."""
+        view = self.prog[name]
+        self._drained[name] = time.monotonic()
+        try:
+            reader = view.event_reader(self.event_types[name])
+            self._maps[name]["event_dtype"] = _descr(reader.dtype)
+        except (BpfnbError, OSError, ValueError):
+            pass  # events() raises the same at the first snapshot, recorded as its error
 
     def _table(self, name: str, kind: str) -> _Table:
         return self._tables.setdefault((name, kind), _Table())
@@ -417,7 +448,10 @@ class Recorder:
         self.times.append(time.time_ns())
         for name in self.prog.map_names:
             try:
-                self._snapshot_map(i, name)
+                if name in self.event_types:
+                    self._snapshot_events(i, name)
+                else:
+                    self._snapshot_map(i, name)
             except (BpfnbError, OSError, ValueError) as e:
                 self.errors.setdefault(name, {})[i] = f"{type(e).__name__}: {e}"
         for name, (counts, trace) in self.stack_pairs.items():
@@ -458,6 +492,16 @@ class Recorder:
             with contextlib.suppress(ValueError, KeyError):
                 self._table(name, "hist").add(i, frames.hist_frame(df))
 
+    def _snapshot_events(self, i: int, name: str) -> None:
+        """The events waiting now (never blocks): those since the previous snapshot."""
+        view = self.prog[name]
+        df = view.events(duration=None, max_events=None, event_type=self.event_types[name])
+        now = time.monotonic()
+        seconds = now - self._drained.get(name, now)
+        self._drained[name] = now
+        df.attrs.update(seconds=seconds, rate=len(df) / seconds if seconds > 0 else 0.0)
+        self._table(name, "events").add(i, df)
+
     def _snapshot_stacks(self, i: int, name: str, counts: str, trace: str) -> None:
         from .profiling import stacks
 
@@ -482,6 +526,7 @@ class Recorder:
                               for a in self.prog.attach_points],
             "map_names": list(self.prog.map_names), "maps": self._maps,
             "stacks": {k: list(v) for k, v in self.stack_pairs.items()},
+            "events": list(self.event_types),
             "snapshots": self.times, "errors": {k: {str(i): e for i, e in v.items()}
                                                 for k, v in self.errors.items()},
         }
@@ -532,22 +577,24 @@ def _fsync_dir(path: Path) -> None:
 def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | None = None,
            count: int | None = None, stacks: StackPairs | None = None,
            progress: Callable[[Progress], object] | None = None,
-           checkpoint: float = 10.0) -> Recording:
+           checkpoint: float = 10.0, events: EventTypes | None = None) -> Recording:
     """Snapshot every map of `prog` each `every` seconds into the file `path`; blocks.
 
     Stops after `count` snapshots or once `duration` seconds have passed (snapshots at
     0, every, 2*every, ... up to duration), or on Ctrl-C (KeyboardInterrupt), which ends
     the recording early and still returns it. `stacks`: {name: (counts map, STACK_TRACE
-    map)} recorded as symbolized Stacks (default: found from the key fields). The file is
-    saved after the first snapshot, every `checkpoint` seconds and at the end; another
-    exception saves what was taken, then propagates. `progress(Progress)` runs after each
+    map)} recorded as symbolized Stacks (default: found from the key fields). Event maps
+    (RINGBUF, PERF_EVENT_ARRAY) are drained at each snapshot: the events since the previous
+    one, decoded with the struct live `events()` uses, or `events={map: ctypes struct}`.
+    The file is saved after the first snapshot, every `checkpoint` seconds and at the end;
+    another exception saves what was taken, then propagates. `progress(Progress)` runs after each
     snapshot (`Progress.text` is a one-line summary).
     """
     if every <= 0:
         raise ValueError(f"every must be > 0 seconds, not {every}")
     if count is not None and count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
-    rec = Recorder(prog, path, stacks=stacks, every=every)
+    rec = Recorder(prog, path, stacks=stacks, every=every, events=events)
     start = time.monotonic()
     last_save = start
     try:

@@ -7,6 +7,10 @@
 
 Every view of a ReplayProgram shares the program's cursor (a snapshot number, the last
 one at first). `view.df(at=i)` reads another snapshot without moving it.
+
+Event maps (RINGBUF, PERF_EVENT_ARRAY): `view.events()` gives the events recorded in the
+cursor's snapshot step (those that arrived since the previous snapshot), `events(all=True)`
+every event recorded up to and including it; same columns and dtypes as live `events()`.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ import pandas as pd
 
 from . import bpfsys, frames
 from .backends.bcc import AttachPoint
-from .errors import ProgramClosedError, ReplayError, UnknownMapError
+from .errors import ProgramClosedError, ReplayError, UnknownMapError, UnsupportedMapError
 from .mapread import Snapshot
 from .maps import MapInfo
-from .recording import FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
+from .recording import EVENT_MAPS, FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
 from .stacks import Stacks
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -185,8 +189,15 @@ class ReplayMapView:
 
     # -- reading ----------------------------------------------------------------------
     def df(self, per_cpu: bool = False, at: int | None = None) -> pd.DataFrame:
-        """The map as live df() returned it at the cursor's snapshot (or snapshot `at`)."""
+        """The map as live df() returned it at the cursor's snapshot (or snapshot `at`).
+        Event maps: the events of that snapshot step (live df() consumes those waiting)."""
         i = self._at(at)
+        if self.info.type in EVENT_MAPS and self._store.has(self.name, "events"):
+            from .maptypes.eventmaps import NOTE
+
+            df = self.events(at=i)
+            df.attrs["note"] = NOTE
+            return df
         return self._frame("percpu" if per_cpu and self.per_cpu else "df", i)
 
     def hist(self, linear: int | None = None, value: str | None = None,
@@ -272,9 +283,51 @@ class ReplayMapView:
 
         return live_view(cast(Any, self.player(loop=loop)), every=every, top=top, **options)
 
-    def events(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        raise ReplayError(f"recordings do not hold events yet (map {self.name!r}); run the "
-                          "program live to read them")
+    def events(self, duration: float | None = None, max_events: int | None = None,
+               event_type: Any = None, lost_map: Any = None, *, all: bool = False,
+               at: int | None = None) -> pd.DataFrame:
+        """Recorded events of a RINGBUF / PERF_EVENT_ARRAY map, as live events() gave them.
+
+        Default: the events recorded in the cursor's snapshot step (snapshot `at`), i.e.
+        those that arrived since the previous snapshot; `all=True`: every event recorded up
+        to and including that snapshot, in order. `max_events` keeps the first ones;
+        `duration` is ignored (the time is in the recording: attrs 'seconds' and 'rate');
+        `lost_map` too (attrs 'lost' is what the recording saw). The events were decoded
+        when recorded, so `event_type` must stay None: record again with
+        `record(..., events={name: struct})` to decode them otherwise."""
+        del duration, lost_map
+        if self.info.type not in EVENT_MAPS:
+            raise UnsupportedMapError(f"events() reads RINGBUF and PERF_EVENT_ARRAY maps; "
+                                      f"{self.name!r} is {self.info.type}")
+        if event_type is not None:
+            raise ReplayError(f"the events of {self.name!r} were decoded when recorded; "
+                              "record again with bpfnb.record(prog, path, events="
+                              f"{{{self.name!r}: struct}}) to decode them as another type")
+        if not self._store.has(self.name, "events"):
+            raise ReplayError(f"the recording holds no events of map {self.name!r}; "
+                              f"{_HINT}")
+        i = self._at(at)
+        if all:
+            got = self._store.frames(self.name, "events")
+            parts = [got[s] for s in range(i + 1) if s in got]
+            full = [p for p in parts if len(p)]  # empty frames may hold other dtypes
+            out = pd.concat(full, ignore_index=True) if len(full) > 1 else \
+                (full or parts)[-1].copy()
+            attrs = dict(parts[-1].attrs)
+            lost = [p.attrs.get("lost") for p in parts]
+            seconds = float(sum(p.attrs.get("seconds", 0.0) for p in parts))
+            attrs.update(seconds=seconds, rate=len(out) / seconds if seconds > 0 else 0.0,
+                         lost=None if lost[-1] is None else
+                         int(sum(v for v in lost if v is not None)))
+            out.attrs = attrs
+        else:
+            out = self._frame("events", i)
+        if max_events is not None and len(out) > max_events:
+            attrs = dict(out.attrs)
+            out = out.iloc[:max_events].reset_index(drop=True)
+            out.attrs = attrs
+        out.attrs["events"] = len(out)
+        return out
 
     def release(self) -> None:
         self._players.clear()

@@ -15,8 +15,11 @@ ENOENT.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 StackMap = Union[Mapping[int, Any], tuple[Any, Any]]
 Key = tuple[int, str, tuple[str, ...], int]
 _KERNEL_MARK = "_[k]"
+_STACKS_FORMAT = "bpfnb-stacks"
 
 
 def missing_frame(kind: str, stack_id: int) -> str:
@@ -405,6 +409,75 @@ class Stacks:
     def diff(self, other: Stacks) -> StackDiff:
         """What changed from this profile (before) to `other` (after)."""
         return StackDiff(self, other)
+
+    # ------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write these stacks to one small file (a zip: `meta.json` plus a Parquet table)
+        that `Stacks.load(path)` reads back exactly (df(), folded(), name). The write is
+        atomic: a temporary file in the same directory renamed over `path`."""
+        import io
+        import json
+        import tempfile
+        import zipfile
+
+        from .recording import _pa, encode_frame
+
+        pa = _pa()
+        table, specs = encode_frame(pd.DataFrame({
+            "pid": self._pid, "comm": pd.Series(self._comm, dtype=object),
+            "frames": pd.Series([list(f) for f in self._frames], dtype=object),
+            "kernel_frames": self._nk, "count": self._count}))
+        buf = io.BytesIO()
+        pa.parquet.write_table(table, buf, compression="zstd")
+        meta = {"format": _STACKS_FORMAT, "version": 1, "name": self.name,
+                "columns": specs, "total": self.total}
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+                    zf.writestr("stacks.parquet", buf.getvalue())
+                    zf.writestr("meta.json", json.dumps(meta))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Stacks:
+        """Stacks saved by `Stacks.save(path)`; ReplayError if missing or not such a file."""
+        import io
+        import json
+        import zipfile
+
+        from .errors import ReplayError
+        from .recording import _pa, decode_table
+
+        pa = _pa()
+        try:
+            with zipfile.ZipFile(Path(path)) as zf:
+                meta = json.loads(zf.read("meta.json"))
+                if meta.get("format") != _STACKS_FORMAT:
+                    raise ReplayError(f"{str(path)!r} is not a file of Stacks.save()")
+                table = pa.parquet.read_table(io.BytesIO(zf.read("stacks.parquet")))
+        except FileNotFoundError:
+            raise ReplayError(f"no stacks file at {str(path)!r}") from None
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, pa.ArrowException) as e:
+            raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "
+                              f"({e})") from None
+        df = decode_table(table, meta["columns"])
+        counts: dict[Key, int] = {}
+        for p, c, f, k, n in zip(df["pid"].tolist(), df["comm"].tolist(),
+                                 df["frames"].tolist(), df["kernel_frames"].tolist(),
+                                 df["count"].tolist()):
+            counts[(int(p), str(c), tuple(f or ()), int(k))] = int(n)
+        return cls._from_counts(counts, str(meta.get("name", "")))
 
     # ------------------------------------------------------------ notebook display
 

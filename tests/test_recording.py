@@ -339,3 +339,165 @@ def test_codec_round_trips_awkward_columns():
     assert [type(v) for v in back["tuples"]] == [tuple] * 3
     assert all(isinstance(v, np.ndarray) and v.dtype == np.uint64 for v in back["arrays"])
     assert back["big"].tolist() == [2**70, -(2**70), 3]
+
+
+# -- events ---------------------------------------------------------------------------------
+
+EVENT_SOURCE = r"""
+struct event { u32 pid; u32 seq; u64 ts; char comm[16]; };
+BPF_RINGBUF_OUTPUT(rb, 64);
+BPF_PERF_OUTPUT(perf);
+BPF_ARRAY(seq, u64, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    char comm[16];
+    bpf_get_current_comm(&comm, sizeof(comm));
+    if (comm[0] != 'b' || comm[1] != 'p' || comm[2] != 'f' || comm[6] != 'w') return 0;
+    int zero = 0;
+    u64 *s = seq.lookup(&zero);
+    if (!s) return 0;
+    struct event e = {};
+    e.pid = bpf_get_current_pid_tgid() >> 32;
+    e.seq = __sync_fetch_and_add(s, 1);
+    e.ts = bpf_ktime_get_ns();
+    bpf_get_current_comm(&e.comm, sizeof(e.comm));
+    rb.ringbuf_output(&e, sizeof(e), 0);
+    perf.perf_submit(args, &e, sizeof(e));
+    return 0;
+}
+"""
+EVENT_MAPS = ("rb", "perf")
+
+
+@pytest.fixture(scope="module")
+def recorded_events(tmp_path_factory, workload):
+    """Snapshots of 0, 100 and 50 events; live events() and an empty live frame after."""
+    from conftest import features, require
+
+    require(features.can_load_bpf())
+    require(features.can_trace())
+    path = tmp_path_factory.mktemp("events") / "events.bpfrec"
+    pids: dict[int, int] = {}
+    with bpfnb.load(EVENT_SOURCE, name="ev") as prog:
+
+        def progress(p):
+            if p.snapshots in (1, 2):
+                pids[p.snapshots] = run_workload(workload, "getpid", 100 // p.snapshots)
+
+        rec = record(prog, path, every=0.2, count=3, progress=progress)
+        pids[3] = run_workload(workload, "getpid", 7)
+        live = {n: prog[n].events(duration=0.2) for n in EVENT_MAPS}
+        empty = {n: prog[n].events(duration=0) for n in EVENT_MAPS}
+    return path, rec, pids, live, empty
+
+
+def test_events_recorded_per_snapshot(recorded_events):
+    path, rec, pids, live, _ = recorded_events
+    assert rec.snapshots == 3
+    assert {n: len(live[n]) for n in EVENT_MAPS} == {"rb": 7, "perf": 7}
+    with replay(path) as prog:
+        for name in EVENT_MAPS:
+            view = prog[name]
+            sizes = [len(view.events(at=i)) for i in range(3)]
+            assert sizes == [0, 100, 50], name
+            for i, start in ((1, 0), (2, 100)):
+                got = view.events(at=i)
+                assert sorted(got["seq"].tolist()) == list(range(start, start + sizes[i]))
+                assert (got["pid"] == pids[i]).all() and (got["comm"] == "bpfnb-wl").all()
+                assert got.attrs["map"] == name and got.attrs["events"] == sizes[i]
+                assert got.attrs["seconds"] > 0
+                assert got.attrs["lost"] == (0 if name == "perf" else None)
+            every = view.events(all=True)  # the cursor is on the last snapshot
+            assert len(every) == 150 and every.attrs["events"] == 150
+            assert sorted(every["seq"].tolist()) == list(range(150))
+            first = view.events(max_events=10, at=1)
+            assert len(first) == 10
+            pd.testing.assert_frame_equal(first, view.events(at=1).iloc[:10])
+            prog.seek(1)
+            assert len(view.events()) == 100 and len(view.events(all=True)) == 100
+            df = view.df()
+            pd.testing.assert_frame_equal(df, view.events())
+            assert "consumes" in df.attrs["note"]
+            prog.seek(-1)
+        assert prog["rb"].events(at=1)["ts"].is_monotonic_increasing
+        assert (prog["perf"].events(at=1)["cpu"] >= 0).all()
+
+
+def test_replayed_events_have_the_live_schema(recorded_events):
+    path, _, _, live, empty = recorded_events
+    with replay(path) as prog:
+        for name in EVENT_MAPS:
+            view = prog[name]
+            for got in (view.events(at=1), view.events(at=2), view.events(all=True)):
+                assert list(got.columns) == list(live[name].columns)
+                pd.testing.assert_series_equal(got.dtypes, live[name].dtypes)
+            none = view.events(at=0)
+            assert list(none.columns) == list(empty[name].columns) and len(empty[name]) == 0
+            pd.testing.assert_series_equal(none.dtypes, empty[name].dtypes)
+            assert set(got.attrs) >= set(live[name].attrs) - {"note"}
+    assert list(live["perf"].columns) == ["cpu", "pid", "seq", "ts", "comm"]
+    assert list(live["rb"].columns) == ["pid", "seq", "ts", "comm"]
+
+
+def test_replayed_events_errors(recorded_events):
+    from bpfnb.errors import UnsupportedMapError
+
+    with replay(recorded_events[0]) as prog:
+        with pytest.raises(UnsupportedMapError, match="RINGBUF and PERF_EVENT_ARRAY"):
+            prog["seq"].events()
+        with pytest.raises(ReplayError, match="decoded when recorded"):
+            prog["rb"].events(event_type=object)
+        with pytest.raises(ReplayError, match="out of range"):
+            prog["rb"].events(at=3)
+
+
+def test_record_events_with_explicit_type(tmp_path, workload):
+    import ctypes as ct
+
+    from bpfnb.errors import BpfnbError
+
+    class Small(ct.Structure):
+        _fields_ = [("pid", ct.c_uint32), ("seq", ct.c_uint32)]
+
+    with bpfnb.load(EVENT_SOURCE, name="ev") as prog:
+        with pytest.raises(BpfnbError, match="not an event map"):
+            record(prog, tmp_path / "bad.bpfrec", count=1, events={"seq": Small})
+        pid = run_workload(workload, "getpid", 5)  # waits in the ring buffer
+        record(prog, tmp_path / "small.bpfrec", count=1, events={"rb": Small})
+    with replay(tmp_path / "small.bpfrec") as r:
+        got = r["rb"].events()
+        assert list(got.columns) == ["pid", "seq"] and got["seq"].tolist() == list(range(5))
+        assert (got["pid"] == pid).all() and got["seq"].dtype == np.uint32
+        assert len(r["perf"].events()) == 0  # perf buffers exist only once the reader opens
+
+
+# -- Stacks files ---------------------------------------------------------------------------
+
+FOLDED = """\
+bash;main [bash];read [libc.so.6];entry_SYSCALL_64;do_syscall_64;ksys_read 5
+callchain;main [callchain];a [callchain];b [callchain] 30
+callchain;main [callchain];x [callchain];y [callchain] 30
+swapper/0;secondary_startup_64;cpu_startup_entry;do_idle;default_idle 20
+"""
+
+
+def test_stacks_save_load_round_trip(tmp_path, recorded):
+    from bpfnb.stacks import Stacks
+
+    with replay(recorded[0]) as prog:
+        real = prog.stacks("counts")
+    for s in (Stacks.from_folded(FOLDED, name="folded"), real, Stacks(name="empty")):
+        path = s.save(tmp_path / "sub" / f"{s.name}.stacks")
+        back = Stacks.load(path)
+        assert back.name == s.name and back.total == s.total and len(back) == len(s)
+        pd.testing.assert_frame_equal(back.df(), s.df(), check_exact=True)
+        assert back.df().attrs == s.df().attrs
+        assert back.folded() == s.folded()
+        pd.testing.assert_frame_equal(back.functions(), s.functions())
+    assert len(real) and not [p for p in (tmp_path / "sub").iterdir() if p.suffix == ".tmp"]
+    with pytest.raises(ReplayError, match="no stacks file"):
+        Stacks.load(tmp_path / "absent.stacks")
+    (tmp_path / "junk.stacks").write_bytes(b"junk")
+    with pytest.raises(ReplayError, match=r"not a file of Stacks\.save"):
+        Stacks.load(tmp_path / "junk.stacks")
+    with pytest.raises(ReplayError, match=r"not a file of Stacks\.save"):
+        Stacks.load(recorded[0])
