@@ -3,7 +3,8 @@
 Starts JupyterLab from this venv on 127.0.0.1 (random port, token) in a temporary copy of
 the notebook, runs every cell while a workload makes system calls, and checks in the page
 that the first live view's table changes at least three times, that its plot changes and
-that its Stop button stops it. Saves the view as docs/live.png for the README.
+that its Stop button stops it. Saves the view as a screenshot: docs/live.png (the README's)
+when BPFNB_UPDATE_DOCS=1, else under pytest's temporary directory, so runs leave the tree clean.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +28,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "01-live.ipynb"
-SCREENSHOT = ROOT / "docs" / "live.png"
+SCREENSHOT = (ROOT / "docs" / "live.png" if os.environ.get("BPFNB_UPDATE_DOCS") == "1"
+              else Path(tempfile.gettempdir()) / "bpfnb-live.png")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
