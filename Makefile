@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml scripts/setup-venv
 	@touch $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(PORT) \
+	IPYTHONDIR=$(abspath $(VENV))/ipython $(VENV)/bin/jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(PORT) \
 	    --notebook-dir=notebooks
 
 test: setup
