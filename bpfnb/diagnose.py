@@ -155,7 +155,8 @@ def unknown_tracepoint(name: str, line: int | None = None) -> UnknownTargetError
 def kernel_symbols() -> list[str]:
     try:
         with open("/proc/kallsyms") as f:
-            return [ln.split()[2] for ln in f if ln.split()[1] in "tTwW"]
+            rows = (ln.split() for ln in f)
+            return [r[2] for r in rows if r[1] in "tTwW"]
     except OSError:
         return []
 
@@ -187,22 +188,10 @@ def uprobe_failure(function: str, binary: str, symbol: str, message: str) -> Exc
 
 def elf_symbols(path: str) -> list[str]:
     """Function names in an ELF file's symtab and dynsym (for 'did you mean')."""
-    try:
-        from elftools.elf.elffile import ELFFile
-        from elftools.elf.sections import SymbolTableSection
-    except ImportError:
-        return []
-    names: set[str] = set()
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            for section in elf.iter_sections():
-                if isinstance(section, SymbolTableSection):
-                    names.update(s.name for s in section.iter_symbols()
-                                 if s.name and s["st_info"]["type"] == "STT_FUNC")
-    except (OSError, ValueError):
-        return []
-    return sorted(names)
+    from .symbols import load_elf
+
+    table = load_elf(path).table
+    return sorted({table.name(i) for i in range(len(table))})
 
 
 def probe_missing_feature(kind: str, function: str, target: str) -> Exception | None:

@@ -137,19 +137,3 @@ def sum_cpus(values: np.ndarray) -> np.ndarray:
         else:
             out[field] = col[:, 0]
     return out
-
-
-def ctype_fields(ctype: Any) -> list[str]:
-    """Names of a ctypes struct's user-visible fields (padding left out)."""
-    return [f[0] for f in getattr(ctype, "_fields_", []) if not is_padding(f[0])]
-
-
-def describe(ctype: Any) -> str:
-    """A short C-like description of a type, for error messages."""
-    if isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union)):
-        inner = ", ".join(f"{n}: {describe(t)}" for n, t, *_ in ctype._fields_ if not is_padding(n))
-        return "{" + inner + "}"
-    if isinstance(ctype, type) and issubclass(ctype, ct.Array):
-        return f"{describe(ctype._type_)}[{ctype._length_}]"
-    dtype = dtype_of(ctype)
-    return str(dtype) if dtype.kind != "S" else "char"

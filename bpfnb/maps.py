@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -51,6 +50,15 @@ class MapInfo:
             tname = f"UNKNOWN({raw.type})"
         return cls(name or raw.name.decode(), tname, raw.key_size, raw.value_size,
                    raw.max_entries, raw.id, raw.map_flags)
+
+
+def snapshot_attrs(name: str, info: MapInfo, snap: Snapshot, entries: int) -> dict[str, Any]:
+    """The `df.attrs` of a map read: where it came from, when, and how full the map is."""
+    return {"map": name, "type": info.type, "read_ns": snap.time_ns,
+            "read_duration_ns": snap.duration_ns, "entries": entries,
+            "max_entries": info.max_entries,
+            "fill": entries / info.max_entries if info.max_entries else 0.0,
+            "read_method": snap.method}
 
 
 class MapView:
@@ -154,12 +162,7 @@ class MapView:
         return np.array(reader.read().values)
 
     def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
-        i = self.info
-        return {"map": self.name, "type": i.type, "read_ns": snap.time_ns,
-                "read_duration_ns": snap.duration_ns, "entries": entries,
-                "max_entries": i.max_entries,
-                "fill": entries / i.max_entries if i.max_entries else 0.0,
-                "read_method": snap.method}
+        return snapshot_attrs(self.name, self.info, snap, entries)
 
     def df(self, per_cpu: bool = False) -> pd.DataFrame:
         """The map as a DataFrame (see DESIGN.md for shape rules). Per-CPU values are summed
@@ -196,16 +199,6 @@ class MapView:
         from .widgets import live_view  # lazy: core modules do not import ipywidgets
 
         return live_view(self, every=every, top=top, **options)
-
-    def wait_for(self, predicate: Callable[[pd.DataFrame], bool], timeout: float = 5.0,
-                 every: float = 0.05) -> pd.DataFrame:
-        """Poll df() until predicate(df) holds or timeout passes; return the last df."""
-        deadline = time.monotonic() + timeout
-        df = self.df()
-        while not predicate(df) and time.monotonic() < deadline:
-            time.sleep(every)
-            df = self.df()
-        return df
 
     # -- element operations -------------------------------------------------------------
     def lookup(self, key: Any = None, lock: bool = False, per_cpu: bool = False) -> Any:

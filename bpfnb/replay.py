@@ -32,7 +32,7 @@ from . import bpfsys, frames
 from .backends.bcc import AttachPoint
 from .errors import ProgramClosedError, ReplayError, UnknownMapError, UnsupportedMapError
 from .mapread import Snapshot
-from .maps import MapInfo
+from .maps import MapInfo, snapshot_attrs
 from .recording import EVENT_MAPS, FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
 from .stacks import Stacks
 
@@ -226,12 +226,7 @@ class ReplayMapView:
 
     def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
         """Frame attrs of a snapshot, as MapView.attrs gives them."""
-        i = self.info
-        return {"map": self.name, "type": i.type, "read_ns": snap.time_ns,
-                "read_duration_ns": snap.duration_ns, "entries": entries,
-                "max_entries": i.max_entries,
-                "fill": entries / i.max_entries if i.max_entries else 0.0,
-                "read_method": snap.method}
+        return snapshot_attrs(self.name, self.info, snap, entries)
 
     def frames(self, per_cpu: bool = False) -> Iterator[pd.DataFrame]:
         """df() of every snapshot, first to last (the cursor does not move)."""
