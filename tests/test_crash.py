@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import bpfsys, features
+from bpfnb import features, sysext
 from bpfnb.doctor import cleanup_stale_probes, doctor, stale_probes
 from bpfnb.inventory import programs
 
@@ -54,11 +54,7 @@ time.sleep(600)
 
 
 def prog_ids() -> set[int]:
-    ids, cur = set(), 0
-    while (nxt := bpfsys.next_id(bpfsys.Cmd.PROG_GET_NEXT_ID, cur)) is not None:
-        ids.add(nxt)
-        cur = nxt
-    return ids
+    return set(sysext.ids(sysext.Kind.PROG))
 
 
 def tracefs_lines(pid: int) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import bpfnb
-from bpfnb import bpfsys, features
+from bpfnb import features, sysext
 from bpfnb.__main__ import main
 from bpfnb.doctor import KINDS, STATUSES, cache_path, doctor, skip_reason
 from bpfnb.inventory import programs
@@ -36,11 +36,7 @@ DIRECT = {  # an auto-attached program per kind, to compare the doctor with
 
 
 def prog_ids() -> set[int]:
-    ids, cur = set(), 0
-    while (nxt := bpfsys.next_id(bpfsys.Cmd.PROG_GET_NEXT_ID, cur)) is not None:
-        ids.add(nxt)
-        cur = nxt
-    return ids
+    return set(sysext.ids(sysext.Kind.PROG))
 
 
 def leftovers() -> list[str]:
