@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import features
+from .atomicfile import atomic_write
 from .errors import BpfnbError, CompileError, PrivilegeError
 
 if TYPE_CHECKING:
@@ -269,16 +269,8 @@ def _write_cache(key: dict[str, Any], probes: list[ProbeResult]) -> None:
     """Atomic: a fresh temp file (O_EXCL, so no symlink games) renamed over the cache."""
     path = cache_path()
     text = json.dumps({"key": key, "probes": [asdict(p) for p in probes]})
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except OSError:
-            os.unlink(tmp)
-            raise
+    with contextlib.suppress(OSError), atomic_write(path) as f:
+        f.write(text.encode())
 
 
 def attach_results(refresh: bool = False) -> tuple[list[ProbeResult], bool]:

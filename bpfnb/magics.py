@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from . import features
 from . import program as core
+from . import session as nbsession
 from .backends.bcc import Usdt
-from .errors import BpfnbError, VerifierError
+from .errors import BpfnbError, ReplayError, VerifierError
 from .recording import record
 from .replay import ReplayProgram, replay
 
@@ -24,7 +24,13 @@ USAGE = """\
       [--replay PATH | --fallback PATH]
     Compile, load and attach the BCC C program in the cell; bind it to NAME.
     Re-running the cell closes the previous NAME first. --replay binds a recording instead;
-    --fallback loads live where BPF can load and replays the recording otherwise.
+    --fallback loads live where BPF can load and replays the recording otherwise. PATH is
+    one program's recording (*.zip) or a notebook's recording directory (DIR/NAME.zip;
+    with BPFNB_RECORD=1 a live notebook records into it).
+%bpf fallback DIR       this notebook runs live where BPF loads, from the recordings in DIR
+                        otherwise (what --fallback DIR says, before any %%bpf cell)
+%%recorded              a cell that drives the kernel (workloads, map writes): run live,
+                        recorded with BPFNB_RECORD=1, its recorded outputs shown in replay
 %bpf record NAME PATH [--every S] [--duration S] [--count N]
                         save timed snapshots of NAME's maps to PATH (bpfnb.record)
 %bpf ls                 programs this notebook holds: name, attach points, maps, entries
@@ -102,6 +108,9 @@ class BpfMagics(Magics):
         super().__init__(shell)
         self.programs: dict[str, core.Program] = {}
         self.last_error: BpfnbError | None = None
+        self.session = nbsession.NotebookSession()
+        shell.events.register("pre_run_cell", self.session.pre_run_cell)
+        shell.events.register("post_run_cell", self.session.post_run_cell)
 
     @line_cell_magic
     def bpf(self, line: str, cell: str | None = None) -> Any:
@@ -131,19 +140,68 @@ class BpfMagics(Magics):
     def _cell(self, line: str, cell: str) -> None:
         args = parse_cell_args(line)
         self._close(args.name)
-        why = _replay_reason(args)
+        notebook = args.mode is not None and nbsession.is_notebook_recording(args.path)
         try:
-            prog: Any = (replay(args.path) if why is not None else
-                         core.load(cell, name=args.name, cflags=args.cflags, attach=args.attach,
-                                   usdt=args.usdt))
+            if notebook:
+                prog: Any = self._notebook_program(args, cell)
+                why = self.session.reason if self.session.mode is nbsession.Mode.REPLAY \
+                    else None
+            else:
+                why = _replay_reason(args)
+                prog = (replay(args.path) if why is not None else
+                        core.load(cell, name=args.name, cflags=args.cflags,
+                                  attach=args.attach, usdt=args.usdt))
         except BpfnbError as e:
             self.last_error = e
             raise
         self.programs[args.name] = prog
         self.shell.user_ns[args.name] = prog
-        if args.mode is not None:
-            display(_Banner(prog, why))
+        if notebook:
+            display(_Banner(self.session.banner(args.name), why is not None))
+        elif args.mode is not None:
+            display(_Banner(f"⏵ {prog.banner()} ({why})" if why is not None else
+                            "● live: BPF loads here (the recording is not used)",
+                            why is not None))
         display(prog)
+
+    def _notebook_program(self, args: CellArgs, cell: str) -> Any:
+        """A %%bpf --fallback/--replay DIR cell: live (and recorded) or replayed."""
+        mode = self.session.use(args.path, replay=args.mode == "replay")
+        if mode is nbsession.Mode.REPLAY:
+            return self.session.open_replay(args.name)
+        prog = core.load(cell, name=args.name, cflags=args.cflags, attach=args.attach,
+                         usdt=args.usdt)
+        if mode is nbsession.Mode.RECORD:
+            self.session.tape(prog)
+        return prog
+
+    @cell_magic
+    def recorded(self, line: str, cell: str) -> Any:
+        """A cell that drives the kernel (starts workloads, writes maps, attaches by hand).
+
+        %%recorded
+            Live, the cell runs as usual; with BPFNB_RECORD=1 its outputs and the variables
+            it binds are saved in the notebook's recording (%bpf fallback DIR / %%bpf ...
+            --fallback DIR). Replaying, the cell is not run: its recorded outputs are shown
+            and its variables bound again.
+        """
+        if line.strip():
+            raise UsageError("%%recorded takes no arguments")
+        session = self.session
+        key = nbsession.cell_key(cell)
+        if session.mode is nbsession.Mode.REPLAY:
+            got = session.cells.get(key)
+            if got is None:
+                raise ReplayError(
+                    "this %%recorded cell is not in the recording "
+                    f"{str(session.cells.path)!r} (was it edited?); it needs "
+                    f"the kernel, and {session.reason}")
+            display(nbsession.RecordedNotice(session))
+            nbsession.replay_cell(self.shell, got)
+            return None
+        if session.mode is nbsession.Mode.RECORD:
+            return nbsession.record_cell(self.shell, session.cells, key, cell)
+        return nbsession.run_cell_code(self.shell, cell)
 
     def _close(self, name: str) -> None:
         old = self.programs.pop(name, None)
@@ -199,7 +257,14 @@ class BpfMagics(Magics):
         return record(self.programs[name], path, every=every, duration=duration, count=count,
                       progress=lambda p: handle.update(_Text(p.text)) if handle else None)
 
-    _commands = {"ls": _ls, "stop": _stop, "log": _log, "record": _record}
+    def _fallback(self, args: list[str]) -> Any:
+        if len(args) != 1 or not nbsession.is_notebook_recording(args[0]):
+            raise UsageError("%bpf fallback DIR: one directory of recordings")
+        self.session.use(args[0])
+        return _Banner(self.session.banner(), self.session.mode is nbsession.Mode.REPLAY)
+
+    _commands = {"ls": _ls, "stop": _stop, "log": _log, "record": _record,
+                 "fallback": _fallback}
 
     @line_magic
     def bpf_doctor(self, line: str) -> Any:
@@ -259,17 +324,16 @@ class BpfMagics(Magics):
     def close_all(self) -> None:
         for name in list(self.programs):
             self._close(name)
+        self.session.close()
+        self.shell.events.unregister("pre_run_cell", self.session.pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self.session.post_run_cell)
 
 
 def _replay_reason(args: CellArgs) -> str | None:
     """Why this cell replays (None: it loads live)."""
     if args.mode == "replay":
         return "--replay asked for the recording"
-    if args.mode == "fallback":
-        for feat in (features.can_load_bpf(), features.can_trace()):
-            if not feat:
-                return f"BPF cannot load here: {feat.reason}"
-    return None
+    return nbsession.replay_reason() if args.mode == "fallback" else None
 
 
 class _Text:
@@ -283,10 +347,9 @@ class _Text:
 class _Banner:
     """Says whether a --replay/--fallback cell runs live or from its recording, and why."""
 
-    def __init__(self, prog: Any, why: str | None) -> None:
-        self.text = (f"⏵ {prog.banner()} ({why})" if why is not None else
-                     "● live: BPF loads here (the recording is not used)")
-        self.replaying = why is not None
+    def __init__(self, text: str, replaying: bool) -> None:
+        self.text = text
+        self.replaying = replaying
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         colour = "#fff3cd" if self.replaying else "#d1e7dd"

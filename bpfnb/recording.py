@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import socket
-import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from . import bpfsys, frames
+from .atomicfile import atomic_write
 from .errors import BpfnbError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ EVENT_MAPS = ("RINGBUF", "PERF_EVENT_ARRAY")
 STACK_FIELDS = ("user_stack_id", "user_stack", "ustack_id", "ustack", "user_stackid",
                 "kernel_stack_id", "kernel_stack", "kstack_id", "kstack", "kernel_stackid")
 
+_Row = tuple[str, str, pd.DataFrame, "dict[str, Any] | None"]  # table, kind, frame, attrs
 StackPairs = Mapping[str, tuple[str, str]]
 EventTypes = Mapping[str, Any]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -382,7 +384,8 @@ class Recorder:
     """
 
     def __init__(self, prog: Program, path: PathLike, stacks: StackPairs | None = None,
-                 every: float | None = None, events: EventTypes | None = None) -> None:
+                 every: float | None = None, events: EventTypes | None = None,
+                 drain_events: bool = True) -> None:
         _pa()
         self.prog = prog
         self.path = Path(path)
@@ -398,11 +401,13 @@ class Recorder:
         self.every = every
         self.started_ns = time.time_ns()
         self.times: list[int] = []
+        self.marks: dict[str, int] = {}  # cell key -> the snapshot taken when it ended
+        self.lock = threading.RLock()    # snapshot() and save() from several threads
         self.errors: dict[str, dict[int, str]] = {}
         self._tables: dict[tuple[str, str], _Table] = {}
         self._cpus = bpfsys.possible_cpus()
         self._maps = {n: self._map_meta(prog[n]) for n in prog.map_names}
-        self.event_types = self._event_types(events or {})
+        self.event_types = self._event_types(events or {}) if drain_events else {}
         self._drained: dict[str, float] = {}
         self.saved = 0
         for name in self.event_types:
@@ -442,26 +447,42 @@ class Recorder:
         return self._tables.setdefault((name, kind), _Table())
 
     # -- snapshots --------------------------------------------------------------------
-    def snapshot(self) -> int:
-        """Read every map (and stack pair) now; returns the snapshot's number."""
-        i = len(self.times)
-        self.times.append(time.time_ns())
-        for name in self.prog.map_names:
-            try:
-                if name in self.event_types:
-                    self._snapshot_events(i, name)
-                else:
-                    self._snapshot_map(i, name)
-            except (BpfnbError, OSError, ValueError) as e:
-                self.errors.setdefault(name, {})[i] = f"{type(e).__name__}: {e}"
-        for name, (counts, trace) in self.stack_pairs.items():
-            try:
-                self._snapshot_stacks(i, name, counts, trace)
-            except (BpfnbError, OSError, ValueError) as e:
-                self.errors.setdefault(f"stacks:{name}", {})[i] = f"{type(e).__name__}: {e}"
-        return i
+    def snapshot(self, mark: str | None = None,
+                 keep: Callable[[], bool] | None = None) -> int | None:
+        """Read every map (and stack pair) now; returns the snapshot's number. `mark` names
+        it (a notebook cell); with `keep`, the snapshot is dropped (None) unless keep() is
+        still true once everything is read (e.g. the program was not closed meanwhile)."""
+        with self.lock:
+            i = len(self.times)
+            now = time.time_ns()
+            rows: list[_Row] = []
+            errors: dict[str, str] = {}
+            for name in self.prog.map_names:
+                if self._maps[name]["info"]["type"] in EVENT_MAPS and \
+                        name not in self.event_types:
+                    continue  # not drained: left to the notebook's own events() calls
+                try:
+                    rows += (self._snapshot_events(name) if name in self.event_types else
+                             self._snapshot_map(name))
+                except (BpfnbError, OSError, ValueError) as e:
+                    errors[name] = f"{type(e).__name__}: {e}"
+            for name, (counts, trace) in self.stack_pairs.items():
+                try:
+                    rows += self._snapshot_stacks(name, counts, trace)
+                except (BpfnbError, OSError, ValueError) as e:
+                    errors[f"stacks:{name}"] = f"{type(e).__name__}: {e}"
+            if keep is not None and not keep():
+                return None
+            self.times.append(now)
+            for table, kind, df, attrs in rows:
+                self._table(table, kind).add(i, df, attrs)
+            for name, error in errors.items():
+                self.errors.setdefault(name, {})[i] = error
+            if mark is not None:
+                self.marks[mark] = i
+            return i
 
-    def _snapshot_map(self, i: int, name: str) -> None:
+    def _snapshot_map(self, name: str) -> list[_Row]:
         from .maps import drop_hidden
 
         view = self.prog[name]
@@ -469,11 +490,12 @@ class Recorder:
         snap = view.read()
         keys, values = np.array(snap.keys), np.array(snap.values)
         attrs = view.attrs(snap, len(keys))
-        self._table(name, "raw").add(i, pd.DataFrame({
+        rows: list[_Row] = [(name, "raw", pd.DataFrame({
             "time_ns": [snap.time_ns], "duration_ns": [snap.duration_ns],
             "method": [snap.method], "n": [len(keys)],
             "keys": pd.Series([keys.tobytes()], dtype=object),
-            "values": pd.Series([np.ascontiguousarray(values).tobytes()], dtype=object)}), attrs)
+            "values": pd.Series([np.ascontiguousarray(values).tobytes()], dtype=object)}),
+            attrs)]
         meta.setdefault("raw_value_dtype", _descr(values.dtype))
         meta.setdefault("raw_value_shape", list(values.shape[1:]))
         if meta["kind_frame"]:
@@ -485,14 +507,15 @@ class Recorder:
             df = drop_hidden(frames.frame(keys, values, attrs, cpus=cpus), hidden)
             long = drop_hidden(frames.frame(keys, values, attrs, per_cpu=True, cpus=cpus),
                                hidden) if view.per_cpu else None
-        self._table(name, "df").add(i, df)
+        rows.append((name, "df", df, None))
         if long is not None:
-            self._table(name, "percpu").add(i, long)
+            rows.append((name, "percpu", long, None))
         if meta["hist"]:
             with contextlib.suppress(ValueError, KeyError):
-                self._table(name, "hist").add(i, frames.hist_frame(df))
+                rows.append((name, "hist", frames.hist_frame(df), None))
+        return rows
 
-    def _snapshot_events(self, i: int, name: str) -> None:
+    def _snapshot_events(self, name: str) -> list[_Row]:
         """The events waiting now (never blocks): those since the previous snapshot."""
         view = self.prog[name]
         df = view.events(duration=None, max_events=None, event_type=self.event_types[name])
@@ -500,13 +523,13 @@ class Recorder:
         seconds = now - self._drained.get(name, now)
         self._drained[name] = now
         df.attrs.update(seconds=seconds, rate=len(df) / seconds if seconds > 0 else 0.0)
-        self._table(name, "events").add(i, df)
+        return [(name, "events", df, None)]
 
-    def _snapshot_stacks(self, i: int, name: str, counts: str, trace: str) -> None:
+    def _snapshot_stacks(self, name: str, counts: str, trace: str) -> list[_Row]:
         from .profiling import stacks
 
         s = stacks(self.prog[counts], self.prog[trace], name=name)
-        self._table(f"stacks:{name}", "stacks").add(i, s.df())
+        return [(f"stacks:{name}", "stacks", s.df(), None)]
 
     # -- saving -----------------------------------------------------------------------
     def meta(self, interrupted: bool = False) -> dict[str, Any]:
@@ -527,34 +550,25 @@ class Recorder:
             "map_names": list(self.prog.map_names), "maps": self._maps,
             "stacks": {k: list(v) for k, v in self.stack_pairs.items()},
             "events": list(self.event_types),
-            "snapshots": self.times, "errors": {k: {str(i): e for i, e in v.items()}
-                                                for k, v in self.errors.items()},
+            "snapshots": self.times, "cells": self.marks,
+            "errors": {k: {str(i): e for i, e in v.items()} for k, v in self.errors.items()},
         }
 
     def save(self, interrupted: bool = False) -> Recording:
         """Write everything so far to `path` atomically (temp file + rename)."""
+        with self.lock:
+            return self._save(interrupted)
+
+    def _save(self, interrupted: bool) -> Recording:
         meta = self.meta(interrupted)
         tables: dict[str, Any] = {}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                    for (name, kind), table in self._tables.items():
-                        prefix = (f"stacks/{name.split(':', 1)[1]}" if name.startswith("stacks:")
-                                  else f"maps/{name}/{kind}")
-                        tables.setdefault(name, {})[kind] = table.write(zf, prefix)
-                    meta["tables"] = tables
-                    zf.writestr(META, to_json(meta))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)
+        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            for (name, kind), table in self._tables.items():
+                prefix = (f"stacks/{name.split(':', 1)[1]}" if name.startswith("stacks:")
+                          else f"maps/{name}/{kind}")
+                tables.setdefault(name, {})[kind] = table.write(zf, prefix)
+            meta["tables"] = tables
+            zf.writestr(META, to_json(meta))
         self.saved = len(self.times)
         return Recording(self.path, len(self.times), list(self.prog.map_names), interrupted)
 
@@ -563,15 +577,6 @@ def _descr(dtype: np.dtype) -> Any:
     from numpy.lib import format as npformat
 
     return npformat.dtype_to_descr(dtype)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | None = None,

@@ -15,7 +15,6 @@ ENOENT.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -418,9 +417,9 @@ class Stacks:
         atomic: a temporary file in the same directory renamed over `path`."""
         import io
         import json
-        import tempfile
         import zipfile
 
+        from .atomicfile import atomic_write
         from .recording import _pa, encode_frame
 
         pa = _pa()
@@ -433,20 +432,9 @@ class Stacks:
         meta = {"format": _STACKS_FORMAT, "version": 1, "name": self.name,
                 "columns": specs, "total": self.total}
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                    zf.writestr("stacks.parquet", buf.getvalue())
-                    zf.writestr("meta.json", json.dumps(meta))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_write(out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("stacks.parquet", buf.getvalue())
+            zf.writestr("meta.json", json.dumps(meta))
         return out
 
     @classmethod
