@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BCC_DIR := /usr/lib/python3/dist-packages/bcc
 PORT ?= 8888
 
-.PHONY: setup system lab test lint bench clean
+.PHONY: setup system lab test lint bench recordings clean
 
 setup: system $(STAMP)
 
@@ -28,6 +28,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check bpfnb tests bench
 	$(VENV)/bin/mypy
+
+# re-record notebooks/recordings (what the notebooks replay where BPF cannot load);
+# NOTEBOOKS="10 17" records only those
+recordings: setup
+	IPYTHONDIR=$(abspath $(VENV))/ipython $(PY) scripts/record-notebooks $(NOTEBOOKS)
 
 bench: setup
 	$(PY) bench/read_maps.py

@@ -51,6 +51,7 @@ META = "meta.json"
 SNAPSHOT = "__snapshot"
 KINDS = ("df", "percpu", "hist", "raw", "events")
 EVENT_MAPS = ("RINGBUF", "PERF_EVENT_ARRAY")
+KEYLESS = ("QUEUE", "STACK")
 STACK_FIELDS = ("user_stack_id", "user_stack", "ustack_id", "ustack", "user_stackid",
                 "kernel_stack_id", "kernel_stack", "kstack_id", "kstack", "kernel_stackid")
 
@@ -487,6 +488,8 @@ class Recorder:
 
         view = self.prog[name]
         meta = self._maps[name]
+        if meta["info"]["type"] in KEYLESS:  # no keys to read: df() is what peek() sees
+            return [(name, "df", view.df(), None)]
         snap = view.read()
         keys, values = np.array(snap.keys), np.array(snap.values)
         attrs = view.attrs(snap, len(keys))

@@ -11,26 +11,41 @@ one at first). `view.df(at=i)` reads another snapshot without moving it.
 Event maps (RINGBUF, PERF_EVENT_ARRAY): `view.events()` gives the events recorded in the
 cursor's snapshot step (those that arrived since the previous snapshot), `events(all=True)`
 every event recorded up to and including it; same columns and dtypes as live `events()`.
+
+The read-only element helpers of a live MapView (`lookup`, `view[key]`, `key in view`,
+`keys()`, iteration, `peek()`) answer from the cursor's snapshot with the live codecs, key
+forms and errors; the write helpers raise ReplayError (a recording has no kernel map).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 import pandas as pd
 
 from . import bpfsys, frames
 from .backends.bcc import AttachPoint
-from .errors import ProgramClosedError, ReplayError, UnknownMapError, UnsupportedMapError
+from .codec import LOCK_TYPE_NAMES, Codec
+from .errors import (
+    KeyNotFoundError,
+    ProgramClosedError,
+    ReplayError,
+    UnknownMapError,
+    UnsupportedMapError,
+)
+from .layout import is_padding
+from .maperrors import OpContext, translate
+from .mapops import MapOps
 from .mapread import Snapshot
 from .maps import MapInfo, snapshot_attrs
 from .recording import EVENT_MAPS, FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
@@ -127,6 +142,7 @@ class ReplayMapView:
         self._auto_step = auto_step
         self._loop = loop
         self._cursor: int | None = None  # players keep their own cursor
+        self._ops: MapOps | None = None
         self._players: list[ReplayMapView] = []
 
     # -- basics -----------------------------------------------------------------------
@@ -211,7 +227,13 @@ class ReplayMapView:
     def read(self, at: int | None = None) -> Snapshot:
         """The raw snapshot (numpy keys and values) at the cursor. A player (see
         `player()`) moves on to the next snapshot after each read."""
-        i = self._at(at)
+        snap = self._raw(self._at(at))
+        if self._auto_step and at is None:
+            self.step()
+        return snap
+
+    def _raw(self, i: int) -> Snapshot:
+        """Snapshot `i` as read() gives it, without stepping a player."""
         row = self._frame("raw", i)
         n = int(row["n"].iloc[0])
         keys = np.frombuffer(row["keys"].iloc[0], dtype=self.key_dtype, count=n).copy()
@@ -219,8 +241,6 @@ class ReplayMapView:
         shape = (n, *self._meta.get("raw_value_shape", []))
         values = np.frombuffer(row["values"].iloc[0], dtype=vdtype,
                                count=int(np.prod(shape))).reshape(shape).copy()
-        if self._auto_step and at is None:
-            self.step()
         return Snapshot(keys, values, int(row["time_ns"].iloc[0]),
                         int(row["duration_ns"].iloc[0]), str(row["method"].iloc[0]))
 
@@ -270,13 +290,16 @@ class ReplayMapView:
 
     def live(self, every: float = 1.0, top: int = 20, loop: bool = False,
              **options: Any) -> Any:
-        """A live widget that steps through the recorded snapshots, one per refresh
-        (see bpfnb.widgets.live_view). Needs ipywidgets (`pip install 'bpfnb[lab]'`)."""
+        """A live widget that steps through the recorded snapshots, one per refresh, from the
+        first (in a notebook's recording: from the running cell's); see
+        bpfnb.widgets.live_view. Needs ipywidgets (`pip install 'bpfnb[lab]'`)."""
         from typing import cast
 
         from .widgets import live_view
 
-        return live_view(cast(Any, self.player(loop=loop)), every=every, top=top, **options)
+        start = self._prog.cursor if self._prog.follow_cells else 0
+        return live_view(cast(Any, self.player(loop=loop, start=start)), every=every, top=top,
+                         **options)
 
     def events(self, duration: float | None = None, max_events: int | None = None,
                event_type: Any = None, lost_map: Any = None, *, all: bool = False,
@@ -327,6 +350,157 @@ class ReplayMapView:
     def release(self) -> None:
         self._players.clear()
 
+    # -- element helpers (read-only, from the cursor's snapshot) --------------------------
+    @property
+    def ops(self) -> MapOps:
+        """The live MapOps codecs over the recorded key/value types (no kernel calls)."""
+        self._check()
+        if self._ops is None:
+            self._ops = _RecordedOps(self)
+        return self._ops
+
+    def lookup(self, key: Any = None, lock: bool = False, per_cpu: bool = False) -> Any:
+        """The value of `key` at the cursor's snapshot, as live lookup() gave it. `lock=True`
+        changes nothing (a snapshot is consistent) but, as live, needs a bpf_spin_lock in the
+        value; an LPM trie finds the longest matching prefix, as the kernel does."""
+        ops = self.ops
+        k = ops.encode_key(key)
+        if lock and not ops.value.hidden:  # what the kernel says without a bpf_spin_lock
+            raise translate(OSError(errno.EINVAL, "lookup"), ops.ctx("lookup", key, "lock"))
+        snap = self._raw(self._at(None))
+        row = _find(snap.keys, k, self.type == bpfsys.MapType.LPM_TRIE)
+        if row is None:
+            raise translate(OSError(errno.ENOENT, "lookup"), ops.ctx("lookup", key))
+        return ops.decode_value(snap.values[row:row + 1], per_cpu)
+
+    def keys(self) -> list[Any]:
+        """Every key of the cursor's snapshot, as live keys() gives them."""
+        ops = self.ops
+        if not ops.has_key:
+            raise UnsupportedMapError(f"map {self.name!r} ({self.type.name}) has no keys to "
+                                      "list")
+        raw = self._raw(self._at(None)).keys
+        return [ops.decode_key(raw[i:i + 1]) for i in range(len(raw))]
+
+    def peek(self) -> Any:
+        """A QUEUE's/STACK's next value at the cursor's snapshot: the row of its recorded
+        df() (live df() peeks); ReplayError when the recording holds none."""
+        ops = self.ops
+        ops._queue_only("peek")
+        try:
+            df = self._frame("df", self._at(None))
+        except ReplayError as e:
+            raise ReplayError(f"cannot peek {self.type.name} map {self.name!r} in this "
+                              f"recording: {e}; peek the live program instead") from None
+        if not len(df):
+            raise translate(OSError(errno.ENOENT, "peek"), ops.ctx("peek"))
+        names = [c for c in df.attrs.get("value_columns", []) if c in df.columns]
+        value = ops.value.from_columns({c: df[c].to_numpy()[:1] for c in names}, names, 1)
+        return ops.decode_value(value)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.lookup(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    # -- write helpers: a recording cannot change -----------------------------------------
+    def _read_only(self, verb: str) -> ReplayError:
+        p = self._prog
+        return ReplayError(f"cannot {verb} map {self.name!r}: this is a recording of program "
+                           f"{p.name!r} (replaying {p.path}); writes need the live program "
+                           "— run where BPF loads")
+
+    def update(self, key: Any, value: Any, flags: str = "any", lock: bool = False) -> None:
+        raise self._read_only("update")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise self._read_only("update")
+
+    def delete(self, key: Any) -> None:
+        raise self._read_only("delete from")
+
+    def __delitem__(self, key: Any) -> None:
+        raise self._read_only("delete from")
+
+    def pop(self, key: Any = None) -> Any:
+        raise self._read_only("pop from")
+
+    def push(self, value: Any, overwrite: bool = False) -> None:
+        raise self._read_only("push to")
+
+    def update_df(self, df: pd.DataFrame, flags: str = "any", lock: bool = False) -> int:
+        raise self._read_only("update")
+
+    def delete_keys(self, keys: Any, missing_ok: bool = False) -> int:
+        raise self._read_only("delete from")
+
+    def drain(self) -> pd.DataFrame:
+        raise self._read_only("drain")
+
+
+class _RecordedOps(MapOps):
+    """MapOps over a recording: the live codecs and map-type hooks, built from the recorded
+    dtypes; kernel calls raise ReplayError."""
+
+    def __init__(self, view: ReplayMapView) -> None:
+        from . import maptypes
+
+        meta = view._meta
+        self.view = cast(Any, view)
+        self.kind = maptypes.kind_of(view.type)
+        self.has_key = view.info.key_size > 0
+        self.key = Codec(view.key_dtype, "key", view.name)
+        self.value = Codec(view.value_dtype, "value", view.name, _hidden_type(view))
+        shape = meta.get("raw_value_shape") or [0]
+        self.ncpus = int(shape[0]) if view.per_cpu else 0
+        self.cell = _dtype(meta["raw_value_dtype"]) if "raw_value_dtype" in meta \
+            else view.value_dtype
+
+    def call(self, ctx: OpContext, fn: Callable[..., Any], *args: Any) -> Any:
+        raise cast(ReplayMapView, self.view)._read_only(ctx.op)
+
+
+def _hidden_type(view: ReplayMapView) -> Any:
+    """A stand-in for the value's ctypes type that names its kernel-owned fields (the ones
+    live df() left out of the recorded frames) as Codec finds them: by their C type name."""
+    tables = view._store.meta.get("tables", {}).get(view.name, {})
+    attrs = list(tables.get("df", {}).get("attrs", {}).values())
+    shown = {c.split(".")[0].split("[")[0] for a in attrs for c in a.get("value_columns", [])}
+    hidden = [f for f in view.value_dtype.names or () if not is_padding(f) and f not in shown]
+    if not attrs or not hidden:
+        return None
+    lock = type(LOCK_TYPE_NAMES[0], (), {})
+    return type("struct", (), {"_fields_": [(f, lock) for f in hidden]})
+
+
+def _find(keys: np.ndarray, key: np.ndarray, lpm: bool) -> int | None:
+    """The row of `keys` the kernel's lookup of `key` finds: equal bytes, or for an LPM
+    trie the longest stored prefix that covers the key (within the key's prefixlen)."""
+    size = keys.dtype.itemsize
+    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), size)
+    want = key.view(np.uint8).reshape(size)
+    if not lpm:
+        rows = np.flatnonzero((raw == want).all(axis=1))
+        return int(rows[0]) if len(rows) else None
+    from .maptypes.lpm import PREFIX_BYTES
+
+    plen = raw[:, :PREFIX_BYTES].copy().view("<u4").reshape(len(keys))
+    limit = int(want[:PREFIX_BYTES].copy().view("<u4")[0])
+    bits = np.unpackbits(raw[:, PREFIX_BYTES:], axis=1)
+    same = (bits == np.unpackbits(want[PREFIX_BYTES:])) | \
+        (np.arange(bits.shape[1]) >= plen[:, None])
+    ok = same.all(axis=1) & (plen <= limit) & (limit <= bits.shape[1])
+    rows = np.flatnonzero(ok)
+    return int(rows[plen[rows].argmax()]) if len(rows) else None
+
 
 class ReplayProgram:
     """A recorded program with the Program API: maps, df(), hist(), live(), stacks()."""
@@ -344,6 +518,7 @@ class ReplayProgram:
             raise ReplayError(f"recording {str(self.path)!r} holds no snapshots; {_HINT}")
         self._map_names: list[str] = list(meta.get("map_names", []))
         self._cursor = len(self._times) - 1
+        self.follow_cells = False  # a notebook's: live views start at the running cell's
         self._closed = False
         self._views: dict[str, ReplayMapView] = {}
 

@@ -154,6 +154,7 @@ class NotebookSession:
                               f"{self.reason}; record the notebook where BPF loads "
                               f"(make recordings)")
         prog = replay(path)
+        prog.follow_cells = True
         self._replays[name] = prog
         self._seek(prog)
         return prog
