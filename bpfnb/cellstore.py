@@ -4,23 +4,30 @@
 >>> store.put(key, outputs, {"pid": 1234, "fill": df}); store.save()
 
 `cells.json` holds each cell's outputs (nbformat-like dicts) and a JSON spec per variable;
-frames, arrays and stacks are files beside it (Parquet, .npy). Values of other types
-(sockets, threads, programs, plots) are not stored: their names are listed as skipped, and
-bound in replay to `NotRecorded` placeholders that say why they cannot be used.
+frames, series, stacks and arrays are files beside it (Parquet, .npy). A value is stored only
+if it comes back equal and of the same type (checked when it is put); anything else (sockets,
+threads, programs, plots, functions, a list holding one of those) is skipped whole: its name
+and type are listed, and replay binds it to a `NotRecorded` placeholder that says why.
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
+import collections
+import copy
 import datetime as dt
+import hashlib
 import io
 import json
 import os
+import pathlib
 import zipfile
+import zlib
+import zoneinfo
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -28,10 +35,17 @@ import pandas as pd
 from . import errors
 from .atomicfile import atomic_write
 from .errors import BpfnbError, ReplayError
+from .stacks import Stacks
 
 FORMAT = "bpfnb-cells"
 VERSION = 1
 INDEX = "cells.json"
+Spec = dict[str, Any]
+
+_PATHS = {c.__name__: c for c in (pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath,
+                                  pathlib.PureWindowsPath)}
+_EXCEPTION_MODULES = {"builtins": builtins, errors.__name__: errors}
+_SAFE_INT = 1 << 53  # ints beyond this are stored as text (JSON readers lose precision)
 
 
 @dataclass
@@ -45,177 +59,455 @@ class RecordedCell:
 
 
 class _Unstorable(Exception):
-    pass
+    """A value (or a part of it) the codec cannot store exactly."""
 
 
-class _Codec:
-    """Values to JSON specs plus side files, and back."""
+# -- time zones ---------------------------------------------------------------------------------
 
-    def __init__(self, files: dict[str, bytes], prefix: str = "") -> None:
-        self.files = files
+def _tz_spec(tz: dt.tzinfo | None) -> Spec | None:
+    """A time zone as JSON: UTC, a fixed offset (with its name) or an IANA zone."""
+    if tz is None:
+        return None
+    if tz is dt.timezone.utc:
+        return {"utc": True}
+    if type(tz) is dt.timezone:
+        offset = tz.utcoffset(None) or dt.timedelta(0)
+        name = tz.tzname(None)
+        default = dt.timezone(offset).tzname(None)
+        return {"offset_us": offset // dt.timedelta(microseconds=1),
+                "name": None if name == default else name}
+    if type(tz) is zoneinfo.ZoneInfo and tz.key:
+        return {"zone": tz.key}
+    raise _Unstorable(f"time zone {type(tz).__name__}")
+
+
+def _tz(spec: Spec | None) -> dt.tzinfo | None:
+    if spec is None:
+        return None
+    if spec.get("utc"):
+        return dt.timezone.utc
+    if "zone" in spec:
+        return zoneinfo.ZoneInfo(spec["zone"])
+    offset = dt.timedelta(microseconds=spec["offset_us"])
+    return dt.timezone(offset, spec["name"]) if spec.get("name") else dt.timezone(offset)
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+class _Encoder:
+    """Values to JSON specs; frames and arrays go to `files` (names not in `taken`)."""
+
+    def __init__(self, prefix: str, taken: dict[str, bytes]) -> None:
         self.prefix = prefix
+        self.taken = taken
+        self.files: dict[str, bytes] = {}
+        self.by_type: dict[type, Callable[[Any], Spec]] = {
+            type(None): self._plain, bool: self._plain, str: self._plain, int: self._int,
+            float: lambda v: {"t": "float", "v": repr(v)},
+            complex: lambda v: {"t": "complex", "v": [repr(v.real), repr(v.imag)]},
+            bytes: lambda v: {"t": "bytes", "v": _b64(v)},
+            bytearray: lambda v: {"t": "bytearray", "v": _b64(v)},
+            list: self._items, tuple: self._items, set: self._items, frozenset: self._items,
+            dict: lambda v: {"t": "dict", "items": [[self.encode(k), self.encode(x)]
+                                                     for k, x in v.items()]},
+            np.ndarray: lambda v: {"t": "ndarray", "file": self._file(".npy", _npy(v))},
+            pd.DataFrame: lambda v: {"t": "frame", **self._frame(v)},
+            pd.Series: self._series, Stacks: self._stacks,
+            pd.Timestamp: self._timestamp,
+            pd.Timedelta: lambda v: {"t": "timedelta", "v": int(v.to_timedelta64().view("i8")),
+                                     "unit": v.unit},
+            type(pd.NaT): lambda v: {"t": "nat"},
+            dt.datetime: lambda v: {"t": "datetime", **self._clock(v)},
+            dt.time: lambda v: {"t": "time", **self._clock(v)},
+            dt.date: lambda v: {"t": "date", "v": v.isoformat()},
+            dt.timedelta: lambda v: {"t": "pytimedelta", "v": [v.days, v.seconds,
+                                                               v.microseconds]},
+            **{c: lambda v: {"t": "path", "class": type(v).__name__, "v": str(v)}
+               for c in _PATHS.values()},
+        }
+
+    def encode(self, v: Any) -> Spec:
+        """The spec of `v`; _Unstorable if it (or anything in it) cannot be stored exactly."""
+        if isinstance(v, np.generic):
+            return {"t": "npscalar", "npy": _b64(_npy(np.asarray(v)))}
+        if isinstance(v, BaseException):
+            return self._exception(v)
+        encode = self.by_type.get(type(v))
+        if encode is None:
+            raise _Unstorable(type(v).__name__)
+        return encode(v)
 
     def _file(self, suffix: str, data: bytes) -> str:
-        name = f"{self.prefix}{len(self.files)}{suffix}"
+        i = len(self.files)
+        while f"{self.prefix}{i}{suffix}" in self.taken or f"{self.prefix}{i}{suffix}" in \
+                self.files:
+            i += 1
+        name = f"{self.prefix}{i}{suffix}"
         self.files[name] = data
         return name
 
-    # -- encode -------------------------------------------------------------------------
-    def encode(self, v: Any) -> dict[str, Any]:
-        if v is None or isinstance(v, (bool, str)):
-            return {"t": "plain", "v": v}
-        if isinstance(v, int) and not isinstance(v, np.integer):
-            return {"t": "int", "v": str(v)}
-        if isinstance(v, float):
-            return {"t": "float", "v": repr(v)}
-        if isinstance(v, bytes):
-            return {"t": "bytes", "v": base64.b64encode(v).decode()}
-        if isinstance(v, (list, tuple, set, frozenset)):
-            return {"t": type(v).__name__, "items": [self.encode(x) for x in v]}
-        if isinstance(v, dict) and type(v) is dict:
-            return {"t": "dict", "items": [[self.encode(k), self.encode(x)]
-                                            for k, x in v.items()]}
-        if isinstance(v, np.generic):
-            return {"t": "npscalar", "file": self._npy(np.asarray(v))}
-        if isinstance(v, np.ndarray):
-            return {"t": "ndarray", "file": self._npy(v)}
-        if isinstance(v, pd.DataFrame):
-            return {"t": "frame", **self._frame(v)}
-        if isinstance(v, pd.Series):
-            name = v.name if v.name is not None else "__series"
-            return {"t": "series", "name": self.encode(v.name),
-                    **self._frame(v.to_frame(str(name)))}
-        if isinstance(v, pd.Timestamp):
-            return {"t": "timestamp", "v": v.isoformat()}
-        if isinstance(v, pd.Timedelta):
-            return {"t": "timedelta", "v": int(v.value)}
-        if isinstance(v, dt.datetime):
-            return {"t": "datetime", "v": v.isoformat()}
-        if isinstance(v, PurePath):
-            return {"t": "path", "v": str(v)}
-        if isinstance(v, BaseException):
-            return self._exception(v)
-        from .stacks import Stacks
+    @staticmethod
+    def _plain(v: Any) -> Spec:
+        return {"t": "plain", "v": v}
 
-        if isinstance(v, Stacks):
-            return {"t": "stacks", "name": v.name, **self._frame(v.df())}
-        raise _Unstorable(type(v).__name__)
+    @staticmethod
+    def _int(v: int) -> Spec:
+        return {"t": "int", "v": v if -_SAFE_INT < v < _SAFE_INT else hex(v)}
 
-    def _npy(self, arr: np.ndarray) -> str:
-        if arr.dtype.hasobject:
-            raise _Unstorable("ndarray of objects")
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        return self._file(".npy", buf.getvalue())
+    def _items(self, v: Any) -> Spec:
+        return {"t": type(v).__name__, "items": [self.encode(x) for x in v]}
 
-    def _frame(self, df: pd.DataFrame) -> dict[str, Any]:
+    def _clock(self, v: dt.datetime | dt.time) -> Spec:
+        return {"v": v.replace(tzinfo=None, fold=0).isoformat(), "fold": v.fold,
+                "tz": _tz_spec(v.tzinfo)}
+
+    def _timestamp(self, v: pd.Timestamp) -> Spec:
+        return {"t": "timestamp", "v": int(v.to_datetime64().view("i8")), "unit": v.unit,
+                "tz": _tz_spec(v.tzinfo)}
+
+    def _series(self, v: pd.Series) -> Spec:
+        frame = v.to_frame("__series__")
+        frame.attrs = v.attrs
+        return {"t": "series", "name": self.encode(v.name), **self._frame(frame)}
+
+    def _stacks(self, v: Stacks) -> Spec:
+        if not isinstance(v.name, str):
+            raise _Unstorable("Stacks with a name that is not a str")
+        return {"t": "stacks", "name": v.name, **self._frame(_stacks_frame(v))}
+
+    def _exception(self, e: BaseException) -> Spec:
+        cls = type(e)
+        holder = _EXCEPTION_MODULES.get(cls.__module__)
+        if holder is None or getattr(holder, cls.__name__, None) is not cls:
+            raise _Unstorable(cls.__name__)
+        return {"t": "exception", "module": cls.__module__, "class": cls.__name__,
+                "message": str(e), "args": self._optional(_constructor_args(e)),
+                "attrs": {k: s for k, v in vars(e).items()
+                          if (s := self._optional(v)) is not None}}
+
+    def _optional(self, v: Any) -> Spec | None:
+        """The spec of `v`, or None (and no files) if it cannot be stored."""
+        before = dict(self.files)
+        try:
+            return self.encode(v)
+        except _Unstorable:
+            self.files = before
+            return None
+
+    # -- frames -------------------------------------------------------------------------
+    def _frame(self, df: pd.DataFrame) -> Spec:
+        """A frame as one Parquet file (index levels as columns) and its spec."""
         from .recording import _pa, encode_frame
 
         if not all(isinstance(c, str) for c in df.columns):
-            raise _Unstorable("DataFrame with non-string column names")
-        names = [n if n is not None else f"__index{i}" for i, n in enumerate(df.index.names)]
-        flat = df.copy()
-        flat.index = flat.index.set_names(names)
-        flat = flat.reset_index() if not isinstance(df.index, pd.RangeIndex) else \
-            flat.reset_index(drop=True)
+            raise _Unstorable("DataFrame with column names that are not str")
+        flat, index = self._flatten(df)
         try:
-            table, specs = encode_frame(flat)
-            attrs = json.loads(json.dumps(df.attrs))
-        except (BpfnbError, TypeError, ValueError) as e:
+            table, columns = encode_frame(flat)
+        except BpfnbError as e:
             raise _Unstorable(f"DataFrame ({e})") from None
+        if any(c.get("codec") == "repr" for c in columns):
+            raise _Unstorable("DataFrame with objects Parquet cannot hold")
         buf = io.BytesIO()
         _pa().parquet.write_table(table, buf, compression="zstd")
-        index = None if isinstance(df.index, pd.RangeIndex) else \
-            [names, list(df.index.names)]
-        return {"file": self._file(".parquet", buf.getvalue()), "columns": specs,
-                "index": index, "attrs": attrs, "n": len(df)}
+        return {"file": self._file(".parquet", buf.getvalue()), "columns": columns,
+                "index": index, "n": len(df), "attrs_spec": self.encode(dict(df.attrs)),
+                "columns_index": {"dtype": str(df.columns.dtype),
+                                  "name": self.encode(df.columns.name),
+                                  "range": type(df.columns) is pd.RangeIndex},
+                "allows_duplicate_labels": df.flags.allows_duplicate_labels}
 
-    def _exception(self, e: BaseException) -> dict[str, Any]:
-        cls = type(e)
-        if cls.__module__ not in ("builtins", errors.__name__) and \
-                not isinstance(e, BpfnbError):
-            raise _Unstorable(cls.__name__)
-        mod = errors.__name__ if isinstance(e, BpfnbError) else "builtins"
-        holder = errors if mod == errors.__name__ else builtins
-        name = cls.__name__ if getattr(holder, cls.__name__, None) is cls else \
-            next(c.__name__ for c in cls.__mro__ if getattr(holder, c.__name__, None) is c)
-        return {"t": "exception", "module": mod, "class": name, "message": str(e),
-                "details": getattr(e, "details", "") or ""}
+    def _flatten(self, df: pd.DataFrame) -> tuple[pd.DataFrame, Spec]:
+        """The frame with its index as leading columns, and how to rebuild the index."""
+        idx = df.index
+        if type(idx) is pd.RangeIndex:
+            return df.reset_index(drop=True), {"range": [idx.start, idx.stop, idx.step],
+                                               "name": self.encode(idx.name)}
+        levels = [f"__index_level_{i}__" for i in range(idx.nlevels)]
+        if set(levels) & set(df.columns):
+            raise _Unstorable("DataFrame with a column named like a stored index level")
+        flat = df.reset_index(drop=True)
+        for i, name in enumerate(levels):  # not reset_index(): it infers str from objects
+            values = idx.get_level_values(i)
+            flat.insert(i, name, pd.Series(values, index=flat.index, dtype=values.dtype))
+        return flat, {"levels": levels, "names": self.encode(list(idx.names)),
+                      "multi": isinstance(idx, pd.MultiIndex),
+                      "freq": getattr(idx, "freqstr", None)}
 
-    # -- decode -------------------------------------------------------------------------
-    def decode(self, s: dict[str, Any]) -> Any:
-        t = s["t"]
-        if t == "plain":
-            return s["v"]
-        if t == "int":
-            return int(s["v"])
-        if t == "float":
-            return float(s["v"])
-        if t == "bytes":
-            return base64.b64decode(s["v"])
-        if t in ("list", "tuple", "set", "frozenset"):
-            return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[t](
-                self.decode(x) for x in s["items"])
-        if t == "dict":
-            return {self.decode(k): self.decode(x) for k, x in s["items"]}
-        if t in ("npscalar", "ndarray"):
-            arr = np.load(io.BytesIO(self.files[s["file"]]), allow_pickle=False)
-            return arr[()] if t == "npscalar" else arr
-        if t == "frame":
-            return self._read_frame(s)
-        if t == "series":
-            df = self._read_frame(s)
-            out = df.iloc[:, 0]
-            out.name = self.decode(s["name"])
-            return out
-        if t == "timestamp":
+
+def _b64(data: bytes | bytearray) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    if arr.dtype.hasobject:
+        raise _Unstorable("ndarray of Python objects")
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _constructor_args(e: BaseException) -> tuple[Any, ...]:
+    """Arguments that make `e` again: its args, and an OSError's file names."""
+    if isinstance(e, OSError) and e.filename is not None and len(e.args) == 2:
+        extra = (e.filename, None, e.filename2) if e.filename2 is not None else (e.filename,)
+        return (*e.args, *extra)
+    return e.args
+
+
+def _stacks_frame(s: Stacks) -> pd.DataFrame:
+    """What a Stacks is (as Stacks.save stores it): its rows in their own order."""
+    return pd.DataFrame({
+        "pid": s._pid, "comm": pd.Series(s._comm, dtype=object),
+        "frames": pd.Series([list(f) for f in s._frames], dtype=object),
+        "kernel_frames": s._nk, "count": s._count})
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+class _Decoder:
+    """Specs (and the files they name) back to values."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.by_tag: dict[str, Callable[[Spec], Any]] = {
+            "plain": lambda s: s["v"],
+            "int": lambda s: s["v"] if isinstance(s["v"], int) else int(s["v"], 0),
+            "float": lambda s: float(s["v"]),
+            "complex": lambda s: complex(float(s["v"][0]), float(s["v"][1])),
+            "bytes": lambda s: base64.b64decode(s["v"]),
+            "bytearray": lambda s: bytearray(base64.b64decode(s["v"])),
+            "list": lambda s: [self.decode(x) for x in s["items"]],
+            "tuple": lambda s: tuple(self.decode(x) for x in s["items"]),
+            "set": lambda s: {self.decode(x) for x in s["items"]},
+            "frozenset": lambda s: frozenset(self.decode(x) for x in s["items"]),
+            "dict": lambda s: {self.decode(k): self.decode(x) for k, x in s["items"]},
+            "npscalar": lambda s: self._npy(s)[()], "ndarray": self._npy,
+            "frame": self._frame, "series": self._series, "stacks": self._stacks,
+            "timestamp": self._timestamp, "timedelta": self._timedelta,
+            "nat": lambda s: pd.NaT, "datetime": self._datetime, "time": self._time,
+            "date": lambda s: dt.date.fromisoformat(s["v"]),
+            "pytimedelta": lambda s: dt.timedelta(*s["v"]),
+            "path": lambda s: _PATHS.get(s.get("class", "PosixPath"), pathlib.Path)(s["v"]),
+            "exception": self._exception,
+        }
+
+    def decode(self, s: Spec) -> Any:
+        """The value `s` describes."""
+        decode = self.by_tag.get(s["t"])
+        if decode is None:
+            raise ReplayError(f"unknown kind of value {s['t']!r} in the recorded cells "
+                              "(recorded by a newer bpfnb?)")
+        return decode(s)
+
+    def _npy(self, s: Spec) -> Any:
+        data = base64.b64decode(s["npy"]) if "npy" in s else self.files[s["file"]]
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+    def _timestamp(self, s: Spec) -> pd.Timestamp:
+        if isinstance(s["v"], str):  # as the first cell stores wrote it
             return pd.Timestamp(s["v"])
-        if t == "timedelta":
-            return pd.Timedelta(s["v"])
-        if t == "datetime":
-            return dt.datetime.fromisoformat(s["v"])
-        if t == "path":
-            return Path(s["v"])
-        if t == "exception":
-            return _rebuild_exception(s)
-        if t == "stacks":
-            from .stacks import Stacks
+        ts = pd.Timestamp(np.datetime64(s["v"], s["unit"]))
+        tz = _tz(s.get("tz"))
+        return ts if tz is None else ts.tz_localize("UTC").tz_convert(tz)
 
-            return Stacks(self._read_frame(s), name=s["name"])
-        raise ReplayError(f"unknown value kind {t!r} in a cell recording (made by a newer "
-                          f"bpfnb?)")
+    @staticmethod
+    def _timedelta(s: Spec) -> pd.Timedelta:
+        return pd.Timedelta(np.timedelta64(s["v"], s.get("unit", "ns")))
 
-    def _read_frame(self, s: dict[str, Any]) -> pd.DataFrame:
+    @staticmethod
+    def _datetime(s: Spec) -> dt.datetime:
+        v = dt.datetime.fromisoformat(s["v"])
+        return v.replace(tzinfo=_tz(s["tz"]), fold=s["fold"]) if "tz" in s else v
+
+    @staticmethod
+    def _time(s: Spec) -> dt.time:
+        return dt.time.fromisoformat(s["v"]).replace(tzinfo=_tz(s["tz"]), fold=s["fold"])
+
+    def _series(self, s: Spec) -> pd.Series:
+        df = self._frame(s)
+        out = df.iloc[:, 0]
+        out.name = self.decode(s["name"])
+        out.attrs = df.attrs
+        return out
+
+    def _stacks(self, s: Spec) -> Stacks:
+        return Stacks(self._frame(s), name=s["name"])
+
+    def _exception(self, s: Spec) -> BaseException:
+        holder = _EXCEPTION_MODULES.get(s["module"], errors)
+        cls = getattr(holder, s["class"], None)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ReplayError(f"unknown exception class {s['module']}.{s['class']} in the "
+                              "recorded cells")
+        args = self.decode(s["args"]) if s.get("args") else (s["message"],)
+        try:
+            e = cls(*args)
+        except Exception:  # a constructor with other parameters: the same args, no __init__
+            e = cls.__new__(cls, *args)
+        attrs = s.get("attrs")
+        e.__dict__.update({k: self.decode(v) for k, v in attrs.items()} if attrs is not None
+                          else {"details": s.get("details", "")} if isinstance(e, BpfnbError)
+                          else {})
+        return e
+
+    # -- frames -------------------------------------------------------------------------
+    def _frame(self, s: Spec) -> pd.DataFrame:
         from .recording import _pa, decode_table
 
-        table = _pa().parquet.read_table(io.BytesIO(self.files[s["file"]]))
-        df = decode_table(table, s["columns"])
-        if s.get("index"):
-            stored, names = s["index"]
-            df = df.set_index(stored)
-            df.index = df.index.set_names(names)
-        df.attrs = dict(s.get("attrs") or {})
+        df = decode_table(_pa().parquet.read_table(io.BytesIO(self.files[s["file"]])),
+                          s["columns"])
+        df = self._index(df, s.get("index"))
+        if "columns_index" in s:
+            spec = s["columns_index"]
+            name = self.decode(spec["name"])
+            df.columns = pd.RangeIndex(0, name=name) if spec.get("range") else \
+                pd.Index(list(df.columns), dtype=spec["dtype"], name=name)
+        df = df.set_flags(allows_duplicate_labels=s.get("allows_duplicate_labels", True))
+        df.attrs = self.decode(s["attrs_spec"]) if "attrs_spec" in s else \
+            dict(s.get("attrs") or {})
         return df
 
+    def _index(self, df: pd.DataFrame, spec: Any) -> pd.DataFrame:
+        if spec is None:
+            return df
+        if isinstance(spec, list):  # as the first cell stores wrote it: [levels, names]
+            df = df.set_index(spec[0])
+            df.index = df.index.set_names(spec[1])
+            return df
+        if "range" in spec:
+            start, stop, step = spec["range"]
+            return df.set_axis(pd.RangeIndex(start, stop, step, name=self.decode(spec["name"])),
+                               axis=0)
+        names = self.decode(spec["names"])
+        arrays = [df.pop(c) for c in spec["levels"]]
+        levels = [pd.Index(a, dtype=a.dtype) for a in arrays]  # objects stay objects
+        idx = pd.MultiIndex.from_arrays(levels) if spec["multi"] else levels[0]
+        idx = idx.set_names(names)
+        if spec.get("freq"):
+            idx = cast(Any, type(idx))(idx, freq=spec["freq"])  # Datetime/TimedeltaIndex
+        return df.set_axis(idx, axis=0)
 
-def _rebuild_exception(s: dict[str, Any]) -> BaseException:
-    holder = errors if s["module"] == errors.__name__ else builtins
-    cls = getattr(holder, s["class"], Exception)
+
+# -- sameness -----------------------------------------------------------------------------------
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same type, all the way down: dtypes, indexes, attrs, time zones
+    (nan equals nan; exceptions: the same class and message)."""
+    if a is b:  # singletons (NaT)
+        return True
+    if type(a) is not type(b):
+        return False
+    for kind, check in _SAME:
+        if isinstance(a, kind):
+            return check(a, b)
     try:
-        e = cls.__new__(cls)
-        BaseException.__init__(e, s["message"])
-    except TypeError:
-        e = Exception(s["message"])
-    if isinstance(e, BpfnbError):
-        e.details = s.get("details", "")
-    return e
+        return bool(a == b) and _traits(a) == _traits(b)
+    except Exception:
+        return False
+
+
+def _same_array(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _same_set(a: Any, b: Any) -> bool:
+    return a == b and collections.Counter(map(type, a)) == collections.Counter(map(type, b))
+
+
+def _same_objects(a: Any, b: Any) -> bool:
+    """Object arrays (columns, index levels) element by element; others by pandas."""
+    if a.dtype != object:
+        return True
+    return all(same(x, y) for x, y in zip(list(a), list(b)))
+
+
+def _same_index(a: pd.Index, b: pd.Index) -> bool:
+    return all(_same_objects(a.get_level_values(i), b.get_level_values(i))
+               for i in range(a.nlevels))
+
+
+def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    try:
+        pd.testing.assert_frame_equal(a, b, check_exact=True, check_index_type=True,
+                                      check_column_type=True, check_freq=True, check_flags=True)
+    except (AssertionError, TypeError, ValueError):
+        return False
+    return (same(a.attrs, b.attrs) and same(a.columns.name, b.columns.name)
+            and _same_index(a.index, b.index)
+            and all(_same_objects(a.iloc[:, i], b.iloc[:, i]) for i in range(a.shape[1])))
+
+
+def _same_series(a: pd.Series, b: pd.Series) -> bool:
+    try:
+        pd.testing.assert_series_equal(a, b, check_exact=True, check_index_type=True,
+                                       check_freq=True, check_flags=True)
+    except (AssertionError, TypeError, ValueError):
+        return False
+    return (same(a.name, b.name) and same(a.attrs, b.attrs) and _same_index(a.index, b.index)
+            and _same_objects(a, b))
+
+
+def _same_stacks(a: Stacks, b: Stacks) -> bool:
+    return same(a.name, b.name) and _same_frame(_stacks_frame(a), _stacks_frame(b))
+
+
+def _traits(v: Any) -> Any:
+    """What == leaves out: time zone, fold and unit of times."""
+    if isinstance(v, (dt.datetime, dt.time)):
+        return repr(v.tzinfo), v.fold, getattr(v, "unit", None)
+    return getattr(v, "unit", None) if isinstance(v, pd.Timedelta) else None
+
+
+_SAME: list[tuple[Any, Callable[[Any, Any], bool]]] = [
+    ((np.ndarray, np.generic), _same_array),
+    ((list, tuple), lambda a, b: len(a) == len(b) and all(map(same, a, b))),
+    (dict, lambda a, b: same(list(a.items()), list(b.items()))),
+    ((set, frozenset), _same_set),
+    ((float, complex), lambda a, b: repr(a) == repr(b)),
+    (pd.DataFrame, _same_frame),
+    (pd.Series, _same_series),
+    (BaseException, lambda a, b: str(a) == str(b)),
+    (Stacks, _same_stacks),
+]
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+def _corrupt(path: pathlib.Path, why: str) -> ReplayError:
+    return ReplayError(f"cannot read the recorded cells {str(path)!r} ({why}); record the "
+                       "notebook again where BPF loads (make recordings)")
+
+
+def _json_default(v: Any) -> Any:
+    """Outputs as JSON: binary data base64 (as nbformat keeps it), numpy scalars plain."""
+    if isinstance(v, (bytes, bytearray)):
+        return _b64(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _spec_files(spec: Any) -> Iterator[str]:
+    """The side files a spec names (for cells that do not list them)."""
+    if isinstance(spec, dict):
+        if isinstance(spec.get("file"), str):
+            yield spec["file"]
+        for k, v in spec.items():
+            if k not in ("attrs", "v", "columns"):
+                yield from _spec_files(v)
+    elif isinstance(spec, list):
+        for v in spec:
+            yield from _spec_files(v)
 
 
 class CellStore:
     """The recorded cells of one notebook recording: DIR/cells.zip."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        """Open `path`; a missing file is an empty store, a corrupt one a ReplayError."""
+        self.path = pathlib.Path(path)
         self._files: dict[str, bytes] = {}
         self._cells: dict[str, dict[str, Any]] = {}
         if self.path.exists():
@@ -225,42 +517,78 @@ class CellStore:
         try:
             with zipfile.ZipFile(self.path) as zf:
                 index = json.loads(zf.read(INDEX))
-                if index.get("format") != FORMAT:
-                    raise ReplayError(f"{str(self.path)!r} is not a recording of cells")
-                self._files = {n: zf.read(n) for n in zf.namelist() if n != INDEX}
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
-            raise ReplayError(f"cannot read the recorded cells {str(self.path)!r} ({e}); "
-                              "record the notebook again (make recordings)") from None
-        self._cells = index["cells"]
+                files = {n: zf.read(n) for n in zf.namelist() if n != INDEX}
+        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError,
+                RuntimeError, NotImplementedError) as e:
+            raise _corrupt(self.path, str(e)) from None
+        if not isinstance(index, dict) or index.get("format") != FORMAT:
+            raise _corrupt(self.path, f"not a file of {FORMAT}")
+        if not isinstance(index.get("version"), int) or index["version"] > VERSION:
+            raise _corrupt(self.path, f"version {index.get('version')!r} of {FORMAT}: made "
+                                      "by a newer bpfnb?")
+        cells = index.get("cells")
+        if not (isinstance(cells, dict) and all(map(_well_formed, cells.values()))):
+            raise _corrupt(self.path, "its index of cells is malformed")
+        self._files, self._cells = files, cells
 
     def put(self, key: str, outputs: list[dict[str, Any]],
             variables: dict[str, Any]) -> RecordedCell:
-        """Store a cell's outputs and the variables it bound (those that can be stored)."""
+        """Store a cell's outputs and the variables it bound; those that cannot be stored
+        exactly are named in `skipped` (this never raises for a value)."""
+        outputs = json.loads(json.dumps(list(outputs), default=_json_default, allow_nan=True))
         self._drop_files(key)
-        codec = _Codec(self._files, prefix=f"{key}/")
-        specs, skipped = {}, {}
+        prefix = f"{hashlib.sha1(key.encode()).hexdigest()[:16]}/"
+        specs: dict[str, Spec] = {}
+        skipped: dict[str, str] = {}
+        files: list[str] = []
         for name, value in variables.items():
-            before = dict(self._files)
-            try:
-                specs[name] = codec.encode(value)
-            except (_Unstorable, RecursionError):
+            stored = self._encode(prefix, value)
+            if stored is None:
                 skipped[name] = type(value).__name__
-                self._files.clear()
-                self._files.update(before)  # nothing half-stored
-        self._cells[key] = {"outputs": outputs, "variables": specs, "skipped": skipped}
-        return RecordedCell(key, outputs, {k: variables[k] for k in specs}, skipped)
+                continue
+            specs[name], new = stored
+            self._files.update(new)
+            files += new
+        self._cells[key] = {"outputs": outputs, "variables": specs, "skipped": skipped,
+                            "files": files}
+        return RecordedCell(key, copy.deepcopy(outputs), {k: variables[k] for k in specs},
+                            dict(skipped))
+
+    def _encode(self, prefix: str, value: Any) -> tuple[Spec, dict[str, bytes]] | None:
+        """(spec, new files) of a value that comes back the same, else None."""
+        try:
+            encoder = _Encoder(prefix, self._files)
+            spec = encoder.encode(value)
+            json.dumps(spec, allow_nan=True)
+            if same(value, _Decoder({**self._files, **encoder.files}).decode(spec)):
+                return spec, encoder.files
+        except Exception:  # whatever fails, the value is skipped: put never raises
+            pass
+        return None
 
     def _drop_files(self, key: str) -> None:
-        for name in [n for n in self._files if n.startswith(f"{key}/")]:
-            del self._files[name]
+        """Forget the files of a cell (about to be recorded again)."""
+        cell = self._cells.get(key)
+        if cell is None:
+            return
+        names = cell.get("files")
+        for name in names if names is not None else _spec_files(cell["variables"]):
+            self._files.pop(name, None)
 
     def get(self, key: str) -> RecordedCell | None:
+        """The cell recorded under `key` with fresh copies of its values (None if none)."""
         cell = self._cells.get(key)
         if cell is None:
             return None
-        codec = _Codec(self._files)
-        variables = {k: codec.decode(s) for k, s in cell["variables"].items()}
-        return RecordedCell(key, cell["outputs"], variables, dict(cell["skipped"]))
+        decoder = _Decoder(self._files)
+        try:
+            variables = {k: decoder.decode(s) for k, s in cell["variables"].items()}
+        except ReplayError:
+            raise
+        except Exception as e:  # a damaged part of the file
+            raise _corrupt(self.path, f"cell {key}: {type(e).__name__}: {e}") from None
+        return RecordedCell(key, copy.deepcopy(cell["outputs"]), variables,
+                            dict(cell["skipped"]))
 
     def __contains__(self, key: object) -> bool:
         return key in self._cells
@@ -269,36 +597,67 @@ class CellStore:
         return len(self._cells)
 
     def keys(self) -> list[str]:
+        """The keys of the recorded cells, in the order they were first put."""
         return list(self._cells)
 
     def save(self) -> None:
-        """Write the store atomically: a temporary file renamed over `path`."""
-        index = {"format": FORMAT, "version": VERSION, "cells": self._cells}
-        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(INDEX, json.dumps(index, allow_nan=True))
+        """Write the store atomically: a temporary file beside `path`, flushed to disk and
+        renamed over it, so an interrupted save leaves the previous file as it was."""
+        text = json.dumps({"format": FORMAT, "version": VERSION, "cells": self._cells},
+                          allow_nan=True)
+        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w") as zf:
+            zf.writestr(INDEX, text, compress_type=zipfile.ZIP_DEFLATED)
             for name, data in self._files.items():
-                zf.writestr(name, data)
+                packed = name.endswith(".parquet")  # zstd already
+                zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if packed
+                            else zipfile.ZIP_DEFLATED)
 
+
+def _well_formed(cell: Any) -> bool:
+    return (isinstance(cell, dict) and isinstance(cell.get("outputs"), list)
+            and isinstance(cell.get("variables"), dict) and isinstance(cell.get("skipped"), dict))
+
+
+# -- placeholders -------------------------------------------------------------------------------
 
 class NotRecorded:
-    """Stands, in replay, for a value a recorded cell made live that could not be stored."""
+    """Stands, in replay, for a value a recorded cell made live that could not be stored:
+    using it raises ReplayError saying so; display shows its repr."""
 
     def __init__(self, name: str, type_name: str) -> None:
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_type", type_name)
 
+    @property
+    def _what(self) -> str:
+        article = "an" if self._type[:1].lower() in "aeiou" else "a"
+        return f"`{self._name}` ({article} {self._type})"
+
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise ReplayError(f"`{self._name}` (a {self._type}) was made by a recorded cell when "
-                          "the notebook ran live and cannot be replayed; run the notebook "
-                          "where BPF loads to use it")
+        raise ReplayError(f"{self._what} was made by a recorded cell when the notebook ran "
+                          "live and cannot be replayed; run the notebook where BPF loads to "
+                          "use it")
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") and name.endswith("_"):
-            raise AttributeError(name)  # display machinery probing: show the repr
+        if (name.startswith("_") and name.endswith("_")) or name in ("_name", "_type"):
+            raise AttributeError(name)  # display probing (it shows the repr); or no __init__
         return self._refuse()
 
-    __call__ = __iter__ = __len__ = __bool__ = __getitem__ = __setitem__ = _refuse
-    __setattr__ = __enter__ = _refuse
+    def __exit__(self, *args: Any) -> None:
+        self._refuse()
 
     def __repr__(self) -> str:
-        return f"<{self._name}: a {self._type} from the live run, not replayable>"
+        return f"<not recorded: {self._what} from the live run, not replayable>"
+
+
+_REFUSED = (
+    "__call__", "__iter__", "__len__", "__bool__", "__getitem__", "__setitem__", "__delitem__",
+    "__contains__", "__setattr__", "__delattr__", "__enter__", "__int__", "__float__",
+    "__index__", "__lt__", "__le__", "__gt__", "__ge__", "__neg__", "__pos__", "__abs__",
+    "__invert__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+    "__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__",
+    "__pow__", "__rpow__", "__and__", "__rand__", "__or__", "__ror__", "__xor__", "__rxor__",
+    "__lshift__", "__rshift__", "__matmul__",
+)
+for _dunder in _REFUSED:
+    setattr(NotRecorded, _dunder, NotRecorded._refuse)
