@@ -228,7 +228,7 @@ def run_cell_code(shell: Any, cell: str) -> Any:
     if last is None:
         return None
     value = eval(compile(ast.Expression(last.value), filename, "eval"), shell.user_ns)
-    return None if code.rstrip().endswith(";") else value
+    return None if shell.displayhook.semicolon_at_end_of_expression(code) else value
 
 
 def bound_names(before: dict[str, int], namespace: dict[str, Any]) -> dict[str, Any]:
@@ -243,16 +243,23 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
     from IPython.utils.capture import capture_output
 
     before = {k: id(v) for k, v in shell.user_ns.items()}
-    with capture_output() as io:
-        try:
+    try:
+        with capture_output() as io:
             value = run_cell_code(shell, cell)
-        finally:
-            io.show()  # what ran is shown even if the cell raised
+    finally:
+        io.show()  # what ran is shown (after it ran), even if the cell raised
     outputs: list[dict[str, Any]] = []
     for name, text in (("stdout", io.stdout), ("stderr", io.stderr)):
         if text:
             outputs.append({"output_type": "stream", "name": name, "text": text})
+    shown: dict[str, int] = {}  # display_id -> its output: an update replaces it
     for out in io.outputs:
+        display_id = (out.transient or {}).get("display_id")
+        if display_id in shown:
+            outputs[shown[display_id]] = _display(out.data, out.metadata)
+            continue
+        if display_id:
+            shown[display_id] = len(outputs)
         outputs.append(_display(out.data, out.metadata))
     if value is not None:
         data, metadata = shell.display_formatter.format(value)

@@ -96,3 +96,22 @@ def test_live_notebook_writes_nothing(ip, ns, tmp_path, monkeypatch):
     rec = tmp_path / "nb"
     run(ip, notebook(rec))
     assert ns["n"] == N and not rec.exists()
+
+
+def test_recorded_outputs_replay_as_shown(ip, tmp_path, monkeypatch, capsys):
+    rec = tmp_path / "nb"
+    cells = [f"%bpf fallback {rec}",
+             "%%recorded\nfrom IPython.display import display\n"
+             "h = display('first', display_id=True)\nh.update('second')\nprint('once')\n"
+             "41 + 1;  # a trailing semicolon hides the value"]
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    run(ip, cells)
+    live = capsys.readouterr().out
+    assert live.count("once") == 1 and "42" not in live
+    monkeypatch.delenv("BPFNB_RECORD")
+    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
+    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
+    run(ip, cells)
+    out = capsys.readouterr().out
+    assert out.count("once") == 1 and "'second'" in out
+    assert "'first'" not in out and "42" not in out
