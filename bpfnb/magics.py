@@ -160,8 +160,7 @@ class BpfMagics(Magics):
             display(_Banner(self.session.banner(args.name), why is not None))
         elif args.mode is not None:
             display(_Banner(f"⏵ {prog.banner()} ({why})" if why is not None else
-                            "● live: BPF loads here (the recording is not used)",
-                            why is not None))
+                            nbsession.LIVE_BANNER, why is not None))
         display(prog)
 
     def _notebook_program(self, args: CellArgs, cell: str) -> Any:

@@ -36,6 +36,7 @@ RECORD_EVERY = 1.0  # seconds between timed snapshots while recording
 RECORD_ENV = "BPFNB_RECORD"
 CELLS = "cells.zip"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+LIVE_BANNER = "● live: BPF loads here (the recording is not used)"
 
 
 class Mode(str, Enum):
@@ -141,7 +142,7 @@ class NotebookSession:
             return f"⏵ {told} ({self.reason})"
         if self.mode is Mode.RECORD:
             return f"● live, recording to {where} ({RECORD_ENV} is set)"
-        return "● live: BPF loads here (the recording is not used)"
+        return LIVE_BANNER
 
     # -- programs ---------------------------------------------------------------------------
     def open_replay(self, name: str) -> ReplayProgram:
