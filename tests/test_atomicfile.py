@@ -53,3 +53,20 @@ def test_umask_never_changes_while_other_threads_create_files(tmp_path, umask_02
         t.join()
     assert modes and set(modes) == {0o644}
     assert os.umask(0o022) == 0o022
+
+
+def test_atomic_write_never_sets_the_umask(tmp_path, umask_022, monkeypatch):
+    """The window in which os.umask(0) is in force is too short for a Python thread to hit
+    reliably (the GIL), but a C thread hits it: atomic_write must not set the umask at all."""
+    calls: list[int] = []
+    real = os.umask
+
+    def spy(mask: int) -> int:
+        calls.append(mask)
+        return real(mask)
+
+    monkeypatch.setattr(os, "umask", spy)
+    with atomic_write(tmp_path / "a.bin") as f:
+        f.write(b"x")
+    assert calls == []
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o644
