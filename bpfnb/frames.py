@@ -77,13 +77,14 @@ def looks_like_hist(view: Any) -> bool:
 
 
 def log2_bounds(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bucket bounds of bcc's bpf_log2l slots: slot i holds [2**(i-1), 2**i - 1], slot 1 is 0-1."""
-    slots = slots.astype(np.uint64)
+    """Bucket bounds of bcc's bpf_log2l slots: slot i holds [2**(i-1), 2**i - 1], slot 1 is
+    0-1, slot 64 is [2**63, 2**64 - 1] (as bcc's print_log2_hist prints them)."""
+    slots = np.clip(np.asarray(slots, dtype=np.int64), 0, 64).astype(np.uint64)
     one = np.uint64(1)
-    high = (one << slots) - one
-    low = (one << slots) >> one
-    low = np.where(low == high, low - one, low)
-    return low, high
+    low = np.where(slots > 1, one << np.maximum(slots, one) - one, np.uint64(0))
+    high = np.where(slots >= 64, np.uint64(np.iinfo(np.uint64).max),
+                    (one << np.minimum(slots, np.uint64(63))) - one)
+    return low.astype(np.uint64), high.astype(np.uint64)
 
 
 def hist_frame(df: pd.DataFrame, linear: int | None = None, value: str | None = None
