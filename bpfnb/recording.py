@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import platform
 import socket
+import tempfile
 import threading
 import time
 import zipfile
@@ -582,6 +584,40 @@ def _descr(dtype: np.dtype) -> Any:
     return npformat.dtype_to_descr(dtype)
 
 
+class RecordArgumentError(BpfnbError, ValueError):
+    """An argument of record() is out of range (the message names it)."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_args(path: PathLike, every: Any, duration: Any, count: Any) -> None:
+    """RecordArgumentError naming the first bad argument of record()."""
+    if not _number(every) or not math.isfinite(every) or every <= 0:
+        raise RecordArgumentError(f"record(every={every!r}): every is the time between "
+                                  "snapshots, a finite number of seconds > 0 (e.g. every=0.5)")
+    if duration is not None and (not _number(duration) or math.isnan(duration)
+                                 or duration < 0):
+        raise RecordArgumentError(f"record(duration={duration!r}): duration is a number of "
+                                  "seconds >= 0, or None to stop only after `count`")
+    if count is not None and (not isinstance(count, (int, np.integer)) or
+                              isinstance(count, bool) or count < 1):
+        raise RecordArgumentError(f"record(count={count!r}): count is a whole number of "
+                                  "snapshots >= 1, or None")
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise RecordArgumentError(f"record(path={str(path)!r}): directory {str(parent)!r} does "
+                                  "not exist; create it or record elsewhere")
+    try:  # the real test: create a file there (access() says yes to root on /proc)
+        fd, probe = tempfile.mkstemp(prefix=".bpfnb-probe.", dir=parent)
+    except OSError as e:
+        raise RecordArgumentError(f"record(path={str(path)!r}): cannot write in "
+                                  f"{str(parent)!r} ({e.strerror}); record elsewhere") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | None = None,
            count: int | None = None, stacks: StackPairs | None = None,
            progress: Callable[[Progress], object] | None = None,
@@ -598,10 +634,7 @@ def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | 
     another exception saves what was taken, then propagates. `progress(Progress)` runs after each
     snapshot (`Progress.text` is a one-line summary).
     """
-    if every <= 0:
-        raise ValueError(f"every must be > 0 seconds, not {every}")
-    if count is not None and count < 1:
-        raise ValueError(f"count must be at least 1, not {count}")
+    _check_args(path, every, duration, count)
     rec = Recorder(prog, path, stacks=stacks, every=every, events=events)
     start = time.monotonic()
     last_save = start

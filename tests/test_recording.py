@@ -501,3 +501,24 @@ def test_stacks_save_load_round_trip(tmp_path, recorded):
         Stacks.load(tmp_path / "junk.stacks")
     with pytest.raises(ReplayError, match=r"not a file of Stacks\.save"):
         Stacks.load(recorded[0])
+
+
+# -- record() arguments ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"every": float("nan")}, "every"), ({"every": float("inf")}, "every"),
+    ({"every": 0}, "every"), ({"every": -1}, "every"), ({"every": "1"}, "every"),
+    ({"count": -1}, "count"), ({"count": 0}, "count"), ({"count": 1.5}, "count"),
+    ({"duration": float("nan")}, "duration"), ({"duration": -1}, "duration"),
+    ({"path": "/proc/x.zip"}, "path"), ({"path": "/nonexistent-dir/x.zip"}, "path"),
+])
+def test_record_arguments_are_checked(tmp_path, kwargs, word):
+    from bpfnb.errors import BpfnbError
+    from conftest import features, require
+
+    require(features.can_load_bpf())
+    args = {"path": tmp_path / "x.bpfrec", "every": 0.01, "count": 1, **kwargs}
+    with bpfnb.load("BPF_ARRAY(a, u64, 1);", name="args", attach=False) as prog:
+        with pytest.raises(BpfnbError, match=rf"record\({word}="):
+            record(prog, **args)
+    assert list(tmp_path.iterdir()) == []
