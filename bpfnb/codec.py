@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .colcheck import BadRows, check, column_values
 from .errors import KeyTypeError
 from .layout import SPLIT_ARRAY_MAX, field_names, flatten, is_padding
 
@@ -79,8 +80,18 @@ class Codec:
         return [self.decode(arr[i:i + 1]) for i in range(len(arr))]
 
     # -- columns (DataFrames) -------------------------------------------------------------
-    def from_columns(self, cols: Mapping[str, Any], names: Sequence[str], n: int) -> np.ndarray:
-        """An array of n elements from flattened columns (df() names, in `names` order)."""
+    def from_columns(self, cols: Mapping[str, Any], names: Sequence[str], n: int,
+                     labels: Any = None) -> np.ndarray:
+        """An array of n elements from flattened columns (df() names, in `names` order).
+        Every row is checked first (update()'s rules); KeyTypeError names the bad rows."""
+        out, bad = self.columns_array(cols, names, n)
+        if bad:
+            raise bad.error(self.map_name, labels)
+        return out
+
+    def columns_array(self, cols: Mapping[str, Any], names: Sequence[str], n: int
+                      ) -> tuple[np.ndarray, BadRows]:
+        """from_columns without raising: the array and the rows that do not fit."""
         out = np.zeros(n, self.dtype)
         paths = column_paths(self.dtype, "" if self.dtype.names is not None else self.role)
         wanted = [p for p in paths if p[0].split(".")[0] not in self.hidden]
@@ -88,9 +99,10 @@ class Codec:
             raise KeyTypeError(
                 f"{self.role} columns {list(names)} do not match map {self.map_name!r}: "
                 f"expected {[p[0] for p in wanted]}")
-        for (flat, path, index), name in zip(wanted, names):
-            _set_column(out, path, index, np.asarray(cols[name]), flat, self.map_name)
-        return out
+        bad = BadRows(n)
+        for (_, path, index), name in zip(wanted, names):
+            _set_column(out, path, index, cols[name], name, self.map_name, bad)
+        return out, bad
 
 
 class _Shape(Exception):
@@ -304,28 +316,34 @@ def column_paths(dtype: np.dtype, base: str
     return out
 
 
-def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: np.ndarray,
-                flat: str, map_name: str) -> None:
+def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: Any,
+                name: str, map_name: str, bad: BadRows) -> None:
+    """Check one column (bad rows go to `bad`) and, if it fits, write it into `out`."""
     target = _target(out, path) if path else out
+    if index is not None:
+        target = target[:, index]
+    values, na = column_values(col)
+    leaf = target.dtype.base if target.ndim > 1 else target.dtype
+    if target.ndim > 1 and values.dtype == object:
+        try:
+            values = np.stack(list(values))
+        except ValueError as e:
+            raise KeyTypeError(f"column {name!r} does not fit map {map_name!r}: {e}") from None
+        if values.shape != target.shape:
+            raise KeyTypeError(f"column {name!r} has {values.shape[1:]} items per row; "
+                               f"map {map_name!r} wants {target.shape[1:]}")
+    checked = check(values, na, leaf, name, bad, _checked_scalar)
+    if checked is None:
+        return
     try:
-        if index is not None:
-            target[:, index] = col
-        elif target.dtype.kind == "S" and col.dtype == object:
-            target[...] = np.array([s.encode() if isinstance(s, str) else s for s in col],
-                                   dtype=target.dtype)
-        elif col.dtype == object and target.ndim > 1:
-            target[...] = np.stack(list(col))
-        else:
-            _check_range(col, target.dtype, flat)
-            target[...] = col
+        target[...] = checked
     except (ValueError, TypeError, OverflowError) as e:
-        raise KeyTypeError(f"column {flat!r} does not fit map {map_name!r}: {e}") from None
+        raise KeyTypeError(f"column {name!r} does not fit map {map_name!r}: {e}") from None
 
 
-def _check_range(col: np.ndarray, dtype: np.dtype, flat: str) -> None:
-    if dtype.kind in "iu" and col.dtype.kind in "iu" and len(col):
-        info = np.iinfo(dtype)
-        lo, hi = int(col.min()), int(col.max())
-        if lo < info.min or hi > info.max:
-            raise KeyTypeError(f"column {flat!r} has values outside {dtype} "
-                               f"[{info.min}, {info.max}]")
+def _checked_scalar(dtype: np.dtype, obj: Any) -> Any:
+    """update()'s check of one element, its complaint as a ValueError."""
+    try:
+        return _scalar(dtype, obj, "")
+    except _Shape as e:
+        raise ValueError(str(e)) from None

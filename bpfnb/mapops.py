@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import bpfsys, frames
 from .codec import Codec
+from .colcheck import BadRows, column_values, shown
 from .errors import KeyNotFoundError, KeyTypeError, UnsupportedMapError
 from .layout import padded, sum_cpus
 from .maperrors import QUEUES, OpContext, translate
@@ -326,15 +327,26 @@ class MapOps:
         kn, vn = self.key_columns(df), self.value_columns(df)
         if self.ncpus and "cpu" in df.columns:
             return self._percpu_arrays(df, kn, vn)
-        keys = self.df_keys(df, kn)
-        vals = self.value.from_columns({n: df[n].to_numpy() for n in vn}, vn, len(df))
+        keys, vals = self._checked(df, kn, vn)
         return keys, self._cells(vals.reshape(len(df), 1))
+
+    def _checked(self, df: pd.DataFrame, kn: list[str], vn: list[str]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Key and value arrays of every row, all rows checked before any is used."""
+        if kn == self._names()[0] or self.kind.key_in is None:
+            keys, bad = self.key.columns_array({n: df[n] for n in kn}, kn, len(df))
+        else:  # keys shown their own way (an LPM trie's network): checked one by one
+            keys, bad = self.df_keys(df, kn), BadRows(len(df))
+        vals, vbad = self.value.columns_array({n: df[n] for n in vn}, vn, len(df))
+        if bad.merge(vbad):
+            raise bad.error(self.view.name, df.index)
+        return keys, vals
 
     def df_keys(self, df: pd.DataFrame, names: list[str]) -> np.ndarray:
         """Key array from key columns: the raw fields (vectorized) or, for map types that
         show keys their own way (an LPM trie's `network`), one key per row."""
         if names == self._names()[0] or self.kind.key_in is None:
-            return self.key.from_columns({n: df[n].to_numpy() for n in names}, names, len(df))
+            return self.key.from_columns({n: df[n] for n in names}, names, len(df), df.index)
         cols = [df[n].tolist() for n in names]
         rows = cols[0] if len(cols) == 1 else list(zip(*cols))
         if not rows:
@@ -344,14 +356,26 @@ class MapOps:
     def _percpu_arrays(self, df: pd.DataFrame, kn: list[str], vn: list[str]
                        ) -> tuple[np.ndarray, np.ndarray]:
         cpus = bpfsys.possible_cpus()
-        keys = self.df_keys(df, kn)
+        keys, vals = self._checked(df, kn, vn)
         raw = keys.view(np.dtype((np.void, keys.dtype.itemsize)))
         _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
-        vals = self.value.from_columns({n: df[n].to_numpy() for n in vn}, vn, len(df))
         grid = np.zeros((len(first), len(cpus)), self.view.value_dtype)
-        col = np.searchsorted(np.asarray(cpus), df["cpu"].to_numpy())
+        col = self._cpu_columns(df, cpus)
         grid[inverse.ravel(), col] = vals
         return keys[first], self._cells(grid)
+
+    def _cpu_columns(self, df: pd.DataFrame, cpus: list[int]) -> np.ndarray:
+        """Where each row's `cpu` goes in a per-CPU value; KeyTypeError for unknown CPUs."""
+        bad = BadRows(len(df))
+        values, na = column_values(df["cpu"])
+        known = np.isin(values, cpus) if values.dtype.kind in "iuf" else np.zeros(len(df), bool)
+        if na is not None:
+            known &= ~na
+        bad.add("cpu", ~known, lambda i: f"{shown(values, i)} is not a possible CPU "
+                                         f"({cpus[0]}-{cpus[-1]})")
+        if bad:
+            raise bad.error(self.view.name, df.index)
+        return np.searchsorted(np.asarray(cpus), values.astype(np.int64))
 
     def _cells(self, values: np.ndarray) -> np.ndarray:
         """(n, 1) or (n, cpus) values -> the buffer layout the kernel wants."""
