@@ -198,10 +198,7 @@ class NotebookSession:
 
         if self._cells is None:
             assert self.path is not None
-            path = self.path / CELLS
-            if self.mode is Mode.RECORD:
-                path.unlink(missing_ok=True)  # recorded afresh: no cells of an older run
-            self._cells = CellStore(path)
+            self._cells = CellStore(self.path / CELLS)  # recording a cell updates it only
         return self._cells
 
     def close(self) -> None:

@@ -626,3 +626,30 @@ def test_placeholder_in_ipython_display():
     formatters = pytest.importorskip("IPython.core.formatters")
     data, _ = formatters.DisplayFormatter().format(NotRecorded("sink", "socket"))
     assert data == {"text/plain": repr(NotRecorded("sink", "socket"))}
+
+
+# -- recording one cell keeps the others -----------------------------------------------------------
+
+def test_recording_one_cell_keeps_the_other_cells(tmp_path, monkeypatch):
+    """BPFNB_RECORD=1 and one %%recorded cell run: the store had 7 cells, it has 7 after
+    (the one run replaced), not just that one."""
+    from bpfnb.session import Mode, NotebookSession
+
+    store = CellStore(tmp_path / "cells.zip")
+    for i in range(7):
+        store.put(f"k{i}", [], {"x": i, "df": pd.DataFrame({"a": [i]})})
+    store.save()
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    monkeypatch.setattr("bpfnb.session.replay_reason", lambda: None)  # BPF loads: record
+    session = NotebookSession()
+    try:
+        assert session.use(tmp_path) is Mode.RECORD
+        session.cells.put("k3", [], {"x": 33})
+        session.cells.save()
+    finally:
+        session.close()
+    got = CellStore(tmp_path / "cells.zip")
+    assert got.keys() == [f"k{i}" for i in range(7)]
+    assert got.get("k3").variables == {"x": 33}
+    assert got.get("k5").variables["x"] == 5
+    pd.testing.assert_frame_equal(got.get("k6").variables["df"], pd.DataFrame({"a": [6]}))
