@@ -125,6 +125,42 @@ def _detach_each(bpf: Any) -> None:
                         os.close(fd)
 
 
+def _attach_uprobe(bpf: Any, fn_name: bytes, binary: str, symbol: str | None,
+                   addr: int | None, pid: int, sym_off: int, ret: bool) -> None:
+    """bcc's attach_u(ret)probe, but with an explicit zero reference counter offset: bcc's
+    Python passes none (bcc issue 5236), so perf_event_open gets stack garbage and the
+    uprobe conflicts with every other tool's (bpftrace's) probe on the same function."""
+    bcc = _bcc()
+    path, address = bcc.BPF._check_path_symbol(binary.encode(), (symbol or "").encode(),
+                                               addr, pid, sym_off)
+    bpf._check_probe_quota(1)
+    fd_prog = bpf.load_func(fn_name, bcc.BPF.KPROBE).fd
+    ev_name = bpf._get_uprobe_evname(b"r" if ret else b"p", path, address, pid)
+    ct.set_errno(0)
+    fd = _libbcc_attach_uprobe()(fd_prog, int(ret), ev_name, path, address, pid, 0)
+    if fd < 0:
+        err = ct.get_errno() or errno.EINVAL
+        raise OSError(err, f"Failed to attach BPF to {'uretprobe' if ret else 'uprobe'}: "
+                           f"{os.strerror(err)}")
+    bpf._add_uprobe_fd(ev_name, fd)
+
+
+_ATTACH_UPROBE: Any = None
+
+
+def _libbcc_attach_uprobe() -> Any:
+    """libbcc's bpf_attach_uprobe with its full 0.26 signature (a private function object,
+    so bcc's own 6-argument prototype stays as it is)."""
+    global _ATTACH_UPROBE
+    if _ATTACH_UPROBE is None:
+        func = ct.CDLL("libbcc.so.0", use_errno=True).bpf_attach_uprobe
+        func.restype = ct.c_int
+        func.argtypes = [ct.c_int, ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_uint64, ct.c_int,
+                         ct.c_uint32]
+        _ATTACH_UPROBE = func
+    return _ATTACH_UPROBE
+
+
 class BccModule:
     """One compiled BCC program: its functions, tables and attachments."""
 
@@ -239,14 +275,9 @@ class BccModule:
                       pid: int, addr: int | None, sym_off: int) -> None:
         kind = "uretprobe" if ret else "uprobe"
         target = f"{binary}:{symbol if symbol else hex(addr or 0)}"
-        call = self.bpf.attach_uretprobe if ret else self.bpf.attach_uprobe
-        kwargs: dict[str, Any] = {"name": binary.encode(), "pid": pid, "addr": addr,
-                                  "fn_name": self._loaded(function, self.bpf.KPROBE)}
-        if symbol:
-            kwargs["sym"] = symbol.encode()
-        if sym_off and not ret:
-            kwargs["sym_off"] = sym_off
-        self._attach(kind, target, function, lambda: call(**kwargs),
+        fn = self._loaded(function, self.bpf.KPROBE)
+        self._attach(kind, target, function, lambda: _attach_uprobe(
+            self.bpf, fn, binary, symbol, addr, pid, 0 if ret else sym_off, ret),
                      on_error=lambda msg: diagnose.uprobe_failure(
                          function, binary, symbol or "", msg))
 
