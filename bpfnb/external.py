@@ -222,6 +222,15 @@ def open_map(id: int | None = None, pinned: str | None = None, name: str | None 
     if len(given) != 1:
         raise MapError("open_map needs exactly one of id=, pinned= or name=; list the "
                        "machine's maps with bpfnb.maps()")
+    if id is not None:
+        id = _map_id(id)
+    if name is not None and not isinstance(name, str):
+        raise MapError(f"open_map(name=...) wants a map's name (a str), not {name!r}; "
+                       "list the machine's maps with bpfnb.maps()")
+    for role, ctype in (("key", key), ("value", value)):
+        if ctype is not None and not _is_ctype(ctype):
+            raise MapError(f"open_map({role}=...) wants a ctypes type such as "
+                           f"ctypes.c_uint32 or ctypes.c_char * 16, not {ctype!r}")
     fd, source = _open_fd(id, pinned, name)
     try:
         info = bpfsys.map_info(fd)
@@ -236,10 +245,29 @@ def open_map(id: int | None = None, pinned: str | None = None, name: str | None 
     return ExternalMap(fd, types, source=source, decode_enums=decode_enums)
 
 
+def _map_id(map_id: Any) -> int:
+    """A map id as given to open_map(id=...): a positive int, nothing else."""
+    if isinstance(map_id, (int, np.integer)) and not isinstance(map_id, bool) and map_id > 0:
+        return int(map_id)
+    raise MapError(f"open_map(id=...) wants a map id (a positive int, as bpfnb.maps() "
+                   f"lists), not {map_id!r}")
+
+
+def _is_ctype(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(
+        obj, (ct._SimpleCData, ct.Structure, ct.Union, ct.Array))
+
+
 def _open_fd(map_id: int | None, pinned: str | None, name: str | None) -> tuple[int, str]:
     if pinned is not None:
+        pinned = _pin_path(pinned, "open")
+        if not os.path.exists(pinned):
+            raise MapError(f"nothing is pinned at {pinned}; list pins with bpfnb.pinned()")
+        if not _on_bpffs(pinned):
+            raise MapError(f"{pinned} is not a BPF object (it is not on a bpf file system: "
+                           f"{_mounts_text()}); list pins with bpfnb.pinned()")
         try:
-            fd = bpfsys.obj_get(str(pinned))
+            fd = bpfsys.obj_get(pinned)
         except OSError as e:
             raise sysext.translate(e, f"open the pinned object {pinned}") from e
         kind = _fd_kind(fd)
@@ -375,18 +403,38 @@ def _on_bpffs(path: str) -> bool:
     return any(real == m or real.startswith(m.rstrip("/") + "/") for m in bpffs_mounts())
 
 
+def _mounts_text() -> str:
+    return ", ".join(bpffs_mounts()) or "none is mounted: mount -t bpf bpf /sys/fs/bpf"
+
+
+def _pin_path(path: Any, op: str) -> str:
+    """A pin path normalised (`//`, `.` collapsed); MapError for NUL bytes, `..`, non-paths."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise MapError(f"cannot {op} {path!r}: a pin path is a str such as "
+                       f"{BPFFS_ROOT}/NAME")
+    text = os.fspath(path)
+    if isinstance(text, bytes) or "\0" in text:
+        raise MapError(f"cannot {op} {text!r}: a pin path is a str without NUL bytes")
+    if ".." in Path(text).parts:
+        raise MapError(f"cannot {op} {text}: a pin path may not contain '..'; give the path "
+                       f"under {BPFFS_ROOT} directly")
+    return os.path.normpath(os.path.abspath(text))
+
+
 def pin(obj: Any, path: str) -> str:
     """Pin a map (a MapView, or anything with an `fd`, or an fd) at `path` on the bpf file
-    system so it outlives this process. Missing directories under the mount are created."""
-    path = str(path)
+    system so it outlives this process. Missing directories under the mount are created
+    (and removed again if the pin fails)."""
+    path = _pin_path(path, "pin at")
     fd = obj if isinstance(obj, int) else obj.fd
     if not _on_bpffs(path):
-        mounts = ", ".join(bpffs_mounts()) or "none is mounted: mount -t bpf bpf /sys/fs/bpf"
-        raise BpfnbError(f"cannot pin at {path}: not on a bpf file system ({mounts})")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        raise BpfnbError(f"cannot pin at {path}: not on a bpf file system ({_mounts_text()})")
+    made = _make_dirs(os.path.dirname(path))
     try:
         bpfsys.obj_pin(fd, path)
     except OSError as e:
+        for d in reversed(made):
+            os.rmdir(d)
         template = _PIN_ERRORS.get(e.errno or 0)
         if template is None:
             raise sysext.translate(e, f"pin at {path}") from e
@@ -394,9 +442,20 @@ def pin(obj: Any, path: str) -> str:
     return path
 
 
+def _make_dirs(directory: str) -> list[str]:
+    """Create `directory` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for d in reversed(missing):
+        os.mkdir(d)
+    return missing[::-1]
+
+
 def unpin(path: str) -> None:
     """Remove a pin (the object lives on while something else holds it)."""
-    path = str(path)
+    path = _pin_path(path, "unpin")
     if not _on_bpffs(path):
         raise BpfnbError(f"{path} is not on a bpf file system; unpin removes pins only")
     try:

@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import ctypes as ct
+import os
+import re
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb.errors import KeyTypeError
+from bpfnb.errors import BpfnbError, KeyTypeError, MapError
+from bpfnb.external import BPFFS_ROOT, open_map, pin, unpin
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -125,3 +131,63 @@ def test_update_df_large_frame_is_checked_fast(prog):
     with pytest.raises(KeyTypeError, match=f"row {n - 1}, column 'key': 0.5"):
         codec.frame_arrays(df)
     assert time.perf_counter() - start < 1.0
+
+
+# -- open_map and pin arguments ----------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"id": "abc"}, "wants a map id (a positive int"),
+    ({"id": 1.5}, "not 1.5"),
+    ({"id": True}, "not True"),
+    ({"id": -3}, "not -3"),
+    ({"pinned": "/sys/fs/bpf/x\0y"}, "without NUL bytes"),
+    ({"pinned": "/etc/passwd"}, "/etc/passwd is not a BPF object"),
+    ({"pinned": "/sys/fs/bpf/../../etc/passwd"}, "may not contain '..'"),
+    ({"pinned": "/sys/fs/bpf/no_such_pin_xyz"}, "nothing is pinned at"),
+])
+def test_open_map_bad_arguments_are_map_errors(kwargs, message):
+    with pytest.raises(MapError, match=re.escape(message)):
+        open_map(**kwargs)
+
+
+def test_open_map_wants_ctypes_for_key_and_value(prog):
+    with pytest.raises(MapError, match=r"open_map\(key=...\) wants a ctypes type"):
+        open_map(id=prog["by_key"].info.id, key=int)
+    with pytest.raises(MapError, match=r"open_map\(value=...\) wants a ctypes type"):
+        open_map(id=prog["by_key"].info.id, value="u64")
+    fds = len(os.listdir("/proc/self/fd"))
+    with open_map(id=prog["by_key"].info.id, key=ct.c_uint32) as m:
+        assert m.info.id == prog["by_key"].info.id
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.fixture
+def pin_root():
+    root = Path(BPFFS_ROOT) / f"bpfnb_test_bad_input_{os.getpid()}"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_pin_refuses_dotdot_nul_and_creates_nothing(prog, pin_root):
+    m = prog["by_key"]
+    for path, message in [(f"{pin_root}/a/../b", "may not contain '..'"),
+                          (f"{pin_root}/a\0b", "without NUL bytes"),
+                          ("/tmp/bpfnb_not_bpffs/x", "not on a bpf file system")]:
+        with pytest.raises(BpfnbError, match=re.escape(message)):
+            pin(m, path)
+    assert not pin_root.exists() and not os.path.exists("/tmp/bpfnb_not_bpffs")
+    with pytest.raises(MapError, match="without NUL"):
+        unpin(f"{pin_root}/a\0b")
+
+
+def test_pin_normalises_and_removes_dirs_it_made_when_the_pin_fails(prog, pin_root):
+    m = prog["by_key"]
+    assert pin(m, f"{pin_root}//x/./m") == f"{pin_root}/x/m"
+    with open_map(pinned=f"{pin_root}/x/m") as got:
+        assert got.info.id == m.info.id
+    with pytest.raises(BpfnbError, match="already exists"):
+        pin(m, f"{pin_root}/x/m")
+    with pytest.raises(BpfnbError):  # fd 0 is no BPF object: the pin fails
+        pin(0, f"{pin_root}/new/deeper/m")
+    assert sorted(p.name for p in pin_root.rglob("*")) == ["m", "x"]
+    unpin(f"{pin_root}/x/m")
