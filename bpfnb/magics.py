@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import html
+import keyword
+import math
+import os
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,28 +66,42 @@ class CellArgs:
     path: str = ""
 
 
+def split_words(line: str, magic: str) -> list[str]:
+    """The words of a magic's line, as a shell splits them; UsageError if unbalanced."""
+    try:
+        return shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"{magic}: cannot parse the arguments ({e}); close the quote or "
+                         "escape it with a backslash") from None
+
+
+def _value(it: Any, option: str, usage: str) -> str:
+    """The word after `option`; UsageError when the line ends first."""
+    word = next(it, None)
+    if word is None:
+        raise UsageError(f"{option} needs a value\n\n{usage}")
+    return str(word)
+
+
 def parse_cell_args(line: str) -> CellArgs:
     """The %%bpf line's arguments; UsageError on anything odd."""
-    try:
-        words = shlex.split(line)
-    except ValueError as e:
-        raise UsageError(f"%%bpf: cannot parse arguments: {e}") from None
+    words = split_words(line, "%%bpf")
     name, cflags, attach, usdt = None, [], True, []
     mode, path = None, ""
     it = iter(words)
     for word in it:
         if word.startswith("--cflags="):
-            cflags += shlex.split(word.split("=", 1)[1])
+            cflags += split_words(word.split("=", 1)[1], "%%bpf --cflags")
         elif word == "--cflags":
-            cflags += shlex.split(next(it, ""))
+            cflags += split_words(_value(it, "%%bpf --cflags", USAGE), "%%bpf --cflags")
         elif word == "-D":
-            cflags.append("-D" + next(it, ""))
+            cflags.append("-D" + _value(it, "%%bpf -D", USAGE))
         elif word.startswith("-D") and len(word) > 2:
             cflags.append(word)
         elif word == "--no-attach":
             attach = False
         elif word == "--usdt":
-            usdt.append(_split_usdt(next(it, "")))
+            usdt.append(_split_usdt(_value(it, "%%bpf --usdt", USAGE)))
         elif word in ("--replay", "--fallback"):
             mode, path = word[2:], next(it, "")
             if not path:
@@ -93,9 +112,15 @@ def parse_cell_args(line: str) -> CellArgs:
             name = word
         else:
             raise UsageError(f"%%bpf: one NAME expected, got {name!r} and {word!r}\n\n{USAGE}")
-    if name is None or not name.isidentifier():
-        raise UsageError(f"%%bpf needs a NAME that is a Python identifier\n\n{USAGE}")
+    if name is None or not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"%%bpf needs a NAME that is a Python identifier (not a keyword)"
+                         f"\n\n{USAGE}")
     return CellArgs(name, cflags, attach, usdt, mode, path)
+
+
+def is_notebook_recording(path: str) -> bool:
+    """A notebook's recording directory, vs. one program's recording file (any name)."""
+    return os.path.isdir(path) or (not os.path.isfile(path) and not path.endswith(".zip"))
 
 
 @magics_class
@@ -129,7 +154,7 @@ class BpfMagics(Magics):
         """
         if cell is not None:
             return self._cell(line, cell)
-        words = shlex.split(line)
+        words = split_words(line, "%bpf")
         if not words:
             raise UsageError(USAGE)
         command = self._commands.get(words[0])
@@ -139,8 +164,9 @@ class BpfMagics(Magics):
 
     def _cell(self, line: str, cell: str) -> None:
         args = parse_cell_args(line)
+        self._check_free(args.name)
         self._close(args.name)
-        notebook = args.mode is not None and nbsession.is_notebook_recording(args.path)
+        notebook = args.mode is not None and is_notebook_recording(args.path)
         try:
             if notebook:
                 prog: Any = self._notebook_program(args, cell)
@@ -162,6 +188,23 @@ class BpfMagics(Magics):
             display(_Banner(f"⏵ {prog.banner()} ({why})" if why is not None else
                             nbsession.LIVE_BANNER, why is not None))
         display(prog)
+
+    def _check_free(self, name: str) -> None:
+        """UsageError unless `name` is free or holds a program this magic bound."""
+        shell = self.shell
+        why = None
+        if name.startswith("_") or name in getattr(shell, "user_ns_hidden", {}):
+            why = "is reserved by IPython"
+        elif hasattr(builtins, name):
+            why = "is a Python builtin"
+        elif name in shell.user_ns:
+            bound = shell.user_ns[name]
+            if not (isinstance(bound, (core.Program, ReplayProgram))
+                    or self.programs.get(name) is bound):
+                why = f"is already bound to a {type(bound).__name__}"
+        if why is not None:
+            raise UsageError(f"%%bpf {name}: {name!r} {why}; choose another NAME (binding it "
+                             "would hide it from the notebook)")
 
     def _notebook_program(self, args: CellArgs, cell: str) -> Any:
         """A %%bpf --fallback/--replay DIR cell: live (and recorded) or replayed."""
@@ -195,8 +238,7 @@ class BpfMagics(Magics):
                     "this %%recorded cell is not in the recording "
                     f"{str(session.cells.path)!r} (was it edited?); it needs "
                     f"the kernel, and {session.reason}")
-            display(nbsession.RecordedNotice(session))
-            nbsession.replay_cell(self.shell, got)
+            nbsession.replay_cell(self.shell, got, cell, session)
             return None
         if session.mode is nbsession.Mode.RECORD:
             return nbsession.record_cell(self.shell, session.cells, key, cell)
@@ -244,12 +286,11 @@ class BpfMagics(Magics):
             raise UsageError(f"%bpf record: no live program {name!r}")
         if set(opts) - {"--every", "--duration", "--count"}:
             raise UsageError(usage)
-        try:
-            every = float(opts.get("--every", 1.0))
-            duration = float(opts["--duration"]) if "--duration" in opts else None
-            count = int(opts["--count"]) if "--count" in opts else None
-        except ValueError:
-            raise UsageError(usage) from None
+        every = _number(opts.get("--every", "1"), "%bpf record --every", usage, low=0.0)
+        duration = (_number(opts["--duration"], "%bpf record --duration", usage, low=0.0,
+                            zero=True) if "--duration" in opts else None)
+        count = (int(_number(opts["--count"], "%bpf record --count", usage, low=0.0,
+                             whole=True)) if "--count" in opts else None)
         if duration is None and count is None:
             count = 10
         handle = display(_Text("recording..."), display_id=True)
@@ -257,7 +298,7 @@ class BpfMagics(Magics):
                       progress=lambda p: handle.update(_Text(p.text)) if handle else None)
 
     def _fallback(self, args: list[str]) -> Any:
-        if len(args) != 1 or not nbsession.is_notebook_recording(args[0]):
+        if len(args) != 1 or not is_notebook_recording(args[0]):
             raise UsageError("%bpf fallback DIR: one directory of recordings")
         self.session.use(args[0])
         return _Banner(self.session.banner(), self.session.mode is nbsession.Mode.REPLAY)
@@ -295,28 +336,36 @@ class BpfMagics(Magics):
         """
         from .profiling import profile
 
-        words = shlex.split(line)
+        words = split_words(line, "%bpf_profile")
         command: list[str] = []
         if "--" in words:
             at = words.index("--")
             words, command = words[:at], words[at + 1:]
             if not command:
                 raise UsageError("%bpf_profile: nothing after --")
-        opts = {"-p": None, "-F": "99", "-d": "5"}
+            if shutil.which(command[0]) is None:
+                raise UsageError(f"%bpf_profile: no command {command[0]!r} (not found or not "
+                                 "executable); give a path or a program on PATH after --")
+        opts: dict[str, str | None] = {"-p": None, "-F": "99", "-d": "5"}
         flags = {"--no-kernel": False, "--no-user": False}
         it = iter(words)
         for word in it:
             if word in opts:
-                opts[word] = next(it, None)
+                opts[word] = _value(it, f"%bpf_profile {word}", PROFILE_USAGE)
             elif word in flags:
                 flags[word] = True
             else:
                 raise UsageError(f"%bpf_profile: unknown argument {word!r}\n{PROFILE_USAGE}")
-        try:
-            pid = int(opts["-p"]) if opts["-p"] is not None else None
-            hz, duration = int(opts["-F"] or ""), float(opts["-d"] or "")
-        except ValueError:
-            raise UsageError("%bpf_profile: -p and -F take integers, -d seconds") from None
+        hz = int(_number(opts["-F"] or "", "%bpf_profile -F", PROFILE_USAGE, low=0.0,
+                         whole=True))
+        duration = _number(opts["-d"] or "", "%bpf_profile -d", PROFILE_USAGE, low=0.0)
+        pid = None
+        if opts["-p"] is not None:
+            pid = int(_number(opts["-p"], "%bpf_profile -p", PROFILE_USAGE, low=0.0,
+                              whole=True))
+            if not os.path.exists(f"/proc/{pid}"):
+                raise UsageError(f"%bpf_profile -p {pid}: no such process; give the PID of "
+                                 "a running process (or omit -p to profile the machine)")
         return profile(pid=pid, command=command or None, duration=duration, hz=hz,
                        kernel=not flags["--no-kernel"], user=not flags["--no-user"])
 
@@ -326,6 +375,20 @@ class BpfMagics(Magics):
         self.session.close()
         self.shell.events.unregister("pre_run_cell", self.session.pre_run_cell)
         self.shell.events.unregister("post_run_cell", self.session.post_run_cell)
+
+
+def _number(text: str, option: str, usage: str, low: float, zero: bool = False,
+            whole: bool = False) -> float:
+    """`text` as a finite number above `low` (or equal with zero=True); UsageError if not."""
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < low or (value == low and not zero):
+        kind = "a whole number" if whole else "a number"
+        bound = f">= {low:g}" if zero else f"> {low:g}"
+        raise UsageError(f"{option} takes {kind} {bound}, not {text!r}\n{usage}")
+    return value
 
 
 def _replay_reason(args: CellArgs) -> str | None:
