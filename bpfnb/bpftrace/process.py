@@ -1,0 +1,142 @@
+"""The bpftrace child process: start it with `-f json`, read its lines, stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from ..errors import BpfnbError
+from . import errors
+from .output import Message, parse_line
+from .script import MARKER, with_marker
+
+STOP_TIMEOUT = 5.0
+ATTACH_TIMEOUT = 60.0
+
+
+def find_bpftrace(path: str | None = None) -> str:
+    """The bpftrace binary: `path`, else $BPFNB_BPFTRACE, else `bpftrace` on PATH."""
+    wanted = path or os.environ.get("BPFNB_BPFTRACE") or "bpftrace"
+    found = shutil.which(wanted)
+    if found is None:
+        raise errors.missing_binary(wanted)
+    return found
+
+
+class BpftraceProcess:
+    """One running bpftrace. Lines are parsed as they arrive (a reader thread per stream);
+    `messages` grows until the process ends. Start with `start()`, which returns once the
+    injected BEGIN probe has printed, i.e. every probe is attached."""
+
+    def __init__(self, script: str, args: Sequence[str] = (), binary: str | None = None
+                 ) -> None:
+        self.script = script
+        self.args = [str(a) for a in args]
+        self.binary = find_bpftrace(binary)
+        self.marked = with_marker(script)
+        self.messages: list[Message] = []
+        self.stderr = ""
+        self.attach_ns: int | None = None  # start -> attached, in ns
+        self._lock = threading.Lock()
+        self._attached = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.binary, "-f", "json", "-e", self.marked.script, *self.args]
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    def start(self, timeout: float = ATTACH_TIMEOUT) -> None:
+        """Run bpftrace; return once its probes are attached (or raise what it said)."""
+        t0 = time.monotonic_ns()
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, bufsize=1, errors="replace")
+        for target, stream in ((self._read_out, self._proc.stdout),
+                               (self._read_err, self._proc.stderr)):
+            t = threading.Thread(target=target, args=(stream,), daemon=True,
+                                 name=f"bpftrace-{self._proc.pid}")
+            t.start()
+            self._threads.append(t)
+        deadline = time.monotonic() + timeout
+        while not self._attached.wait(0.02):
+            if self._proc.poll() is not None:
+                self._join()
+                if self._attached.is_set() or self._proc.returncode == 0:
+                    break  # finished already (exit() in BEGIN)
+                raise errors.translate(self.stderr, self._proc.returncode, self.marked)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BpfnbError(f"bpftrace did not attach its probes within {timeout:.0f} s "
+                                 "and was stopped; attaching many probes (wildcards) takes "
+                                 "long: pass a larger timeout.", details=self.stderr)
+        self.attach_ns = time.monotonic_ns() - t0
+
+    def _read_out(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            msg = parse_line(line, time.time_ns())
+            if msg is None:
+                continue
+            if msg.type == "printf" and msg.data == MARKER + "\n":
+                self._attached.set()
+                continue
+            with self._lock:
+                self.messages.append(msg)
+
+    def _read_err(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._lock:
+                self.stderr += line
+
+    def snapshot(self) -> list[Message]:
+        """The messages so far (a copy)."""
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGINT (bpftrace prints its maps and detaches), SIGKILL after `timeout`; returns
+        the exit status. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._join()
+        return proc.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for bpftrace to end by itself (exit() or a duration); None on timeout."""
+        if self._proc is None:
+            return None
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._join()
+        return self._proc.returncode
+
+    def _join(self) -> None:
+        for t in self._threads:
+            t.join(5.0)

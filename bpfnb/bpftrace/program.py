@@ -1,0 +1,180 @@
+"""BpftraceProgram: a bpftrace script running in the background, its maps as views."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..errors import ProgramClosedError, UnknownMapError
+from . import errors, kernel
+from .output import MAP_TYPES, TEXT_TYPES, Message
+from .process import BpftraceProcess
+from .script import MapDecl, declarations
+from .views import BpftraceMap
+
+
+class BpftraceProgram:
+    """A running (or finished) bpftrace program. `prog["@name"]` is a map view; `output`
+    the text it printed; `events()` that text line by line with times. Stop it with
+    close() or a `with` block; the final map dump is kept after it ends."""
+
+    def __init__(self, script: str, name: str | None = None, duration: float | None = None,
+                 args: Sequence[Any] = (), binary: str | None = None,
+                 attach_timeout: float = 60.0) -> None:
+        self.script = script
+        self.name = name or "bpftrace"
+        self.duration = duration
+        self.decls: dict[str, MapDecl] = declarations(script)
+        self.process = BpftraceProcess(script, [str(a) for a in args], binary)
+        self._views: dict[str, BpftraceMap] = {}
+        self._closed = False
+        self._timer: threading.Timer | None = None
+        self.process.start(attach_timeout)
+        if duration is not None and self.process.running:
+            self._timer = threading.Timer(duration, self.stop)
+            self._timer.daemon = True
+            self._timer.start()
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    @property
+    def attach_seconds(self) -> float:
+        """From starting bpftrace to every probe attached."""
+        return (self.process.attach_ns or 0) / 1e9
+
+    @property
+    def warnings(self) -> list[str]:
+        return errors.warnings(self.process.stderr)
+
+    @property
+    def lost_events(self) -> int:
+        """Events bpftrace reported lost (perf buffer overruns)."""
+        return sum(m.number or 0 for m in self.process.snapshot() if m.type == "lost_events")
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"ended ({self.returncode})"
+        return f"<BpftraceProgram {self.name}: {state}, maps {list(self.map_names)}>"
+
+    # -- maps -----------------------------------------------------------------------------
+    @property
+    def map_names(self) -> list[str]:
+        """Maps the script declares, and any others bpftrace printed."""
+        names = dict.fromkeys(self.decls)
+        for m in self.process.snapshot():
+            if m.type in MAP_TYPES and isinstance(m.data, dict):
+                names.update(dict.fromkeys(m.data))
+        return list(names)
+
+    @property
+    def maps(self) -> dict[str, BpftraceMap]:
+        return {n: self[n] for n in self.map_names}
+
+    def __getitem__(self, name: str) -> BpftraceMap:
+        if not name.startswith("@"):
+            name = "@" + name
+        if name not in self._views:
+            if name not in self.map_names:
+                raise UnknownMapError(f"{self.name} has no map {name!r}; its maps: "
+                                      f"{', '.join(self.map_names) or 'none'}")
+            decl = self.decls.get(name) or MapDecl(name, "", ())
+            self._views[name] = BpftraceMap(self, decl)
+        return self._views[name]
+
+    def latest(self, name: str) -> Message | None:
+        """The last map message naming `name` (after exit: the final dump)."""
+        for m in reversed(self.process.snapshot()):
+            if m.type in MAP_TYPES and isinstance(m.data, dict) and name in m.data:
+                return m
+        return None
+
+    def kernel_map_ids(self) -> dict[str, int]:
+        pid = self.process.pid
+        if pid is None or not self.running:
+            return {}
+        try:
+            return kernel.process_maps(pid)
+        except OSError:
+            return {}
+
+    def stacks(self, name: str) -> Any:
+        """A kstack/ustack-keyed map as a bpfnb Stacks."""
+        return self[name].stacks()
+
+    # -- printed text ---------------------------------------------------------------------
+    @property
+    def output(self) -> str:
+        """Everything printf()/time()/cat()/join()/system() printed, as printed."""
+        return "".join(m.text for m in self.process.snapshot() if m.type in TEXT_TYPES)
+
+    def events(self) -> pd.DataFrame:
+        """Printed output one line per row: `time` (when read), `type`, `line`."""
+        rows: list[tuple[int, str, str]] = []
+        pending = ""
+        for m in self.process.snapshot():
+            if m.type not in TEXT_TYPES:
+                continue
+            pending += m.text
+            *done, pending = pending.split("\n")
+            rows.extend((m.time_ns, m.type, ln) for ln in done)
+        if pending:
+            rows.append((m.time_ns, m.type, pending))
+        df = pd.DataFrame(rows, columns=["time", "type", "line"])
+        df["time"] = pd.to_datetime(df["time"], unit="ns")
+        df.attrs.update(program=self.name)
+        return df
+
+    # -- lifetime -------------------------------------------------------------------------
+    def stop(self) -> int | None:
+        """Stop bpftrace (SIGINT, then SIGKILL); its final map dump is kept."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for v in self._views.values():
+            v.release()
+        return self.process.stop()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait until bpftrace ends by itself (exit(), or `duration`)."""
+        rc = self.process.wait(timeout)
+        if rc is not None:
+            for v in self._views.values():
+                v.release()
+        return rc
+
+    def close(self) -> None:
+        """Stop bpftrace; no process or probe is left. Maps stay readable (final dump)."""
+        self.stop()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> BpftraceProgram:
+        if self._closed:
+            raise ProgramClosedError(f"{self.name} is closed; run it again")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def bpftrace(script: str, name: str | None = None, duration: float | None = None,
+             args: Sequence[Any] = (), **options: Any) -> BpftraceProgram:
+    """Run `script` in the system's bpftrace (`-f json`) in the background; return once
+    every probe is attached. `duration` seconds stops it; `args` are its $1, $2, ...
+    options: binary (the bpftrace path), attach_timeout (seconds, 60)."""
+    return BpftraceProgram(script, name=name, duration=duration, args=args, **options)

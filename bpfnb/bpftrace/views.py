@@ -1,0 +1,113 @@
+"""`prog["@name"]`: one bpftrace map as DataFrames, read from the kernel while bpftrace
+runs (where exact) and from the dump bpftrace prints at exit afterwards."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..errors import UnsupportedMapError
+from . import kernel, output
+from .script import MapDecl
+
+if TYPE_CHECKING:
+    from ..stacks import Stacks
+    from .program import BpftraceProgram
+
+#: df.attrs["source"]: where the rows came from
+KERNEL, FINAL, PRINTED, NONE = "kernel", "final dump", "printed", "none"
+
+
+class BpftraceMap:
+    """A view of one bpftrace map. `df()` is current: from the kernel while the program
+    runs (count/sum/avg/stats/hist/lhist maps keyed by builtins), else the latest map
+    bpftrace printed; after the program ends, the final dump. `df().attrs["source"]`
+    says which ("kernel", "printed", "final dump" or "none")."""
+
+    def __init__(self, program: BpftraceProgram, decl: MapDecl) -> None:
+        self.program = program
+        self.decl = decl
+        self.name = decl.name
+        self._kview: kernel.ExternalMap | None = None
+
+    def __repr__(self) -> str:
+        fn = f"{self.decl.function}()" if self.decl.function else "value"
+        return f"<BpftraceMap {self.name}: {fn} key {list(self.decl.key)}>"
+
+    @property
+    def histogram(self) -> bool:
+        return self.decl.function in ("hist", "lhist")
+
+    @property
+    def kernel_readable(self) -> bool:
+        """True when reads while running come from the kernel (exact and current)."""
+        return kernel.readable(self.decl)
+
+    def df(self) -> pd.DataFrame:
+        """The map as a DataFrame: key column(s) then `value` (stats(): `count`, `average`,
+        `total`; hist()/lhist(): `low`, `high`, `count`, `bucket`)."""
+        prog = self.program
+        if prog.running and self.kernel_readable:
+            view = self._kernel_view()
+            if view is not None:
+                t0 = time.time_ns()
+                df = kernel.frame(self.decl, view)
+                return self._finish(df, KERNEL, t0)
+        msg = prog.latest(self.name)
+        if msg is None:
+            df = pd.DataFrame({c: pd.Series(dtype=object) for c in self.decl.columns()})
+            df.attrs.update(key_columns=self.decl.columns(), value_columns=[])
+            return self._finish(df, NONE, time.time_ns())
+        source = PRINTED if prog.running else FINAL
+        payload = msg.data[self.name]
+        if msg.type == "hist":
+            df = output.hist_frame(payload, self.decl.arity or 1,
+                                   log2=self.decl.function != "lhist")
+        else:
+            df = output.map_frame(msg.type, payload, self.decl.arity)
+        if self.decl.arity > 1:
+            df = df.rename(columns=dict(zip(output.key_names(self.decl.arity),
+                                            self.decl.columns())))
+            df.attrs["key_columns"] = self.decl.columns()
+        return self._finish(df, source, msg.time_ns)
+
+    def _finish(self, df: pd.DataFrame, source: str, read_ns: int) -> pd.DataFrame:
+        df.attrs.update(map=self.name, type=f"bpftrace {self.decl.function or 'value'}",
+                        source=source, read_ns=read_ns, entries=len(df),
+                        program=self.program.name)
+        return df
+
+    def _kernel_view(self) -> kernel.ExternalMap | None:
+        if self._kview is None:
+            ids = self.program.kernel_map_ids()
+            map_id = ids.get(kernel.kernel_name(self.name))
+            if map_id is None:
+                return None
+            self._kview = kernel.open_kernel_map(self.decl, map_id)
+        return self._kview
+
+    def hist(self) -> pd.DataFrame:
+        """A hist()/lhist() map's buckets (the kit's histogram frame plus key columns and a
+        `bucket` label: "negative" below the range, "overflow" above it)."""
+        if not self.histogram:
+            raise UnsupportedMapError(f"{self.name} holds {self.decl.function or 'values'}, "
+                                      "not hist()/lhist(); use .df()")
+        return self.df()
+
+    def stacks(self) -> Stacks:
+        """A kstack/ustack-keyed map as a Stacks (flame graphs, folded, speedscope, diff)."""
+        from .stacks import to_stacks
+
+        return to_stacks(self)
+
+    def release(self) -> None:
+        if self._kview is not None:
+            self._kview.close()
+            self._kview = None
+
+    def live(self, every: float = 1.0, **options: Any) -> Any:
+        """A live-refreshing table of df() (needs ipywidgets)."""
+        raise UnsupportedMapError("live() of bpftrace maps is wired after the package "
+                                  "reorganisation; poll .df() meanwhile")
