@@ -1,0 +1,1 @@
+"""Kernel and system-library ABI: thin ctypes layers, no policy."""

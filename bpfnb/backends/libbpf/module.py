@@ -1,0 +1,311 @@
+"""LibbpfModule: one BCC C cell compiled with clang (CO-RE) and run through libbpf.
+
+Same interface as backends.bcc.BccModule, so Program can drive either. Functions whose
+name says where they attach are loaded with the object; any other function is loaded
+on first use with the type given (`program_fd`), in a second object that reuses the
+first one's maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ... import bpfsys, diagnose, features
+from ..._sys import libbpf
+from ...btf import map_types
+from ...errors import AttachError, FeatureUnavailableError, PrivilegeError
+from ...perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
+from ..bcc import AttachPoint, Usdt
+from . import compiler
+from .objfile import BpfObject
+from .rewrite import LAZY, rewrite
+
+KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT = 2, 5, 7, 17
+_SECTION_KINDS = (("tracepoint/", "tracepoint"), ("tp/", "tracepoint"),
+                  ("raw_tracepoint/", "raw_tracepoint"), ("raw_tp/", "raw_tracepoint"),
+                  ("kprobe/", "kprobe"), ("kretprobe/", "kretprobe"), ("fentry/", "kfunc"),
+                  ("fexit/", "kretfunc"), ("lsm/", "lsm"), ("tp_btf/", "tp_btf"),
+                  ("uprobe", "uprobe"), ("uretprobe", "uretprobe"), ("usdt", "usdt"),
+                  ("ksyscall/", "kprobe"), ("kretsyscall/", "kretprobe"), ("iter/", "iter"))
+_FREQ = 1 << 10  # perf_event_attr.freq
+_libc = ct.CDLL(None, use_errno=True)
+
+
+@dataclass
+class Table:
+    """What Program needs of a map: its fd and key/value ctypes types (from BTF)."""
+
+    name: str
+    map_fd: int
+    Key: Any
+    Leaf: Any
+
+
+def _kind(section: str) -> tuple[str, str] | None:
+    """(attach kind, target) of an ELF section name, or None."""
+    for prefix, kind in _SECTION_KINDS:
+        if section.startswith(prefix):
+            target = section[len(prefix):].lstrip("/")
+            return kind, target.replace("/", ":", 1) if kind == "tracepoint" else target
+    return None
+
+
+class LibbpfModule:
+    """A compiled and loaded libbpf object: its functions, tables and attachments."""
+
+    backend = "libbpf"
+    bpf = None  # no bcc object (bcc-only helpers look for it)
+
+    def __init__(self, source: str, cflags: Sequence[str] = (), usdt: Sequence[Usdt] = (),
+                 name: str = "bpfnb") -> None:
+        if usdt:
+            raise FeatureUnavailableError("USDT probes need the bcc backend for now; run the "
+                                          "cell with backend='bcc'.")
+        _check_permission()
+        diagnose.check_tracepoints(source)
+        text = rewrite(source)
+        try:
+            built = compiler.compile_c(text.text, tuple(cflags))
+        except compiler.ClangError as e:
+            raise diagnose.compile_error(source, e.output) from None
+        self.compiler_output = built.output
+        self.cold_compile = built.cold
+        self._setup(BpfObject(built.obj, name, source,
+                              autoload=lambda _n, sec: not sec.startswith(LAZY)))
+
+    @classmethod
+    def from_object(cls, data: bytes, name: str,
+                    consts: Mapping[str, Any] | None = None) -> LibbpfModule:
+        """Load a libbpf CO-RE object built elsewhere (see load_object)."""
+        _check_permission()
+        self = cls.__new__(cls)
+        self.compiler_output, self.cold_compile = "", False
+        obj = BpfObject(data, name)
+        try:
+            if consts:
+                obj.set_consts(consts)
+        except BaseException:
+            obj.close()
+            raise
+        self._setup(obj)
+        return self
+
+    def _setup(self, obj: BpfObject) -> None:
+        self.source = obj.source
+        self.attached: list[AttachPoint] = []
+        self._links: list[int] = []
+        self._extra: dict[str, BpfObject] = {}  # lazily loaded functions
+        self._tables: dict[str, Table] = {}
+        self.obj = obj
+        try:
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise
+
+    # -- introspection --------------------------------------------------------------------
+    def functions(self) -> list[str]:
+        return list(self.obj.programs)
+
+    def table_names(self) -> list[str]:
+        """User maps (not .rodata/.bss/.data or libbpf's own)."""
+        return [n for n in self.obj.maps if "." not in n and not n.startswith("__bpf")]
+
+    def table(self, name: str) -> Table:
+        if name not in self._tables:
+            fd = self.obj.map_fd(name)
+            info = bpfsys.map_info(fd)
+            types = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
+                              info.key_size, info.value_size)
+            self._tables[name] = Table(name, fd, types.key if info.key_size else None,
+                                       types.value)
+        return self._tables[name]
+
+    def program_fd(self, function: str, prog_type: int) -> int:
+        """The function's program fd, loading it as `prog_type` if it was not loaded."""
+        return int(self.obj.lib.bpf_program__fd(self._program(function, prog_type)))
+
+    def _program(self, function: str, prog_type: int | None = None) -> int:
+        """The loaded bpf_program of `function` (loading a lazy one as prog_type)."""
+        obj = self.obj
+        if function not in obj.programs:
+            raise AttachError(f"no function {function!r} in this program; its functions are: "
+                              f"{', '.join(obj.programs) or 'none'}")
+        if not obj.section(function).startswith(LAZY) or obj.data is None:
+            return int(obj.programs[function])
+        if function not in self._extra:
+            if prog_type is None:
+                raise AttachError(f"{function} has no attach type in its name; load it with "
+                                  "program_fd(function, prog_type) first")
+            extra = BpfObject(obj.data, obj.name, obj.source,
+                              autoload=lambda n, _s: n == function,
+                              reuse={n: obj.map_fd(n) for n in obj.maps})
+            try:
+                obj.lib.bpf_program__set_type(extra.programs[function], prog_type)
+                extra.load()
+            except BaseException:
+                extra.close()
+                raise
+            self._extra[function] = extra
+        return int(self._extra[function].programs[function])
+
+    # -- attaching ------------------------------------------------------------------------
+    def autoattach(self) -> None:
+        """Attach every loaded program whose section says where (libbpf's auto-attach)."""
+        for function in self.obj.programs:
+            section = self.obj.section(function)
+            kind = _kind(section)
+            if section.startswith(LAZY) or kind is None:
+                continue
+            prog = self.obj.programs[function]
+            if not self.obj.lib.bpf_program__autoload(prog):
+                continue
+            self._attach(kind[0], kind[1], function,
+                         lambda p=prog: self.obj.lib.bpf_program__attach(p),
+                         optional=kind[0] in ("uprobe", "uretprobe", "usdt", "iter", "tp_btf"))
+
+    def attach_btf(self, kind: str, function: str, target: str) -> None:
+        prog = self._program(function)
+        self._attach(kind, target, function, lambda: self.obj.lib.bpf_program__attach(prog))
+
+    def attach_tracepoint(self, tracepoint: str, function: str) -> None:
+        category, _, event = tracepoint.partition(":")
+        if features.tracefs() and not features.tracepoint_exists(category, event):
+            raise diagnose.unknown_tracepoint(tracepoint)
+        prog = self._program(function, TRACEPOINT)
+        self._attach("tracepoint", tracepoint, function, lambda: self.obj.lib.
+                     bpf_program__attach_tracepoint(prog, category.encode(), event.encode()))
+
+    def attach_raw_tracepoint(self, tracepoint: str, function: str) -> None:
+        prog = self._program(function, RAW_TRACEPOINT)
+        self._attach("raw_tracepoint", tracepoint, function, lambda: self.obj.lib.
+                     bpf_program__attach_raw_tracepoint(prog, tracepoint.encode()))
+
+    def attach_kprobe(self, event: str, function: str, ret: bool = False) -> None:
+        kind = "kretprobe" if ret else "kprobe"
+        missing = diagnose.probe_missing_feature(kind, function, event)
+        if missing is not None:
+            raise missing
+        prog = self._program(function, KPROBE)
+        self._attach(kind, event, function, lambda: self.obj.lib.bpf_program__attach_kprobe(
+            prog, ret, event.encode()), on_error=lambda _m: diagnose.kprobe_failure(
+                function, event))
+
+    def attach_uprobe(self, binary: str, symbol: str | None, function: str, *, ret: bool,
+                      pid: int, addr: int | None, sym_off: int) -> None:
+        kind = "uretprobe" if ret else "uprobe"
+        path = "libc.so.6" if binary == "c" else binary
+        target = f"{binary}:{symbol if symbol else hex(addr or 0)}"
+        prog = self._program(function, KPROBE)
+        offset = sym_off if symbol else (addr or 0)
+        self._attach(kind, target, function, lambda: _null_on_error(
+            lambda: libbpf.attach_uprobe(prog, pid, path, offset, ret=ret, func_name=symbol)),
+            on_error=lambda msg: diagnose.uprobe_failure(function, binary, symbol or "", msg))
+
+    def attach_usdt(self, probe: str, function: str, path: str | None, pid: int | None) -> None:
+        raise FeatureUnavailableError("USDT probes need the bcc backend for now; run the cell "
+                                      "with backend='bcc'.")
+
+    def attach_perf_event(self, function: str, ev_type: int, ev_config: int, *,
+                          sample_period: int, sample_freq: int, pid: int, cpu: int) -> None:
+        prog = self._program(function, PERF_EVENT)
+        target = f"type={ev_type},config={ev_config}"
+        cpus = [cpu] if cpu >= 0 else _online_cpus()
+        for c in cpus:
+            pfd = _perf_event_open(ev_type, ev_config, sample_period, sample_freq, pid, c)
+            self._attach("perf_event", target, function, lambda p=pfd: _close_on_null(
+                self.obj.lib.bpf_program__attach_perf_event(prog, p), p), record=c == cpus[-1])
+
+    def _attach(self, kind: str, target: str, function: str, call: Callable[[], int | None],
+                on_error: Callable[[str], Exception] | None = None, optional: bool = False,
+                record: bool = True) -> None:
+        with libbpf.capture() as log:
+            link = call()
+        if not link:
+            err = ct.get_errno()
+            if optional and err in (95, 3, 22):  # EOPNOTSUPP, ESRCH, EINVAL: no auto-attach
+                return
+            message = (log.text.strip().splitlines() or [os.strerror(err or 22)])[-1]
+            if on_error is not None:
+                raise on_error(message)
+            if kind == "tracepoint":
+                raise diagnose.unknown_tracepoint(target)
+            if kind in ("kprobe", "kretprobe"):
+                raise diagnose.kprobe_failure(function, target)
+            raise AttachError(f"Cannot attach {function} to {kind} {target}: "
+                              f"{os.strerror(err or 22)} ({message})", details=log.text)
+        self._links.append(link)
+        if record:
+            self.attached.append(AttachPoint(kind, target, function))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach everything and free the object (idempotent)."""
+        obj = getattr(self, "obj", None)
+        if obj is None:
+            return
+        for link in self._links:
+            obj.lib.bpf_link__destroy(link)
+        self._links.clear()
+        for extra in self._extra.values():
+            extra.close()
+        self._extra.clear()
+        obj.close()
+        self.attached.clear()
+        self._tables.clear()
+        self.obj = None  # type: ignore[assignment]
+
+
+def _check_permission() -> None:
+    perm = features.can_load_bpf()
+    if not perm:
+        raise PrivilegeError(f"Cannot load a BPF program: {perm.reason}")
+
+
+def _null_on_error(call: Callable[[], int]) -> int:
+    try:
+        return call()
+    except OSError as e:
+        ct.set_errno(e.errno or 22)
+        return 0
+
+
+def _close_on_null(link: int | None, pfd: int) -> int | None:
+    if not link:
+        err = ct.get_errno()
+        os.close(pfd)
+        ct.set_errno(err)
+    return link
+
+
+def _online_cpus() -> list[int]:
+    with open("/sys/devices/system/cpu/online") as f:
+        spec = f.read().strip()
+    cpus: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _perf_event_open(ev_type: int, config: int, period: int, freq: int, pid: int,
+                     cpu: int) -> int:
+    import platform
+
+    attr = _PerfAttr(type=ev_type, size=ct.sizeof(_PerfAttr), config=config,
+                     sample_period=freq or period, flags=_FREQ if freq else 0)
+    _libc.syscall.restype = ct.c_long
+    fd = _libc.syscall(_NR_PERF_EVENT_OPEN[platform.machine()], ct.byref(attr), pid, cpu, -1,
+                       PERF_FLAG_FD_CLOEXEC)
+    if fd < 0:
+        err = ct.get_errno()
+        raise AttachError(f"perf_event_open(type={ev_type}, config={config}) on CPU {cpu} "
+                          f"failed: {os.strerror(err)}")
+    return int(fd)
+
+

@@ -1,0 +1,127 @@
+"""One libbpf bpf_object: open from ELF bytes, set read-only globals, load, attach, close.
+
+Load failures become bpfnb errors: the verifier's log (which libbpf prints between
+BEGIN/END PROG LOAD LOG markers) goes to diagnose.verifier_error.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ... import diagnose
+from ..._sys import libbpf
+from ...btf import Btf, BtfKind
+from ...errors import BpfnbError, KeyTypeError
+
+_FAILED = re.compile(r"prog '(\w+)': (?:BPF program load failed|failed to load): .*?(-?\d+)?$",
+                     re.M)
+_LOG = re.compile(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.S)
+
+
+class BpfObject:
+    """An opened (then loaded) object; `programs` and `maps` by name."""
+
+    def __init__(self, data: bytes, name: str, source: str = "",
+                 autoload: Callable[[str, str], bool] | None = None,
+                 reuse: Mapping[str, int] | None = None) -> None:
+        self.lib = libbpf.lib()
+        self.name = name
+        self.source = source
+        self.data = data
+        with libbpf.capture() as log:
+            try:
+                self.ptr, self._buf = libbpf.open_mem(data, name)
+            except OSError as e:
+                raise BpfnbError(f"libbpf cannot open {name}: {e.strerror}. Is it a BPF ELF "
+                                 "object built with clang -target bpf -g?",
+                                 details=log.text) from None
+        self.programs = {self.lib.bpf_program__name(p).decode(): p
+                         for p in libbpf.iterate("program", self.ptr)}
+        self.maps = {self.lib.bpf_map__name(m).decode(): m
+                     for m in libbpf.iterate("map", self.ptr)}
+        self.loaded = False
+        for pname, prog in self.programs.items():
+            section = self.section(pname)
+            if autoload is not None and not autoload(pname, section):
+                self.lib.bpf_program__set_autoload(prog, False)
+        for mname, fd in (reuse or {}).items():
+            if mname in self.maps:
+                libbpf.check_rc(self.lib.bpf_map__reuse_fd(self.maps[mname], fd),
+                                f"reuse map {mname}")
+
+    def section(self, program: str) -> str:
+        return str(self.lib.bpf_program__section_name(self.programs[program]).decode())
+
+    # -- read-only globals ----------------------------------------------------------------
+    def set_consts(self, consts: Mapping[str, Any]) -> None:
+        """Set `const volatile` globals (.rodata) before load, by name."""
+        rodata = next((m for n, m in self.maps.items() if n.endswith(".rodata")), None)
+        btf_ptr = self.lib.bpf_object__btf(self.ptr)
+        if rodata is None or not btf_ptr:
+            raise KeyTypeError(f"{self.name} has no .rodata globals with BTF; cannot set "
+                               f"{', '.join(consts)}")
+        size = ct.c_uint32()
+        raw = self.lib.btf__raw_data(btf_ptr, ct.byref(size))
+        btf = Btf(ct.string_at(raw, size.value), 0, self.name)
+        sec = next(t for t in btf.types() if t.kind == BtfKind.DATASEC and t.name == ".rodata")
+        entries = btf._u32s(sec, 3 * sec.vlen)
+        where = {btf.type(entries[i]).name: (entries[i], entries[i + 1])
+                 for i in range(0, len(entries), 3)}
+        vsize = ct.c_size_t()
+        base = self.lib.bpf_map__initial_value(rodata, ct.byref(vsize))
+        for key, value in consts.items():
+            if key not in where:
+                raise KeyTypeError(f"{self.name} has no const volatile global {key!r}; it has: "
+                                   f"{', '.join(sorted(where)) or 'none'}")
+            var_id, offset = where[key]
+            ctype = btf.ctype(btf.type(var_id).size_or_type)
+            slot = ctype.from_address(base + offset)
+            if isinstance(value, (bytes, str)):
+                data = value.encode() if isinstance(value, str) else value
+                if len(data) > ct.sizeof(ctype):
+                    raise KeyTypeError(f"{key} holds {ct.sizeof(ctype)} bytes, got {len(data)}")
+                ct.memset(base + offset, 0, ct.sizeof(ctype))
+                ct.memmove(base + offset, data, len(data))
+            elif hasattr(slot, "value"):
+                slot.value = value
+            else:
+                raise KeyTypeError(f"{key} is a {btf.describe(btf.type(var_id).size_or_type)}; "
+                                   "only numbers, strings and bytes can be set")
+
+    # -- load ---------------------------------------------------------------------------
+    def load(self) -> None:
+        with libbpf.capture() as log:
+            rc = self.lib.bpf_object__load(self.ptr)
+        if rc == 0:
+            self.loaded = True
+            self.log = log.text
+            return
+        raise self._load_error(-rc, log.text)
+
+    def _load_error(self, err: int, text: str) -> Exception:
+        m = _FAILED.search(text)
+        function = m.group(1) if m else self.name
+        verifier = _LOG.search(text)
+        if verifier and verifier.group(1).strip():
+            return diagnose.verifier_error(function, self.source, verifier.group(1), err)
+        if m:
+            return diagnose.load_refused(function, err)
+        last = [ln for ln in text.splitlines() if ln.strip()][-1:] or [errno.errorcode.get(err,
+                                                                                          "")]
+        return BpfnbError(f"libbpf could not load {self.name}: {last[0].strip()}. The full "
+                          "libbpf output is on this exception (.details).", details=text)
+
+    def map_fd(self, name: str) -> int:
+        return int(self.lib.bpf_map__fd(self.maps[name]))
+
+    def program_fd(self, name: str) -> int:
+        return int(self.lib.bpf_program__fd(self.programs[name]))
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            self.lib.bpf_object__close(self.ptr)
+            self.ptr = None

@@ -1,0 +1,185 @@
+"""The light source rewrite that lets BCC C compile as libbpf C.
+
+- `map.method(args)` -> `bpfnb_method(&map, args)` (macros in compat.h)
+- `BPF_TABLE("hash", ...)` -> `BPF_TABLE(hash, ...)` (a token compat.h can paste)
+- each top-level function gets an ELF section: from its name where bcc attaches by name
+  (`kprobe__X`, `kretprobe__X`, `tracepoint__C__E`, `raw_tracepoint__X`), else
+  `bpfnb/NAME`: a program whose type is given when it is loaded (`program_fd`)
+- TRACEPOINT_PROBE structs are generated from tracefs and put before the cell
+- every cell line is preceded by `#line N "cell"`, so clang reports cell line numbers
+- a kernel-struct pointer dereferenced directly (bcc rewrites those into probe reads)
+  is a CompileError telling the user to use BPF_CORE_READ
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ...diagnose import CELL, source_line
+from ...errors import CompileError
+from .tpformat import struct_for
+
+METHODS = ("lookup_or_try_init", "lookup_or_init", "lookup", "update", "insert", "delete",
+           "atomic_increment", "increment", "perf_submit_skb", "perf_submit", "ringbuf_output",
+           "ringbuf_reserve", "ringbuf_submit", "ringbuf_discard", "push", "pop", "peek",
+           "get_stackid", "call", "redirect_map", "check_current_task", "get_local_storage",
+           "sock_map_update", "sock_hash_update", "msg_redirect_map", "msg_redirect_hash",
+           "sk_redirect_map", "sk_redirect_hash", "sk_storage_get", "task_storage_get",
+           "inode_storage_get")
+_METHOD = re.compile(r"\b([A-Za-z_]\w*)\s*\.\s*(" + "|".join(METHODS) + r")\s*\(\s*(\)?)")
+_TABLE = re.compile(r"\b(BPF_(?:F_)?TABLE(?:_PUBLIC|_SHARED)?)\s*\(\s*\"(\w+)\"")
+_TP_PROBE = re.compile(r"\bTRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)")
+_FUNC = re.compile(r"^[ \t]*(?P<ret>(?:[A-Za-z_]\w*[ \t\*]+)+?)(?P<name>[A-Za-z_]\w*)[ \t]*\(",
+                   re.M)
+_NOT_RET = {"static", "typedef", "struct", "union", "enum", "return", "else", "extern"}
+_NAMED = (("kretprobe__", "kretprobe/{}"), ("kprobe__", "kprobe/{}"),
+          ("raw_tracepoint__", "raw_tracepoint/{}"), ("tracepoint__", "tracepoint/{}"))
+LAZY = "bpfnb/"
+# context pointers the verifier lets a program dereference directly
+_CTX_STRUCTS = {"pt_regs", "__sk_buff", "xdp_md", "bpf_perf_event_data", "bpf_sock_ops",
+                "sk_msg_md", "sk_reuseport_md", "bpf_sock", "bpf_sockopt", "bpf_sysctl",
+                "bpf_sock_addr", "bpf_raw_tracepoint_args", "bpf_cgroup_dev_ctx",
+                "bpf_sk_lookup", "bpf_flow_keys"}
+_CORE_OK = re.compile(r"BPF_CORE_READ|bpf_core_read|bpf_probe_read|BPF_PROBE_READ|sizeof|&")
+
+
+@dataclass
+class Rewritten:
+    text: str
+    #: function name -> ELF section (LAZY + name for functions typed at load)
+    sections: dict[str, str] = field(default_factory=dict)
+    tracepoints: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _mask(text: str) -> str:
+    """The text with comments, strings and char literals blanked (same length, newlines kept)."""
+    def blank(m: re.Match[str]) -> str:
+        return re.sub(r"[^\n]", " ", m.group(0))
+    return re.sub(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', blank,
+                  text, flags=re.S)
+
+
+def _depths(masked: str) -> list[int]:
+    """Brace depth at each character."""
+    out, d = [], 0
+    for ch in masked:
+        if ch == "}":
+            d -= 1
+        out.append(d)
+        if ch == "{":
+            d += 1
+    return out
+
+
+def _close_paren(masked: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(masked)):
+        if masked[i] == "(":
+            depth += 1
+        elif masked[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _section(name: str) -> str:
+    for prefix, fmt in _NAMED:
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            if prefix == "tracepoint__":
+                rest = rest.replace("__", "/", 1)
+            return fmt.format(rest)
+    return LAZY + name
+
+
+def functions(source: str) -> list[tuple[int, int, str, str]]:
+    """Top-level function definitions: (line, column, name, parameter text)."""
+    masked = _mask(source)
+    depth = _depths(masked)
+    found = []
+    for m in _FUNC.finditer(masked):
+        if depth[m.start()] != 0 or set(m.group("ret").replace("*", " ").split()) & _NOT_RET:
+            continue
+        if m.group("ret").split()[0].startswith(("BPF_", "TRACEPOINT_PROBE", "RAW_TRACEPOINT")):
+            continue
+        open_at = m.end() - 1
+        close = _close_paren(masked, open_at)
+        if close < 0 or not masked[close + 1:].lstrip().startswith("{"):
+            continue
+        line = source.count("\n", 0, m.start()) + 1
+        found.append((line, m.start() - (source.rfind("\n", 0, m.start()) + 1),
+                      m.group("name"), source[open_at + 1:close]))
+    return found
+
+
+def check_kernel_derefs(source: str) -> None:
+    """CompileError for `p->field` on a kernel struct pointer outside BPF_CORE_READ.
+
+    bcc silently turns such reads into bpf_probe_read calls; with libbpf they would read
+    memory the verifier refuses (or, through old headers, the wrong offsets)."""
+    masked = _mask(source)
+    own = set(re.findall(r"\bstruct\s+(\w+)\s*\{", masked))
+    pointers = {m.group(2): m.group(1) for m in re.finditer(
+        r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*(?:=|;|,|\))", masked)
+        if m.group(1) not in own and m.group(1) not in _CTX_STRUCTS}
+    if not pointers:
+        return
+    use = re.compile(r"\b(" + "|".join(map(re.escape, pointers)) + r")\s*->\s*(\w+)")
+    lines = masked.split("\n")
+    for no, text in enumerate(lines, 1):
+        if re.search(r"\b(?:KFUNC_PROBE|KRETFUNC_PROBE|LSM_PROBE)\b", text):
+            return  # BTF-typed programs may dereference directly; stop checking (heuristic)
+        for m in use.finditer(text):
+            before = text[:m.start()]
+            if _CORE_OK.search(before[-40:]) or _CORE_OK.search(before):
+                continue
+            var, member = m.group(1), m.group(2)
+            msg = (f"Use BPF_CORE_READ({var}, {member}) to read struct {pointers[var]} "
+                   f"(line {no}): the libbpf backend does not rewrite kernel pointer "
+                   "dereferences as bcc does; or run the cell with backend='bcc'.")
+            raise CompileError(
+                f"{msg}\n      {source_line(source, no)}",
+                details=msg, diagnostics=[(no, m.start() + 1, msg)])
+
+
+def rewrite(source: str) -> Rewritten:
+    """The compilable libbpf C text of a BCC C cell (see the module docstring)."""
+    check_kernel_derefs(source)
+    out = Rewritten("")
+    defs = {line: (col, name, params) for line, col, name, params in functions(source)}
+    lines = source.split("\n")
+    body = []
+    for i, line in enumerate(lines, 1):
+        if i > 1 and lines[i - 2].rstrip().endswith("\\"):
+            body.append(_line(line))
+            continue
+        directive = f'#line {i} "{CELL}"'
+        if i in defs:
+            col, name, params = defs[i]
+            sec = _section(name)
+            out.sections[name] = sec
+            if sec.startswith("tracepoint/"):
+                out.tracepoints.append(tuple(sec.split("/")[1:3]))  # type: ignore[arg-type]
+            if sec.startswith("kprobe/") and "," in params and "\n" not in params:
+                extra = params.split(",", 1)[1].strip()
+                line = re.sub(rf"\bint\s+{name}\s*\([^)]*\)", f"int BPF_KPROBE({name}, {extra})",
+                              line, count=1)
+            body += [directive, f'SEC("{sec}")']
+        body += [directive, _line(line)]
+    for m in _TP_PROBE.finditer(_mask(source)):
+        out.tracepoints.append((m.group(1), m.group(2)))
+        out.sections[f"tracepoint__{m.group(1)}__{m.group(2)}"] = \
+            f"tracepoint/{m.group(1)}/{m.group(2)}"
+    for m in re.finditer(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)", source):
+        out.sections[f"raw_tracepoint__{m.group(1)}"] = f"raw_tracepoint/{m.group(1)}"
+    structs = [struct_for(c, e) for c, e in dict.fromkeys(out.tracepoints)]
+    out.text = "\n".join([*structs, *body, ""])
+    return out
+
+
+def _line(line: str) -> str:
+    line = _TABLE.sub(lambda m: f"{m.group(1)}({m.group(2)}", line)
+    return _METHOD.sub(lambda m: f"bpfnb_{m.group(2)}(&{m.group(1)}"
+                       + (")" if m.group(3) else ", "), line)
