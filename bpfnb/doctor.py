@@ -544,7 +544,8 @@ class DoctorReport:
         return str(self)
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>"
+                       for c in self.columns)
         body = "".join(_html_row(r) for r in self.rows)
         return (f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
                 f"<p><small>{html.escape(self._footer())}</small></p>")
@@ -552,7 +553,8 @@ class DoctorReport:
 
 def _html_row(r: Row) -> str:
     color = _STATUS_COLORS.get(r.status, "inherit")
-    cells = [r.section, r.check, f"<b style='color:{color}'>{r.status}</b>", r.detail, r.fix]
+    cells = [r.section, r.check, f"<b style='color:{color}'>{html.escape(r.status)}</b>", r.detail,
+             r.fix]
     escaped = [c if i == 2 else html.escape(c) for i, c in enumerate(cells)]
     return "<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in escaped) + "</tr>"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class MapInfo:
         shown = {**self.__dict__, "max_entries": f"{self.max_entries:,}",
                  "flags": hex(self.flags)}
         rows = "".join(f"<tr><th style='text-align:left'>{k.replace('_', ' ')}</th>"
-                       f"<td style='text-align:left'>{v}</td></tr>" for k, v in shown.items())
+                       f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                       for k, v in shown.items())
         return f"<table>{rows}</table>"
 
     @classmethod

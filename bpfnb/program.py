@@ -245,8 +245,9 @@ class Program:
         except BpfnbError as e:
             return (f"<tr><td><code>{escape(name)}</code></td>"
                     f"<td colspan=4>{escape(str(e))}</td></tr>")
-        return (f"<tr><td><code>{escape(name)}</code></td><td>{i.type}</td><td>{i.key_size} B"
-                f"</td><td>{i.value_size} B</td><td>{i.max_entries:,}</td></tr>")
+        cells = (i.type, f"{i.key_size} B", f"{i.value_size} B", f"{i.max_entries:,}")
+        return (f"<tr><td><code>{escape(name)}</code></td>"
+                + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
 
     def __repr__(self) -> str:
         if self.closed:

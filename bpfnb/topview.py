@@ -170,7 +170,7 @@ class TopView:
         cells = []
         for r in _records(self._rows(df)):
             cells.append(
-                f"<tr><td>{r['id']}</td><td>{html.escape(str(r['name']))}</td>"
+                f"<tr><td>{html.escape(str(r['id']))}</td><td>{html.escape(str(r['name']))}</td>"
                 f"<td>{html.escape(str(r['type']))}</td>"
                 f"<td style='text-align:right'>{_human(r['events_per_s'])}</td>"
                 f"<td style='text-align:right'>{_human(r['avg_run_ns'])}</td>"

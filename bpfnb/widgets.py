@@ -116,7 +116,7 @@ def table_html(df: pd.DataFrame, columns: list[str], sort_by: str | None = None,
     `plain` columns (keys: pids, ids) without thousands separators."""
     arrow = "▲" if ascending else "▼"
     head = "".join(
-        f"<th class='{'num' if _numeric_column(df, c) else 'txt'}'>{html.escape(c)}"
+        f"<th class='{'num' if _numeric_column(df, c) else 'txt'}'>{html.escape(str(c))}"
         f"{' ' + arrow if c == sort_by else ''}</th>" for c in columns)
     if bar is not None:
         head += "<th>distribution</th>"
