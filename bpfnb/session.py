@@ -14,6 +14,7 @@ environment (`make recordings`), a notebook running live (re)writes its recordin
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import os
 import threading
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 RECORD_EVERY = 1.0  # seconds between timed snapshots while recording
 RECORD_ENV = "BPFNB_RECORD"
 CELLS = "cells.zip"
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 LIVE_BANNER = "● live: BPF loads here (the recording is not used)"
 
 
@@ -229,11 +229,77 @@ def run_cell_code(shell: Any, cell: str) -> Any:
     return None if shell.displayhook.semicolon_at_end_of_expression(code) else value
 
 
-def bound_names(before: dict[str, int], namespace: dict[str, Any]) -> dict[str, Any]:
-    """Names the cell bound or rebound (IPython's own `_...`, In, Out left out)."""
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and k not in ("In", "Out", "exit", "quit", "get_ipython")
-            and before.get(k) != id(v)}
+class _Binds(ast.NodeVisitor):
+    """The names a cell's top level binds (not inside functions, classes or lambdas)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self._comprehension = 0  # inside one, only := binds outside it
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Store) and not self._comprehension:
+            self.names.add(node.id)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        if isinstance(node.target, ast.Name):
+            self.names.add(node.target.id)
+        self.visit(node.value)
+
+    def _definition(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self.names.add(node.name)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _definition
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        pass
+
+    def _comprehend(self, node: ast.AST) -> None:
+        self._comprehension += 1
+        self.generic_visit(node)
+        self._comprehension -= 1
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehend
+
+    def _imports(self, node: ast.Import | ast.ImportFrom) -> None:
+        self.names.update(a.asname or a.name.split(".")[0] for a in node.names if a.name != "*")
+
+    visit_Import = visit_ImportFrom = _imports
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name:
+            self.names.add(node.name)
+        self.generic_visit(node)
+
+    def _capture(self, node: ast.MatchAs | ast.MatchStar | ast.MatchMapping) -> None:
+        name = node.rest if isinstance(node, ast.MatchMapping) else node.name
+        if name:
+            self.names.add(name)
+        self.generic_visit(node)
+
+    visit_MatchAs = visit_MatchStar = visit_MatchMapping = _capture
+
+
+def ipython_names(shell: Any) -> set[str]:
+    """Names IPython itself keeps in the user's namespace."""
+    return {"In", "Out", "get_ipython", "exit", "quit", *getattr(shell, "user_ns_hidden", {})}
+
+
+def bindable_names(shell: Any, cell: str) -> set[str]:
+    """The names a recorded cell may bind: those its own source binds at top level (IPython
+    syntax transformed first), less `_...`, builtins and IPython's own names."""
+    visitor = _Binds()
+    try:
+        visitor.visit(ast.parse(shell.transform_cell(cell)))
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
+        return set()
+    return {n for n in visitor.names if not n.startswith("_") and not hasattr(builtins, n)
+            } - ipython_names(shell)
+
+
+def bound_names(before: dict[str, int], namespace: dict[str, Any],
+                allowed: set[str]) -> dict[str, Any]:
+    """Names among `allowed` that the cell bound or rebound."""
+    return {k: v for k, v in namespace.items() if k in allowed and before.get(k) != id(v)}
 
 
 def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
@@ -263,49 +329,64 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
         data, metadata = shell.display_formatter.format(value)
         outputs.append(_display(data, metadata))
     store.put(key, [o for o in outputs if o.get("data", True)],
-              bound_names(before, shell.user_ns))
+              bound_names(before, shell.user_ns, bindable_names(shell, cell)))
     store.save()
     return value
 
 
 def _display(data: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
-    kept = {k: v for k, v in data.items() if k != WIDGET_MIME}  # a dead widget: its fallbacks
-    return {"output_type": "display_data", "data": kept, "metadata": dict(metadata or {})}
+    """A display as it is recorded: what replay may show of it (bpfnb.inert)."""
+    from .inert import inert_bundle
+
+    kept, meta = inert_bundle(data, metadata)
+    return {"output_type": "display_data", "data": kept, "metadata": meta}
 
 
-def replay_cell(shell: Any, recorded: RecordedCell) -> None:
-    """Show a recorded cell's outputs again and bind the variables it bound."""
+def replay_cell(shell: Any, recorded: RecordedCell, cell: str,
+                session: NotebookSession) -> None:
+    """Show a recorded cell's outputs again, made inert, and bind the variables it bound:
+    only names the cell's own source binds (the notice names any others, not bound)."""
     import sys
 
-    from IPython.display import publish_display_data
+    from IPython.display import display, publish_display_data
 
     from .cellstore import NotRecorded
+    from .inert import inert_output
 
-    shell.user_ns.update(recorded.variables)
+    allowed = bindable_names(shell, cell)
+    names = [*recorded.variables, *recorded.skipped]
+    display(RecordedNotice(session, dropped=[n for n in names if n not in allowed]))
+    shell.user_ns.update({k: v for k, v in recorded.variables.items() if k in allowed})
     for name, type_name in recorded.skipped.items():
-        shell.user_ns[name] = NotRecorded(name, type_name)
-    for out in recorded.outputs:
+        if name in allowed:
+            shell.user_ns[name] = NotRecorded(name, str(type_name))
+    for out in filter(None, map(inert_output, recorded.outputs)):
         if out["output_type"] == "stream":
             stream = sys.stderr if out["name"] == "stderr" else sys.stdout
             stream.write(out["text"])
             stream.flush()
         else:
-            publish_display_data(out["data"], out.get("metadata") or {})
+            publish_display_data(out["data"], out["metadata"])
 
 
 class RecordedNotice:
-    """The line above a replayed %%recorded cell's outputs."""
+    """The line above a replayed %%recorded cell's outputs (and one naming any variables of
+    the recording the cell's source does not bind, left unbound)."""
 
-    def __init__(self, session: NotebookSession) -> None:
+    def __init__(self, session: NotebookSession, dropped: list[str] | tuple[str, ...] = ()
+                 ) -> None:
         self.text = ("⏵ recorded output: this cell drives the kernel, and ran when the "
                      f"notebook was recorded ({session.reason})")
+        if dropped:
+            self.text += ("\n⚠ not bound (the cell's source does not bind them): "
+                          + ", ".join(map(str, dropped)))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         import html
 
+        lines = "".join(f"<div>{html.escape(line)}</div>" for line in self.text.splitlines())
         return {"text/plain": self.text,
-                "text/html": f"<div style='color:#856404;font-size:90%'>"
-                             f"{html.escape(self.text)}</div>"}
+                "text/html": f"<div style='color:#856404;font-size:90%'>{lines}</div>"}
 
 
 def _on_program_close(prog: Program) -> None:
