@@ -34,15 +34,20 @@ def display(data: dict, metadata: dict | None = None) -> dict:
 
 
 @pytest.fixture()
-def ip(shell, monkeypatch):
-    """The shell in replay mode (BPF refused) with a session of its own."""
-    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
-    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
-    magics = shell.magics_manager.registry["BpfMagics"]
+def own_session(shell, monkeypatch):
+    """The shell with a notebook session of its own."""
     session = NotebookSession()
-    monkeypatch.setattr(magics, "session", session)
+    monkeypatch.setattr(shell.magics_manager.registry["BpfMagics"], "session", session)
     yield shell
     session.close()
+
+
+@pytest.fixture()
+def ip(own_session, monkeypatch):
+    """The shell in replay mode (BPF refused)."""
+    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
+    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
+    return own_session
 
 
 def replay(ip, tmp_path, outputs: list, variables: dict | None = None, source: str = SOURCE,
@@ -215,6 +220,27 @@ def test_nothing_dropped_says_nothing(ip, tmp_path):
     io = replay(ip, tmp_path, [], {"x": 1})
     assert "not bound" not in notice(io)
     ip.user_ns.pop("x")
+
+
+@pytest.mark.usefixtures("kernel")
+def test_recording_keeps_inert_outputs_and_the_sources_names(own_session, tmp_path,
+                                                              monkeypatch):
+    ip = own_session
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    ip.run_line_magic("bpf", f"fallback {tmp_path}")
+    source = ("from IPython.display import publish_display_data as show_it\nshown = 1\n"
+              "show_it({'text/plain': 'p', 'text/html': '<b>b</b><script>alert(1)</script>',"
+              " 'application/javascript': 'alert(1)'})\n"
+              "get_ipython().user_ns['sneaky'] = 2")
+    with capture_output():
+        assert ip.run_cell(f"%%recorded\n{source}").success
+    got = CellStore(tmp_path / "cells.zip").get(cell_key(source))
+    assert got is not None
+    assert {**got.variables, **got.skipped} == {"shown": 1, "show_it": "function"}
+    assert [o["data"] for o in got.outputs] == [
+        {"text/plain": "p", "text/html": "<b>b</b>"}]
+    for name in ("show_it", "shown", "sneaky"):
+        ip.user_ns.pop(name, None)
 
 
 # -- escaping ---------------------------------------------------------------------------------
