@@ -217,3 +217,30 @@ def test_newer_release_json_shapes() -> None:
     assert df.to_dict("list") == {"key0": ["curl", "curl"], "key1": [3, 3],
                                   "low": [256, 2**63 - 1], "high": [511, 2**63 - 1],
                                   "count": [1, 2], "bucket": ["", "overflow"]}
+
+
+def test_live_view_shows_current_kernel_counts() -> None:
+    widgets = pytest.importorskip("bpfnb.widgets", reason="the live view needs ipywidgets")
+    with bpftrace(COUNTS) as prog:
+        view = prog["@m"].live(every=0.05)
+        assert isinstance(view, widgets.LiveView)
+        pid = workload.getpid(500, comm=COMM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            frame = view.frame()
+            if len(frame) and frame["value"].tolist() == [500]:
+                break
+            time.sleep(0.05)
+        view.stop()
+    assert frame[["comm", "pid", "value"]].to_dict("list") == {
+        "comm": [COMM], "pid": [pid], "value": [500]}
+
+
+def test_same_name_replaces_and_stop_all() -> None:
+    from bpfnb.bpftrace import programs, stop_all
+
+    first = bpftrace("BEGIN { }", name="same")
+    second = bpftrace("BEGIN { }", name="same")
+    assert not first.running and second.running
+    assert second in programs()
+    assert stop_all() >= 1 and not second.running

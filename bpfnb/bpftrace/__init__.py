@@ -1,6 +1,8 @@
 """bpftrace as an engine: scripts run in the system's bpftrace, maps become DataFrames."""
 
-from .program import BpftraceProgram, bpftrace
+from .process import find_bpftrace, version
+from .program import BpftraceProgram, bpftrace, programs, stop_all
 from .views import BpftraceMap
 
-__all__ = ["BpftraceMap", "BpftraceProgram", "bpftrace"]
+__all__ = ["BpftraceMap", "BpftraceProgram", "bpftrace", "find_bpftrace", "programs",
+           "stop_all", "version"]

@@ -71,8 +71,10 @@ def _located(m: re.Match[str], excerpt: list[str], details: str, marked: Marked
     col = marked.cell_column(line, int(m.group("col") or 0))
     msg = m.group("msg")
     tp = _TRACEPOINT.search(msg)
-    if tp:
-        err = diagnose.unknown_tracepoint(tp.group("name"), line)
+    if tp:  # 0.17 gives the probe's lines as a range; the name's own line is exact
+        name = tp.group("name")
+        line = _line_of(marked.script, name.split(":")[-1]) or line
+        err = diagnose.unknown_tracepoint(name, line)
         err.details = details
         return err
     if "does not exist" in msg or "No probes to attach" in msg or "not found" in msg:
@@ -84,6 +86,13 @@ def _located(m: re.Match[str], excerpt: list[str], details: str, marked: Marked
     return CompileError(f"bpftrace rejected the script at {where}: {msg}. Fix that line and "
                         f"run again.{body}", details=details,
                         diagnostics=[(line, col, msg)])
+
+
+def _line_of(script: str, word: str) -> int | None:
+    for no, text in enumerate(script.splitlines(), 1):
+        if re.search(rf"\b{re.escape(word)}\b", text):
+            return no
+    return None
 
 
 def _excerpt(marked: Marked, line: int, col: int, printed: list[str]) -> str:

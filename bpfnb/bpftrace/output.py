@@ -199,7 +199,7 @@ def _fix_log2(low: list[int], high: list[int], label: list[str]) -> None:
     """Power-of-two buckets follow [0], [1], [2, 3], [4, 7], ...: each starts after the last."""
     prev_high: int | None = None
     for i, lab in enumerate(label):
-        if lab == "negative":
+        if lab:  # the open-ended buckets keep their one bound
             continue
         if prev_high is not None and prev_high >= 1 and low[i] != prev_high + 1:
             low[i] = prev_high + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,16 @@ def find_bpftrace(path: str | None = None) -> str:
     if found is None:
         raise errors.missing_binary(wanted)
     return found
+
+
+def version(binary: str | None = None) -> tuple[int, ...]:
+    """bpftrace's version, e.g. (0, 17, 0) (for the doctor: missing binary raises)."""
+    path = find_bpftrace(binary)
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", out.stdout + out.stderr)
+    if m is None:
+        raise BpfnbError(f"{path} --version printed no version: {out.stdout!r}")
+    return tuple(int(x) for x in m.groups(default="0"))
 
 
 class BpftraceProcess:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,7 @@ class BpftraceProgram:
         self._closed = False
         self._timer: threading.Timer | None = None
         self.process.start(attach_timeout)
+        _LIVE.add(self)
         if duration is not None and self.process.running:
             self._timer = threading.Timer(duration, self.stop)
             self._timer.daemon = True
@@ -172,9 +175,34 @@ class BpftraceProgram:
         self.close()
 
 
+_LIVE: weakref.WeakSet[BpftraceProgram] = weakref.WeakSet()
+
+
+def programs() -> list[BpftraceProgram]:
+    """bpftrace programs this process started that are still running."""
+    return [p for p in list(_LIVE) if p.running]
+
+
+def stop_all() -> int:
+    """Stop every running bpftrace this process started (`%bpf stop --all`, unload, exit);
+    returns how many were running."""
+    live = programs()
+    for p in live:
+        p.close()
+    return len(live)
+
+
+atexit.register(stop_all)
+
+
 def bpftrace(script: str, name: str | None = None, duration: float | None = None,
              args: Sequence[Any] = (), **options: Any) -> BpftraceProgram:
     """Run `script` in the system's bpftrace (`-f json`) in the background; return once
-    every probe is attached. `duration` seconds stops it; `args` are its $1, $2, ...
+    every probe is attached. A running program of the same `name` is stopped first
+    (re-running a cell replaces it). `duration` seconds stops it; `args` are its $1, $2...
     options: binary (the bpftrace path), attach_timeout (seconds, 60)."""
+    if name is not None:
+        for old in programs():
+            if old.name == name:
+                old.close()
     return BpftraceProgram(script, name=name, duration=duration, args=args, **options)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UnsupportedMapError
+from ..mapread import Snapshot
+from ..maps import MapInfo
 from . import kernel, output
 from .script import MapDecl
 
@@ -107,7 +110,61 @@ class BpftraceMap:
             self._kview.close()
             self._kview = None
 
-    def live(self, every: float = 1.0, **options: Any) -> Any:
-        """A live-refreshing table of df() (needs ipywidgets)."""
-        raise UnsupportedMapError("live() of bpftrace maps is wired after the package "
-                                  "reorganisation; poll .df() meanwhile")
+    # -- what the kit's live widget reads from a map view --------------------------------
+    per_cpu = False
+
+    @property
+    def info(self) -> MapInfo:
+        kid = self.program.kernel_map_ids().get(kernel.kernel_name(self.name), 0)
+        fn = (self.decl.function or "value").upper()
+        return MapInfo(self.name, f"BPFTRACE_{fn}", 0, 0, 0, kid, 0)
+
+    @property
+    def fd(self) -> int:
+        """The kernel map's fd while the program runs and its map is readable, else -1."""
+        view = self._kernel_view() if self.program.running and self.kernel_readable else None
+        return view.fd if view is not None else -1
+
+    def read(self) -> Snapshot:
+        """df() as a MapView snapshot: key columns (hist buckets: plus low, high) as keys,
+        value columns as values."""
+        df = self.df()
+        keys = list(df.attrs.get("key_columns", []))
+        values = list(df.attrs.get("value_columns", []))
+        if self.histogram:
+            keys += ["low", "high"]
+        t = int(df.attrs["read_ns"])
+        return Snapshot(_record(df, keys or None), _record(df, values), t, 0,
+                        str(df.attrs["source"]))
+
+    def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
+        return {"map": self.name, "type": self.info.type, "read_ns": snap.time_ns,
+                "read_duration_ns": 0, "entries": entries, "max_entries": 0, "fill": 0.0,
+                "read_method": snap.method}
+
+    def live(self, every: float = 1.0, top: int = 20, **options: Any) -> Any:
+        """A live-refreshing table and bar plot of df() (needs ipywidgets)."""
+        from ..widgets import live_view  # lazy: core modules do not import ipywidgets
+
+        options.setdefault("plot", "bars")
+        return live_view(self, every=every, top=top, **options)  # type: ignore[arg-type]
+
+
+def _record(df: pd.DataFrame, cols: list[str] | None) -> np.ndarray:
+    """Columns as one numpy array (a structured one for several; str as bytes)."""
+    if cols is None:  # a map without keys
+        return np.zeros(len(df), dtype=np.dtype([("key", "S1")]))["key"]
+    arrays = [_column(df[c]) for c in cols]
+    if len(arrays) == 1:
+        return arrays[0]
+    out = np.empty(len(df), dtype=[(c, a.dtype) for c, a in zip(cols, arrays)])
+    for c, a in zip(cols, arrays):
+        out[c] = a
+    return out
+
+
+def _column(s: pd.Series) -> np.ndarray:
+    if s.dtype == object:
+        raw = [str(v).encode() for v in s]
+        return np.asarray(raw, dtype=f"S{max((len(r) for r in raw), default=1) or 1}")
+    return s.to_numpy()
