@@ -306,24 +306,57 @@ def _tracefs_probes() -> Iterator[tuple[str, str, int]]:
                 yield path, f"{group}/{m.group('name')}", int(m.group("pid"))
 
 
-def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+INIT_PID_NS_INO = 0xEFFFFFFC  # PROC_PID_INIT_INO: the initial PID namespace's inode
+
+
+def _namespace_pids() -> set[int] | None:
+    """Every pid any live process has in any PID namespace (from each NSpid line), or None
+    if this process cannot see them all (it is not in the initial PID namespace)."""
+    try:
+        if os.stat("/proc/self/ns/pid").st_ino != INIT_PID_NS_INO:
+            return None
+    except OSError:
+        return None
+    pids: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in Path(entry.path, "status").read_text().splitlines():
+                if line.startswith("NSpid:"):
+                    pids.update(int(x) for x in line.split()[1:])
+                    break
+    return pids
+
+
+def probe_owners() -> list[tuple[str, int, str]]:
+    """(event, creator pid, state) for each bcc tracefs probe; state is 'gone' only when no
+    process in any PID namespace has that pid, 'alive' when one may be its creator, 'unknown'
+    when this process cannot see every namespace."""
+    probes = list(_tracefs_probes())
+    seen = _namespace_pids()
+    return [(event, pid, "unknown" if seen is None else "alive" if pid in seen else "gone")
+            for _path, event, pid in probes]
 
 
 def stale_probes() -> list[str]:
     """bcc-made tracefs kprobe/uprobe events ('group/name') whose creating process is gone.
 
-    bcc names the tracefs events it makes `..._bcc_<pid>` and removes them on a clean exit;
-    a process killed with SIGKILL leaves them behind.
+    bcc names the tracefs events it makes `..._bcc_<pid>` (the pid as its creator saw it, in
+    its own PID namespace) and removes them on a clean exit; a process killed with SIGKILL
+    leaves them behind. A probe counts as stale only if no process in any namespace has that
+    pid: a live owner in another container is never taken for a dead one.
     """
-    return [event for _path, event, pid in _tracefs_probes() if not _alive(pid)]
+    return [event for event, _pid, state in probe_owners() if state == "gone"]
 
 
 def cleanup_stale_probes() -> int:
-    """Remove every stale bcc tracefs probe; how many were removed (busy ones are kept)."""
+    """Remove the stale bcc tracefs probes (see stale_probes); how many were removed. Probes
+    whose owner may be alive, or cannot be told, are kept (probe_owners() says which)."""
+    gone = set(stale_probes())
     removed = 0
-    for path, event, pid in list(_tracefs_probes()):
-        if _alive(pid):
+    for path, event, _pid in list(_tracefs_probes()):
+        if event not in gone:
             continue
         try:
             _append(path, f"-:{event}\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,17 @@ import pytest
 import bpfnb
 from bpfnb import features, sysext
 from bpfnb.__main__ import main
-from bpfnb.doctor import KINDS, STATUSES, cache_path, doctor, skip_reason
+from bpfnb.doctor import (
+    KINDS,
+    STATUSES,
+    _append,
+    cache_path,
+    cleanup_stale_probes,
+    doctor,
+    probe_owners,
+    skip_reason,
+    stale_probes,
+)
 from bpfnb.inventory import programs
 from conftest import resources
 
@@ -204,3 +215,79 @@ def test_cli_subprocess(cache_dir):
                          text=True, env=env, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "tracepoint" in res.stdout and "cached for this boot" in res.stdout
+
+
+# -- --cleanup and PID namespaces ----------------------------------------------------------
+NS_HOLDER = r"""
+import os, sys, time
+fd = os.open(sys.argv[1] + "/uprobe_events", os.O_WRONLY | os.O_APPEND)
+os.write(fd, (sys.argv[2].replace("PID", str(os.getpid())) + "\n").encode())
+os.close(fd)
+print(os.getpid(), flush=True)
+time.sleep(600)
+"""
+
+
+def _uprobe_lines(root: str, event: str) -> list[str]:
+    return [ln for ln in Path(root, "uprobe_events").read_text().splitlines()
+            if f"{event} " in ln]
+
+
+def test_cleanup_keeps_the_probe_of_a_live_process_in_another_pid_namespace(workload, capsys):
+    """A process in its own PID namespace holds a bcc-named tracefs uprobe, named for its pid
+    there, a pid no process has in the initial namespace: --cleanup keeps it while the process
+    lives and removes it once the process is gone."""
+    root = features.tracefs()
+    if root is None or not os.path.exists(f"{root}/uprobe_events"):
+        pytest.skip(str(features.uprobes()))
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    inner = next(n for n in range(30000, 20000, -1) if not os.path.exists(f"/proc/{n}"))
+    nm = subprocess.run(["nm", str(workload)], capture_output=True, text=True, check=True)
+    offset = next(int(ln.split()[0], 16) for ln in nm.stdout.splitlines()
+                  if ln.endswith(" record"))
+    event = f"uprobes/p_bpfnb_nstest_0x{offset:x}_bcc_{inner}"
+    spec = f"p:uprobes/p_bpfnb_nstest_0x{offset:x}_bcc_PID {workload}:0x{offset:x}"
+    # inside the namespace the next pid is `inner`: the shell forks python with it
+    script = f'echo {inner - 1} > /proc/sys/kernel/ns_last_pid && "$0" -c "$1" "$2" "$3"; true'
+    proc = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", "--kill-child", "sh", "-c",
+                             script, sys.executable, NS_HOLDER, root, spec],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert int(proc.stdout.readline()) == inner
+        assert not os.path.exists(f"/proc/{inner}")  # the pid means nothing out here
+        assert _uprobe_lines(root, event)
+        assert event not in stale_probes()
+        assert (event, inner, "alive") in probe_owners()
+        assert main(["doctor", "--cleanup"]) == 0
+        assert f"kept {event} (pid {inner}): a process in some PID namespace" in \
+            capsys.readouterr().out
+        assert _uprobe_lines(root, event), "--cleanup removed a live process's probe"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while (event, inner, "gone") not in probe_owners() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert event in stale_probes()
+        assert cleanup_stale_probes() >= 1
+        assert _uprobe_lines(root, event) == []
+    finally:
+        if _uprobe_lines(root, event):
+            _append(f"{root}/uprobe_events", f"-:{event}\n")
+
+
+def test_cleanup_keeps_everything_when_it_cannot_see_every_namespace():
+    """Run from inside a fresh PID namespace, the doctor cannot tell a dead owner from one
+    outside its view: it reports every probe as unknown and removes none."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    code = ("from bpfnb.doctor import _namespace_pids, cleanup_stale_probes, stale_probes\n"
+            "print(_namespace_pids(), stale_probes())")
+    res = subprocess.run(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["None", "[]"]
