@@ -22,29 +22,64 @@ _DIAG = re.compile(rf"^{CELL}:(\d+):(\d+): (error|warning|fatal error): (.*)$")
 _VLINE = re.compile(rf"@ {CELL}:(\d+)\s*$")
 _DEFINITION = re.compile(r"^(\s*[A-Za-z_][\w\s\*]*\([^;{}\"'/]*\)\s*)\{")
 _TRACEPOINT_PROBE = re.compile(r"^\s*TRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
-_HINTS = {
-    "map_value_or_null": "check the pointer a map lookup returns for NULL before using it",
-    "invalid mem access 'scalar'": "the pointer is not one the verifier can prove valid; "
-    "read kernel memory with bpf_probe_read_kernel()",
-    "unbounded memory access": "bound the index with a check the verifier can see "
-    "(e.g. `if (i >= MAX) return 0;`)",
-    "back-edge": "loops need a constant bound; use `#pragma unroll` or a bounded loop",
-    "infinite loop": "loops need a constant bound the verifier can see",
-    "too large": "the program is too complex; split it with tail calls",
-    "invalid indirect read from stack": "initialise the whole key struct (`= {}`) before use",
-    "only read from bpf_array is supported": "this map's values are read-only here",
-    "bpf_spin_lock": "spin locks are allowed only in some program types (not tracing)",
-}
+# (pattern in the verifier's reason, hint): the first match wins; the kernel's own HINT
+# lines in the log are not used (they follow register dumps that mention other things)
+_HINTS: list[tuple[re.Pattern[str], str]] = [(re.compile(p), h) for p, h in [
+    (r"invalid mem access '(map_value_or_null|\w*_or_null)'",
+     "check the pointer a map lookup returns for NULL before using it "
+     "(`if (!v) return 0;`)"),
+    (r"invalid mem access 'scalar'|invalid mem access 'inv'",
+     "the pointer is not one the verifier can prove valid; read kernel or user memory "
+     "with bpf_probe_read_kernel() / bpf_probe_read_user()"),
+    (r"unbounded memory access|min value is negative|invalid access to map value|"
+     r"invalid (variable-offset )?(read|write|access) (from|to) stack|"
+     r"value is outside of the allowed memory range",
+     "the index may be out of bounds: bound it with a check the verifier can see "
+     "(e.g. `if (i >= MAX) return 0;`)"),
+    (r"sequence of \d+ jumps is too complex|back-edge|infinite loop|"
+     r"BPF program is too large|too many states",
+     "the verifier cannot follow this loop to its end: give it a small constant bound "
+     "(`for (int i = 0; i < 64; i++)`) or use bpf_loop()"),
+    (r"!read_ok|invalid indirect read from stack|uninit",
+     "a variable is read before it is set: initialise it (and whole structs with `= {}`) "
+     "before use"),
+    (r"only read from bpf_array is supported", "this map's values are read-only here"),
+    (r"bpf_spin_lock", "spin locks are allowed only in some program types (not tracing)"),
+]]
+
+
+def hint_for(reason: str) -> str:
+    """What to do about a verifier reason ('' when bpfnb knows no hint for it)."""
+    return next((h for pattern, h in _HINTS if pattern.search(reason)), "")
+
+
+def check_source(source: str) -> None:
+    """CompileError for characters no compiler sees as written: a NUL byte (the C string
+    handed to clang would end there) or a lone surrogate (not encodable as UTF-8)."""
+    m = re.search(r"[\x00\ud800-\udfff]", source)
+    if m is None:
+        return
+    line = source.count("\n", 0, m.start()) + 1
+    col = m.start() - (source.rfind("\n", 0, m.start()) + 1) + 1
+    char = m.group()
+    what = ("a NUL byte (the source would end there)" if char == "\0" else
+            f"U+{ord(char):04X}, a lone surrogate that is not valid Unicode")
+    msg = f"line {line}, column {col} holds {what}"
+    raise CompileError(f"C source error at {msg}. Delete that character and run the cell "
+                       f"again.\n      {source_line(source, line)!r}",
+                       diagnostics=[(line, col, msg)])
 
 
 def prepare_source(text: str) -> str:
     """Prefix each line with `#line N "cell"` so clang and the verifier report cell lines.
+    check_source() first: CompileError for a NUL byte or a lone surrogate.
 
     bcc inserts lines of its own (tracepoint structs, section attributes) before function
     definitions, which shifts plain line numbers. A definition's body is moved to a line of
     its own, indented to its old column, so code on the signature's line keeps its place.
     Lines continuing a macro (previous line ends in a backslash) are left alone.
     """
+    check_source(text)
     lines = text.split("\n")
     out = []
     for i, line in enumerate(lines, 1):
@@ -54,9 +89,10 @@ def prepare_source(text: str) -> str:
             continue
         out.append(directive)
         m = _DEFINITION.match(line)
-        if m:
+        if m:  # bcc inserts code after the `{`: the body restarts the line count after it
             head = m.group(1)
-            out += [head, directive, " " * len(head) + line[len(head):]]
+            out += [head, directive, " " * len(head) + "{", directive,
+                    " " * (len(head) + 1) + line[len(head) + 1:]]
         else:
             out.append(line)
     return "\n".join(out)
@@ -97,8 +133,8 @@ def verifier_error(function: str, source: str, output: str, err: int) -> Excepti
     line = next((int(m.group(1)) for ln in reversed(lines[:stop])
                  if (m := _VLINE.search(ln)) and m.group(1) != "0"), None)
     where = f" at line {line}: `{source_line(source, line)}`" if line else ""
-    hint = next((h for key, h in _HINTS.items() if key in log), "")
-    msg = (f"The verifier rejected {function}: {reason}{where}. "
+    hint = hint_for(reason)
+    msg = (f"The verifier rejected {function}: {reason.rstrip('.')}{where}. "
            f"{hint[:1].upper() + hint[1:] + '. ' if hint else ''}"
            "The full log is on this exception (.log) and shown by `%bpf log`.")
     return VerifierError(msg, function=function, reason=reason, log=log, line=line)
@@ -121,6 +157,12 @@ def load_refused(function: str, err: int) -> Exception:
             f"The kernel refused to load {function} (EPERM) although this process may load BPF."
             f"{extra} This kernel does not allow this program type (fentry/LSM need BTF "
             "trampolines, LSM needs 'bpf' in the lsm= boot list); use a tracepoint instead.")
+    if err == errno.E2BIG:
+        return VerifierError(
+            f"The verifier gave up on {function}: it is too complex (E2BIG, more than a "
+            f"million instructions explored). {hint_for('BPF program is too large')[:1].upper()}"
+            f"{hint_for('BPF program is too large')[1:]}.",
+            function=function, reason="too complex", log="", line=None)
     return AttachError(f"The kernel refused to load {function}: {errno.errorcode.get(err, err)}. "
                        "Check the program type and helpers it calls.")
 
