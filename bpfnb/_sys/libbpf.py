@@ -93,8 +93,11 @@ def lib() -> Any:
     global _lib
     if _lib is None:
         name = "libbpf.so.1"
+        # DEEPBIND: libbcc.so exports its own bundled libbpf; without it libbpf.so.1's
+        # calls to its public functions could bind to bcc's copies (other log callback)
+        mode = os.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0)
         try:
-            handle = ct.CDLL(name, use_errno=True)
+            handle = ct.CDLL(name, mode=mode, use_errno=True)
         except OSError:
             found = ctypes.util.find_library("bpf")
             if not found:
@@ -147,6 +150,7 @@ class Log:
 def capture() -> Iterator[Log]:
     """Collect libbpf's messages printed by this thread."""
     log = Log()
+    lib().libbpf_set_print(_PRINT)  # again: something in the process may have replaced it
     saved = getattr(_local, "sink", None)
     _local.sink = log
     try:

@@ -36,6 +36,19 @@ char _bpfnb_license[] SEC("license") = "GPL";
 #define lock_xadd(ptr, val) ((void)__sync_fetch_and_add(ptr, val))
 #define bpf_trace_printk(fmt, ...) \
     ({ static const char ____fmt[] = fmt; (bpf_trace_printk)(____fmt, sizeof(____fmt), ##__VA_ARGS__); })
+static inline __attribute__((always_inline)) unsigned int bpf_log2(unsigned int v) {
+    unsigned int r, shift;
+    r = (v > 0xFFFF) << 4; v >>= r;
+    shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+    shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+    shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+    r |= (v >> 1);
+    return r;
+}
+static inline __attribute__((always_inline)) unsigned int bpf_log2l(unsigned long v) {
+    unsigned int hi = v >> 32;
+    return hi ? bpf_log2(hi) + 32 + 1 : bpf_log2(v) + 1;
+}
 unsigned long long load_byte(void *skb, unsigned long long off) asm("llvm.bpf.load.byte");
 unsigned long long load_half(void *skb, unsigned long long off) asm("llvm.bpf.load.half");
 unsigned long long load_word(void *skb, unsigned long long off) asm("llvm.bpf.load.word");

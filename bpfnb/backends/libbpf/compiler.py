@@ -85,12 +85,14 @@ def cache_key(btf_path: str = VMLINUX_BTF) -> str:
         h.update(f.read())
     h.update(COMPAT_H.read_bytes())
     h.update(_clang_version(clang()).encode())
+    h.update(" ".join(arch_flags()).encode())
     return h.hexdigest()[:32]
 
 
 def arch_flags() -> list[str]:
     arch = _ARCH.get(platform.machine(), "x86")
-    return ["-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-O2", "-g", *WARNINGS]
+    return ["-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-O2", "-g", "-mcpu=v3",
+            *WARNINGS]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ first one's maps.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes as ct
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,7 +166,7 @@ class LibbpfModule:
             if not self.obj.lib.bpf_program__autoload(prog):
                 continue
             self._attach(kind[0], kind[1], function,
-                         lambda p=prog: self.obj.lib.bpf_program__attach(p),
+                         functools.partial(self.obj.lib.bpf_program__attach, prog),
                          optional=kind[0] in ("uprobe", "uretprobe", "usdt", "iter", "tp_btf"))
 
     def attach_btf(self, kind: str, function: str, target: str) -> None:
@@ -218,8 +218,8 @@ class LibbpfModule:
         cpus = [cpu] if cpu >= 0 else _online_cpus()
         for c in cpus:
             pfd = _perf_event_open(ev_type, ev_config, sample_period, sample_freq, pid, c)
-            self._attach("perf_event", target, function, lambda p=pfd: _close_on_null(
-                self.obj.lib.bpf_program__attach_perf_event(prog, p), p), record=c == cpus[-1])
+            call = functools.partial(_attach_perf, self.obj.lib, prog, pfd)
+            self._attach("perf_event", target, function, call, record=c == cpus[-1])
 
     def _attach(self, kind: str, target: str, function: str, call: Callable[[], int | None],
                 on_error: Callable[[str], Exception] | None = None, optional: bool = False,
@@ -275,7 +275,9 @@ def _null_on_error(call: Callable[[], int]) -> int:
         return 0
 
 
-def _close_on_null(link: int | None, pfd: int) -> int | None:
+def _attach_perf(lib: Any, prog: int, pfd: int) -> int | None:
+    """Attach to an open perf event; close it if that fails (a link owns it otherwise)."""
+    link = lib.bpf_program__attach_perf_event(prog, pfd)
     if not link:
         err = ct.get_errno()
         os.close(pfd)

@@ -124,4 +124,4 @@ class BpfObject:
     def close(self) -> None:
         if getattr(self, "ptr", None):
             self.lib.bpf_object__close(self.ptr)
-            self.ptr = None
+            self.ptr = 0

@@ -157,7 +157,7 @@ def rewrite(source: str) -> Rewritten:
             continue
         directive = f'#line {i} "{CELL}"'
         if i in defs:
-            col, name, params = defs[i]
+            _col, name, params = defs[i]
             sec = _section(name)
             out.sections[name] = sec
             if sec.startswith("tracepoint/"):

@@ -1,0 +1,249 @@
+"""The libbpf CO-RE backend on the real kernel, driven through LibbpfModule directly."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bpfnb import bpfsys, features
+from bpfnb.backends.bcc import BccModule
+from bpfnb.backends.libbpf import LibbpfModule, load_object
+from bpfnb.errors import CompileError, VerifierError
+from bpfnb.maps import MapView
+from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from conftest import COUNT_BY_PID
+
+pytestmark = pytest.mark.usefixtures("kernel")
+COMM = f"bpfnb-lb{os.getpid() % 10000}"  # our own name: other tests run workloads too
+
+
+def run(n: int) -> int:
+    """A process named COMM making exactly n getpid() calls; its pid."""
+    return getpid(n, comm=COMM)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toolchain() -> None:
+    if not features.btf():
+        pytest.skip(str(features.btf()))
+    if shutil.which("clang") is None:
+        pytest.skip("clang: not installed (scripts/setup-system installs it)")
+
+
+def items(module, name: str) -> list[tuple]:
+    """(key, value) pairs read with the table's BTF-derived ctypes types, element by element
+    (independent of MapView's layout code)."""
+    t = module.table(name)
+    out, key, nxt = [], None, t.Key()
+    while bpfsys.next_key(t.map_fd, key, nxt):
+        value = t.Leaf()
+        bpfsys.lookup(t.map_fd, nxt, value)
+        out.append((nxt.value, value))
+        key, nxt = nxt, t.Key()
+    return out
+
+
+def view(module, name: str) -> MapView:
+    t = module.table(name)
+    return MapView(name, t.map_fd, t.Key, t.Leaf)
+
+
+TASK = """
+struct info_t { u32 tgid; u32 pid; char comm[16]; u64 calls; };
+BPF_HASH(seen, u32, struct info_t);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    u32 key = bpf_get_current_pid_tgid() >> 32;
+    struct info_t zero = {};
+    struct info_t *info = seen.lookup_or_try_init(&key, &zero);
+    if (!info) return 0;
+    info->tgid = BPF_CORE_READ(task, tgid);
+    info->pid = BPF_CORE_READ(task, pid);
+    BPF_CORE_READ_STR_INTO(&info->comm, task, comm);
+    __sync_fetch_and_add(&info->calls, 1);
+    return 0;
+}
+"""
+
+
+def test_core_reads_task_struct_right() -> None:
+    src = TASK.replace("COMM_FILTER", COMM_FILTER)
+    m = LibbpfModule(src, comm_cflags(COMM))
+    try:
+        m.autoattach()
+        pid = run(1000)
+        rows = [(k, v.tgid, v.pid, v.comm, v.calls) for k, v in items(m, "seen")]
+    finally:
+        m.close()
+    assert rows == [(pid, pid, pid, COMM.encode(), 1000)]  # only our process has COMM
+
+
+def test_same_bcc_source_same_counts() -> None:
+    bcc, lb = BccModule(COUNT_BY_PID), LibbpfModule(COUNT_BY_PID)
+    try:
+        bcc.autoattach()
+        lb.autoattach()
+        pid = run(321)
+        t = bcc.table("by_pid")
+        by_bcc = MapView("by_pid", t.map_fd, t.Key, t.Leaf).df().set_index("key")
+        by_lb = view(lb, "by_pid").df().set_index("key")
+    finally:
+        bcc.close()
+        lb.close()
+    assert by_bcc.loc[pid, "value"] == by_lb.loc[pid, "value"] == 321
+    assert by_lb["value"].dtype == by_bcc["value"].dtype
+
+
+HIST = """
+BPF_HISTOGRAM(dist);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    dist.increment(bpf_log2l(7));
+    dist.increment(bpf_log2l(1000), 2);
+    return 0;
+}
+"""
+
+
+def test_histogram_matches_bcc() -> None:
+    src = HIST.replace("COMM_FILTER", COMM_FILTER)
+    flags = comm_cflags(COMM)
+    bcc, lb = BccModule(src, flags), LibbpfModule(src, flags)
+    try:
+        bcc.autoattach()
+        lb.autoattach()
+        run(50)
+        t = bcc.table("dist")
+        h_bcc = MapView("dist", t.map_fd, t.Key, t.Leaf).df()
+        h_lb = view(lb, "dist").df()
+    finally:
+        bcc.close()
+        lb.close()
+    nonzero = h_lb[h_lb["value"] > 0].set_index("key")["value"].to_dict()
+    assert nonzero == {3: 50, 10: 100}
+    assert h_lb.equals(h_bcc)
+
+
+RINGBUF = """
+struct event_t { u32 pid; u32 seq; };
+BPF_RINGBUF_OUTPUT(events, 8);
+BPF_ARRAY(counter, u32, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    int zero = 0;
+    u32 *c = counter.lookup(&zero);
+    if (!c) return 0;
+    struct event_t *e = events.ringbuf_reserve(sizeof(struct event_t));
+    if (!e) return 0;
+    e->pid = bpf_get_current_pid_tgid() >> 32;
+    e->seq = __sync_fetch_and_add(c, 1);
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+"""
+
+
+class Event(ct.Structure):
+    _fields_ = [("pid", ct.c_uint32), ("seq", ct.c_uint32)]
+
+
+def test_ring_buffer_events() -> None:
+    m = LibbpfModule(RINGBUF.replace("COMM_FILTER", COMM_FILTER), comm_cflags(COMM))
+    try:
+        m.autoattach()
+        pid = run(20)
+        t = m.table("events")
+        df = MapView("events", t.map_fd, None, ct.c_ubyte * 0).events(
+            duration=None, event_type=Event)
+    finally:
+        m.close()
+    assert df["pid"].tolist() == [pid] * 20
+    assert df["seq"].tolist() == list(range(20))
+
+
+LIBBPF_STYLE = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+const volatile u64 comm_lo = 0, comm_hi = 0;
+const volatile u32 weight = 1;
+struct { __uint(type, BPF_MAP_TYPE_HASH); __type(key, u32); __type(value, u64);
+         __uint(max_entries, 1024); } counts SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } rb SEC(".maps");
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int on_getpid(void *ctx) {
+    u64 comm[2] = {};
+    bpf_get_current_comm(comm, sizeof(comm));
+    if (comm[0] != comm_lo || comm[1] != comm_hi) return 0;
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    u64 *v = bpf_map_lookup_elem(&counts, &pid);
+    if (v) { __sync_fetch_and_add(v, weight); }
+    else { u64 w = weight; bpf_map_update_elem(&counts, &pid, &w, BPF_NOEXIST); }
+    bpf_ringbuf_output(&rb, &pid, sizeof(pid), 0);
+    return 0;
+}
+SEC("uprobe")
+int not_auto_attached(void *ctx) { return 0; }
+"""
+
+
+def test_load_object_consts_maps_events(tmp_path: Path) -> None:
+    from bpfnb.backends.libbpf import compiler
+
+    pre = compiler.prelude()
+    src = tmp_path / "tool.bpf.c"
+    src.write_text(LIBBPF_STYLE)
+    out = tmp_path / "tool.bpf.o"
+    subprocess.run([compiler.clang(), *compiler.arch_flags(), "-I", str(pre.directory),
+                    "-c", str(src), "-o", str(out)], check=True)
+    lo, hi = (int(f.split("=")[1].removesuffix("ULL"), 16) for f in comm_cflags(COMM))
+    m = load_object(out, consts={"comm_lo": lo, "comm_hi": hi, "weight": 3})
+    try:
+        assert [str(a) for a in m.attached] == ["tracepoint:syscalls:sys_enter_getpid"]
+        assert m.table_names() == ["counts", "rb"]
+        pid = run(40)
+        counts = view(m, "counts").df()
+        t = m.table("rb")
+        events = MapView("rb", t.map_fd, None, ct.c_ubyte * 0).events(
+            duration=None, event_type=ct.c_uint32)
+    finally:
+        m.close()
+    assert counts.to_dict("records") == [{"key": pid, "value": 120}]
+    assert len(events) == 40 and set(events.iloc[:, 0]) == {pid}
+
+
+def test_compile_error_has_cell_line() -> None:
+    src = "BPF_HASH(h, u32, u64);\n\nTRACEPOINT_PROBE(syscalls, sys_enter_getpid) {\n" \
+          "    u32 x = undefined_name;\n    return 0;\n}\n"
+    with pytest.raises(CompileError) as e:
+        LibbpfModule(src)
+    assert e.value.diagnostics[0][0] == 4
+    assert e.value.summary.startswith("C compile error at line 4")
+
+
+def test_kernel_pointer_deref_asks_for_core_read() -> None:
+    src = ("TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {\n"
+           "    struct task_struct *task = (struct task_struct *)bpf_get_current_task();\n"
+           "    u32 ppid = task->real_parent->tgid;\n    return ppid;\n}\n")
+    with pytest.raises(CompileError) as e:
+        LibbpfModule(src)
+    assert e.value.summary.startswith("Use BPF_CORE_READ(task, real_parent)")
+    assert e.value.diagnostics[0][0] == 3
+
+
+def test_verifier_rejection_one_line_with_log() -> None:
+    src = ("BPF_HASH(h, u32, u64);\nTRACEPOINT_PROBE(syscalls, sys_enter_getpid) {\n"
+           "    u32 k = 0;\n    u64 *v = h.lookup(&k);\n    return *v;\n}\n")
+    with pytest.raises(VerifierError) as e:
+        LibbpfModule(src)
+    err = e.value
+    assert err.function == "tracepoint__syscalls__sys_enter_getpid"
+    assert "\n" not in str(err)
+    assert "map_value_or_null" in err.log
+    assert err.line == 5
