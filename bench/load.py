@@ -1,0 +1,96 @@
+"""Source to attached: bcc vs libbpf (cold, warm) vs bpftrace, for two small programs.
+
+    .venv/bin/python bench/load.py [N]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bpfnb.backends.bcc import BccModule
+from bpfnb.backends.libbpf import LibbpfModule
+
+PROGRAMS = {
+    "count": ("""
+BPF_HASH(by_pid, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    by_pid.increment(pid);
+    return 0;
+}
+""", "tracepoint:syscalls:sys_enter_getpid { @[pid] = count(); }"),
+    "latency": ("""
+BPF_HASH(start, u32, u64);
+BPF_HISTOGRAM(dist);
+TRACEPOINT_PROBE(syscalls, sys_enter_read) {
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 ts = bpf_ktime_get_ns();
+    start.update(&tid, &ts);
+    return 0;
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_read) {
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 *ts = start.lookup(&tid);
+    if (!ts) return 0;
+    dist.increment(bpf_log2l(bpf_ktime_get_ns() - *ts));
+    start.delete(&tid);
+    return 0;
+}
+""", "tracepoint:syscalls:sys_enter_read { @s[tid] = nsecs; } "
+     "tracepoint:syscalls:sys_exit_read /@s[tid]/ { @h = hist(nsecs - @s[tid]); "
+     "delete(@s[tid]); }"),
+}
+
+
+def timed(make) -> float:
+    t = time.perf_counter()
+    m = make()
+    m.autoattach()
+    dt = time.perf_counter() - t
+    m.close()
+    return dt
+
+
+def bpftrace(script: str) -> float:
+    """Seconds from start until bpftrace's BEGIN probe prints (probes are attached then)."""
+    t = time.perf_counter()
+    p = subprocess.Popen(["bpftrace", "-e", f'BEGIN {{ printf("up\\n"); }} {script}'],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert p.stdout is not None
+    p.stdout.readline()
+    dt = time.perf_counter() - t
+    p.terminate()
+    p.wait()
+    return dt
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    cache = tempfile.mkdtemp(prefix="bpfnb-bench-")
+    os.chmod(cache, 0o700)
+    print(f"median of {n}; ms from source to attached")
+    print(f"{'program':10}{'bcc':>10}{'lb cold':>10}{'lb warm':>10}{'bpftrace':>10}"
+          f"{'bcc/warm':>10}")
+    for name, (src, bt) in PROGRAMS.items():
+        os.environ["BPFNB_CACHE"] = os.path.join(cache, name)
+        from bpfnb.backends.libbpf import compiler
+
+        compiler.cache_key.cache_clear()
+        cold = timed(lambda s=src: LibbpfModule(s))
+        warm = statistics.median(timed(lambda s=src: LibbpfModule(s)) for _ in range(n))
+        bcc = statistics.median(timed(lambda s=src: BccModule(s)) for _ in range(n))
+        btr = statistics.median(bpftrace(bt) for _ in range(n)) if shutil.which(
+            "bpftrace") else float("nan")
+        print(f"{name:10}{bcc * 1e3:10.0f}{cold * 1e3:10.0f}{warm * 1e3:10.0f}"
+              f"{btr * 1e3:10.0f}{bcc / warm:10.1f}x")
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
