@@ -379,7 +379,7 @@ class RecordedNotice:
                      f"notebook was recorded ({session.reason})")
         if dropped:
             self.text += ("\n⚠ not bound (the cell's source does not bind them): "
-                          + ", ".join(map(str, dropped)))
+                          + _names_line(dropped))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
         import html
@@ -387,6 +387,13 @@ class RecordedNotice:
         lines = "".join(f"<div>{html.escape(line)}</div>" for line in self.text.splitlines())
         return {"text/plain": self.text,
                 "text/html": f"<div style='color:#856404;font-size:90%'>{lines}</div>"}
+
+
+def _names_line(names: list[str] | tuple[str, ...], most: int = 8) -> str:
+    """Names on one short line: odd ones quoted and cut, at most `most` then a count."""
+    shown = [n if n.isidentifier() and len(n) <= 40 else repr(n[:40]) for n in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown) + more
 
 
 def _on_program_close(prog: Program) -> None:
