@@ -33,17 +33,23 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .doctor import cleanup_stale_probes, doctor  # the module, even if bpfnb exports doctor()
+    from .doctor import cleanup_stale_probes, doctor, probe_owners  # the module, not bpfnb's
 
     if args.cleanup:
         removed = cleanup_stale_probes()
         sys.stdout.write(f"removed {removed} stale tracefs probe(s)\n")
+        why = {"alive": "a process in some PID namespace has that pid: its owner may live",
+               "unknown": "not in the initial PID namespace: cannot tell if its owner lives",
+               "gone": "its owner is gone but tracefs refused the removal (busy?)"}
+        for event, pid, state in probe_owners():
+            sys.stdout.write(f"kept {event} (pid {pid}): {why[state]}\n")
     sys.stdout.write(f"{doctor(refresh=args.refresh)}\n")
     return 0
 
 
 def run_install_kernel(args: argparse.Namespace) -> int:
     from . import kernelspec
+    from .safedirs import UnsafePathError
 
     try:
         if args.uninstall:
@@ -56,11 +62,14 @@ def run_install_kernel(args: argparse.Namespace) -> int:
                                   prefix=args.prefix, user=args.user, group=args.group,
                                   any_user=args.any_user, python=args.python,
                                   display_name=args.display_name)
-    except kernelspec.InstallError as e:
+    except (kernelspec.InstallError, UnsafePathError) as e:
         sys.stderr.write(f"bpfnb install-kernel: {e}\n")
         return 1
+    group = f"group {done.group}, " if done.group else ""
     sys.stdout.write(f"kernelspec {done.name}: {done.kernelspec}\n"
-                     f"kernel binary: {done.python} (capabilities: {','.join(done.caps)})\n")
+                     f"kernel binary: {done.python} (capabilities: {','.join(done.caps)})\n"
+                     f"who can run the kernel ({group}and so holds these capabilities): "
+                     f"{', '.join(done.who)}\n" + "".join(f"note: {n}\n" for n in done.notes))
     return 0
 
 
@@ -85,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     ik.add_argument("--name", default="bpfnb-caps", help="kernelspec name (default bpfnb-caps)")
     ik.add_argument("--prefix", default=None,
                     help="install under PREFIX/share/jupyter/kernels (default: this environment)")
-    ik.add_argument("--caps", default="bpf,perfmon,dac_read_search,syslog",
-                    help="comma-separated capabilities (default bpf,perfmon,dac_read_search,"
-                         "syslog; add sys_admin for uprobes, net_admin for XDP/tc)")
+    ik.add_argument("--caps", default="bpf,perfmon,syslog",
+                    help="comma-separated capabilities (default bpf,perfmon,syslog; add "
+                         "sys_admin for uprobes, net_admin for XDP/tc; dac_read_search reads "
+                         "every file and is needed only where tracefs is not group-readable)")
     who = ik.add_mutually_exclusive_group()
-    who.add_argument("--user", help="the user who runs Jupyter: only their primary group may "
-                                    "execute the kernel binary")
-    who.add_argument("--group", help="only members of GROUP may execute the kernel binary")
+    who.add_argument("--user", help="the user who runs Jupyter: only that user may execute the "
+                                    "kernel binary (through a group bpfnb-USER holding only them)")
+    who.add_argument("--group", help="share it: every member of GROUP may execute the kernel "
+                                     "binary")
     who.add_argument("--any-user", action="store_true",
                      help="every local user may execute it (and so holds the capabilities)")
     ik.add_argument("--python", default=None,

@@ -3,17 +3,23 @@
 A one-off admin step, run by root. It builds a small runtime under PREFIX/lib/bpfnb-kernels/NAME:
 a copy of a Python interpreter (`bin/python`) carrying file capabilities, a `pyvenv.cfg` and a
 `.pth` that adds this environment's site-packages, and a kernelspec at
-PREFIX/share/jupyter/kernels/NAME whose argv runs that copy with `-m ipykernel_launcher`.
-A non-root user whose Jupyter starts that kernel gets exactly those capabilities in the kernel
-process (and none in the programs it starts). The kit never raises privileges by itself.
+PREFIX/share/jupyter/kernels/NAME whose argv runs that copy isolated (`-I`: no working-directory,
+user-site or PYTHON* environment imports) with `-m bpfnb.capkernel`, which empties the bounding
+set before ipykernel starts: the kernel holds its capabilities, nothing it starts does.
+
+The install is a transaction: it stages in a root-only directory, sets capabilities last,
+smoke-tests as the user, then moves into place; on any failure the staged binary loses its
+capabilities and is removed. Every directory is opened without following links and must be
+owned by root and writable by root only (bpfnb.safedirs).
 
 What needs which capability here (kernel 6.18, perf_event_paranoid=2, kptr_restrict=0):
   bpf, perfmon      load programs; raw tracepoints, perf events, maps, ring/perf buffers, pins
-  dac_read_search   tracepoints: tracefs is root-only (0700), bcc reads events/CAT/EV/{id,format}
   syslog            real addresses in /proc/kallsyms (kernel stack symbols)
   sys_admin         uprobes/USDT (the uprobe PMU wants CAP_SYS_ADMIN), listing BPF objects by id
   net_admin         XDP, tc and socket programs
-Anyone who can run the binary holds these capabilities: restrict it to a group.
+  dac_read_search   reads every file on the machine: only where tracefs is not group-readable
+Tracepoints need tracefs's `id`/`format` files: `scripts/setup-system` mounts tracefs with
+gid=bpfnb,mode=0750 and install-kernel adds the kernel's user to group `bpfnb`.
 """
 
 from __future__ import annotations
@@ -24,23 +30,26 @@ import os
 import pwd
 import shutil
 import site
-import struct
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import capabilities
+from .capabilities import CapabilityError, cap_mask, file_caps
 from .errors import BpfnbError
+from .safedirs import SafeDir, UnsafePathError, open_root_dir
 
-CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5,
-        "setgid": 6, "setuid": 7, "net_bind_service": 10, "net_raw": 13, "net_admin": 12,
-        "ipc_lock": 14, "sys_ptrace": 19, "sys_admin": 21, "sys_resource": 24, "syslog": 34,
-        "perfmon": 38, "bpf": 39}
-DEFAULT_CAPS = ("bpf", "perfmon", "dac_read_search", "syslog")
+__all__ = ["DEFAULT_CAPS", "InstallError", "Installed", "cap_mask", "file_caps", "install",
+           "parse_caps", "paths", "uninstall"]
+
+DEFAULT_CAPS = ("bpf", "perfmon", "syslog")
 DEFAULT_NAME = "bpfnb-caps"
-XATTR = "security.capability"
-_VFS_CAP_REVISION_2, _VFS_CAP_FLAGS_EFFECTIVE = 0x02000000, 0x1
+TRACEFS_GROUP = "bpfnb"
+STEPS = ("group", "stage", "runtime", "binary", "capabilities", "smoke_test", "activate", "spec")
+SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT",
+                "PYTHONEXECUTABLE", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
+                "PYTHONPYCACHEPREFIX", "PYTHONDEVMODE")
 
 
 class InstallError(BpfnbError):
@@ -49,55 +58,28 @@ class InstallError(BpfnbError):
 
 @dataclass(frozen=True)
 class Installed:
-    """Where an installed capability kernel lives."""
+    """Where an installed capability kernel lives and who may run it."""
 
     name: str
     kernelspec: Path
     runtime: Path
     python: Path
     caps: tuple[str, ...]
+    group: str = ""
+    who: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
 
 
 def parse_caps(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """'cap_bpf,perfmon' -> ('bpf', 'perfmon'); unknown names raise InstallError."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    caps: list[str] = []
-    for item in items:
-        name = item.strip().lower().removeprefix("cap_")
-        if not name:
-            continue
-        if name not in CAPS:
-            raise InstallError(f"unknown capability {item!r}; known: {', '.join(sorted(CAPS))}")
-        if name not in caps:
-            caps.append(name)
-    if not caps:
-        raise InstallError("no capabilities given")
-    return tuple(caps)
-
-
-def cap_mask(caps: tuple[str, ...] | list[str]) -> int:
-    """The bit mask /proc/PID/status shows as CapEff for these capabilities."""
-    return sum(1 << CAPS[c] for c in caps)
-
-
-def set_file_caps(path: Path, caps: tuple[str, ...]) -> None:
-    """Write security.capability (v2, permitted+effective) as `setcap CAPS+ep` would."""
-    mask = cap_mask(caps)
-    value = struct.pack("<IIIII", _VFS_CAP_REVISION_2 | _VFS_CAP_FLAGS_EFFECTIVE,
-                        mask & 0xFFFFFFFF, 0, mask >> 32, 0)
-    os.setxattr(path, XATTR, value)
-
-
-def file_caps(path: Path) -> tuple[str, ...]:
-    """The permitted capabilities set on a file (empty if none)."""
     try:
-        raw = os.getxattr(path, XATTR)
-    except OSError:
-        return ()
-    _, lo, _, hi, _ = struct.unpack("<IIIII", raw[:20].ljust(20, b"\0"))
-    mask = lo | hi << 32
-    return tuple(name for name, bit in sorted(CAPS.items(), key=lambda kv: kv[1])
-                 if mask >> bit & 1)
+        caps = capabilities.parse_caps(text)
+    except CapabilityError as e:
+        raise InstallError(str(e)) from None
+    if "setpcap" in caps:
+        raise InstallError("setpcap is not grantable: the kernel holds it only to confine its "
+                           "other capabilities and drops it before any code runs")
+    return caps
 
 
 def paths(name: str = DEFAULT_NAME, prefix: str | Path | None = None) -> tuple[Path, Path]:
@@ -106,6 +88,76 @@ def paths(name: str = DEFAULT_NAME, prefix: str | Path | None = None) -> tuple[P
     return base / "share" / "jupyter" / "kernels" / name, base / "lib" / "bpfnb-kernels" / name
 
 
+# -- who may run it ------------------------------------------------------------------------
+def _run(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise InstallError(f"`{' '.join(cmd)}` failed: {res.stderr.strip()}")
+
+
+def who_can_run(gid: int | None) -> tuple[str, ...]:
+    """The users who can execute a root:gid 0750 file: root, the group's members and the
+    users whose primary group it is; ('every local user',) for gid None (mode 0755)."""
+    if gid is None:
+        return ("every local user",)
+    members = set(grp.getgrgid(gid).gr_mem) | {p.pw_name for p in pwd.getpwall()
+                                                if p.pw_gid == gid}
+    return ("root", *sorted(members - {"root"}))
+
+
+def dedicated_group(user: str) -> str:
+    """The group `bpfnb-USER` holding exactly USER (made if absent); refuses if it holds more."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise InstallError(f"no such user {user!r}; name an existing login") from None
+    name = f"bpfnb-{user}"[:32]
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        _run(["groupadd", "--system", name])
+        gid = grp.getgrnam(name).gr_gid
+    _run(["gpasswd", "-M", user, name])
+    others = [u for u in who_can_run(gid) if u not in ("root", pw.pw_name)]
+    if others:
+        raise InstallError(f"group {name} is also the group of {', '.join(others)}; give it "
+                           "to USER alone, or share on purpose with --group")
+    return name
+
+
+def _tracefs_gid() -> int | None:
+    """The gid tracefs at /sys/kernel/tracing is mounted with (None: root only)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        pre, _, post = line.partition(" - ")
+        if pre.split()[4:5] == ["/sys/kernel/tracing"] and post.startswith("tracefs"):
+            opts = dict(o.partition("=")[::2] for o in post.split()[-1].split(","))
+            return int(opts["gid"]) if opts.get("gid", "0").isdigit() and \
+                opts.get("gid", "0") != "0" else None
+    return None
+
+
+def grant_tracefs(user: str) -> str:
+    """Add `user` to the tracefs group (so tracepoints work without CAP_DAC_READ_SEARCH);
+    a note saying what was done or what is missing."""
+    gid = _tracefs_gid()
+    try:
+        group = grp.getgrnam(TRACEFS_GROUP)
+    except KeyError:
+        group = None
+    if group is None or gid != group.gr_gid:
+        return (f"tracefs is not readable by group {TRACEFS_GROUP}: run scripts/setup-system "
+                "(it mounts tracefs gid=bpfnb,mode=0750), or tracepoints need "
+                "--caps ...,dac_read_search (which reads every file)")
+    if user not in group.gr_mem:
+        _run(["gpasswd", "-a", user, TRACEFS_GROUP])
+    return f"{user} is in group {TRACEFS_GROUP}: reads tracefs (tracepoint ids and formats)"
+
+
+# -- the interpreter -------------------------------------------------------------------------
 def _ids(user: str | None, group: str | None) -> tuple[int, int]:
     """(uid, gid) for the access check: the user (or nobody) and the group that may run it."""
     try:
@@ -116,10 +168,11 @@ def _ids(user: str | None, group: str | None) -> tuple[int, int]:
     return pw.pw_uid, gid
 
 
-def _run_as(cmd: list[str], uid: int, gid: int, cwd: str = "/") -> subprocess.CompletedProcess[str]:
-    """Run a command as uid:gid with no supplementary groups (root dropping, not raising)."""
+def _run_as(cmd: list[str], uid: int, gid: int, cwd: str = "/",
+            groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run a command as uid:gid with only `groups` besides (root dropping, not raising)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": cwd, "LC_ALL": "C.UTF-8"}
-    return subprocess.run(cmd, user=uid, group=gid, extra_groups=[], cwd=cwd, env=env,
+    return subprocess.run(cmd, user=uid, group=gid, extra_groups=list(groups), cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -169,81 +222,268 @@ def choose_python(uid: int, gid: int, python: str | None = None) -> str:
                        "user can run.")
 
 
+SMOKE_CODE = """\
+import subprocess, sys, ipykernel, bcc
+from bpfnb.capabilities import CAPS, confine, status_masks
+before = status_masks()["CapPrm"]
+confine(before & ~(1 << CAPS["setpcap"]))
+after = status_masks()
+child = subprocess.run([sys.executable, "-I", "-c", "from bpfnb.capabilities import "
+                        "status_masks as s; print(s()['CapEff'])"], capture_output=True,
+                       text=True, check=True).stdout.strip()
+print(before, after["CapEff"], after["CapBnd"], child)
+"""
+
+
+# -- the transaction -----------------------------------------------------------------------
+class _Install:
+    """One install: STEPS run in order; `rollback()` undoes whatever ran."""
+
+    def __init__(self, name: str, caps: tuple[str, ...], prefix: Path, interp: str,
+                 user: str | None, group: str | None, any_user: bool, display: str) -> None:
+        self.name, self.caps, self.prefix, self.interp = name, caps, prefix, interp
+        self.user, self.group, self.any_user, self.display = user, group, any_user, display
+        self.gid: int | None = None
+        self.made_group = ""
+        self.root: SafeDir | None = None
+        self.kernels: SafeDir | None = None
+        self.stage: SafeDir | None = None
+        self.stage_name = f".{name}.stage-{os.getpid()}"
+        self.binary_fd = -1
+        self.activated = False
+        self.spec_written = False
+        self.notes: list[str] = []
+
+    @property
+    def runtime(self) -> Path:
+        return paths(self.name, self.prefix)[1]
+
+    def run(self) -> Installed:
+        try:
+            for step in STEPS:
+                getattr(self, f"step_{step}")()
+        except BaseException:
+            self.rollback()
+            raise
+        finally:
+            self.close()
+        who = who_can_run(self.gid)
+        return Installed(self.name, paths(self.name, self.prefix)[0], self.runtime,
+                         self.runtime / "bin" / "python", self.caps,
+                         grp.getgrgid(self.gid).gr_name if self.gid is not None else "",
+                         who, tuple(self.notes))
+
+    def step_group(self) -> None:
+        if self.any_user:
+            return
+        if self.group is None and self.user is not None:
+            existed = _group_exists(f"bpfnb-{self.user}"[:32])
+            self.group = dedicated_group(self.user)
+            self.made_group = "" if existed else self.group
+        assert self.group is not None
+        self.gid = grp.getgrnam(self.group).gr_gid
+        if self.user:
+            self.notes.append(grant_tracefs(self.user))
+        if self.made_group:
+            self.notes.append(f"made group {self.made_group} for {self.user}: {self.user} logs in "
+                              "again (restart Jupyter) to hold it")
+
+    def step_stage(self) -> None:
+        self.root = open_root_dir(self.prefix, create=True)
+        with self.root.sub("lib") as lib:
+            self.kernels = lib.sub("bpfnb-kernels")
+        self.kernels.remove_tree(self.stage_name)
+        self.stage = self.kernels.sub(self.stage_name, mode=0o700)
+        os.fchmod(self.stage.fd, 0o700)
+
+    def step_runtime(self) -> None:
+        assert self.stage is not None
+        pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        with self.stage.sub("lib") as lib, lib.sub(pyver) as lp, lp.sub("site-packages") as sp:
+            dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
+            sp.write("bpfnb-env.pth", ("import site; " + "; ".join(
+                f"site.addsitedir({d!r})" for d in dirs) + "\n").encode())
+        version = _run_as([self.interp, "-I", "-c",
+                           "import platform; print(platform.python_version())"], 0, 0)
+        self.stage.write("pyvenv.cfg", (
+            f"home = {os.path.dirname(self.interp)}\ninclude-system-site-packages = false\n"
+            f"version = {version.stdout.strip()}\n").encode())
+
+    def step_binary(self) -> None:
+        assert self.stage is not None
+        with self.stage.sub("bin") as bindir, open(self.interp, "rb") as src:
+            with os.fdopen(bindir.create("python", 0o700), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            # read-only from here: an fd open for writing would make exec fail (ETXTBSY)
+            self.binary_fd = os.open("python", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=bindir.fd)
+            os.fchown(self.binary_fd, 0, 0 if self.gid is None else self.gid)
+            os.fchmod(self.binary_fd, 0o755 if self.gid is None else 0o750)
+
+    def step_capabilities(self) -> None:
+        """Last change to the binary (chown clears file capabilities). Permitted only: the
+        kernel's launcher raises them, and a child's exec of the binary (bounding set empty)
+        then runs with none instead of failing."""
+        capabilities.set_file_caps(self.binary_fd, (*self.caps, "setpcap"), effective=False)
+
+    def step_smoke_test(self) -> None:
+        """Run the staged binary as the user: imports work, it holds exactly the caps after
+        confining them, and a child through sys.executable holds none."""
+        assert self.stage is not None
+        os.fchown(self.stage.fd, 0, 0 if self.gid is None else self.gid)
+        os.fchmod(self.stage.fd, 0o755 if self.gid is None else 0o750)
+        uid = pwd.getpwnam(self.user or "nobody").pw_uid
+        if self.user is None and self.gid is not None and grp.getgrgid(self.gid).gr_mem:
+            uid = pwd.getpwnam(grp.getgrgid(self.gid).gr_mem[0]).pw_uid
+        gid = self.gid if self.gid is not None else pwd.getpwuid(uid).pw_gid
+        binary = str(self.stage.path / "bin" / "python")
+        if not self.stage.still_at_path():
+            raise InstallError(f"{self.stage.path} changed during the install; install again "
+                               "into a prefix nobody else can write")
+        res = _run_as([binary, "-I", "-c", SMOKE_CODE], uid, gid)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["?"])[-1]
+            raise InstallError(f"the kernel binary fails as user {uid}: {last}")
+        want = cap_mask(self.caps)
+        before, after, bounding, child = (int(x) for x in res.stdout.split())
+        if before != want | cap_mask(("setpcap",)):
+            raise InstallError(f"the kernel binary runs with CapPrm={before:016x}, not "
+                               f"{want:016x}: are file capabilities honoured here (nosuid "
+                               "mount, user namespace)?")
+        if (after, bounding, child) != (want, 0, 0):
+            raise InstallError(f"the kernel cannot confine its capabilities (CapEff={after:x}, "
+                               f"CapBnd={bounding:x}, child CapEff={child:x})")
+
+    def step_activate(self) -> None:
+        assert self.kernels is not None
+        _remove_runtime(self.kernels, self.name)
+        self.kernels.rename(self.stage_name, self.kernels, self.name)
+        self.activated = True
+
+    def step_spec(self) -> None:
+        assert self.root is not None
+        binary = self.runtime / "bin" / "python"
+        spec = {"argv": [str(binary), "-I", "-m", "bpfnb.capkernel", "-f", "{connection_file}"],
+                "env": {k: "" for k in SCRUBBED_ENV}, "display_name": self.display,
+                "language": "python",
+                "metadata": {"bpfnb": {"capabilities": list(self.caps), "binary": str(binary),
+                                       "group": self.group or "",
+                                       "dedicated_group": self.made_group}}}
+        with self.root.sub("share") as share, share.sub("jupyter") as jup, \
+                jup.sub("kernels") as kernels:
+            kernels.remove_tree(self.name)
+            self.spec_written = True
+            with kernels.sub(self.name) as d:
+                d.write("kernel.json", (json.dumps(spec, indent=1) + "\n").encode())
+        if not (self.kernels and self.kernels.still_at_path()):
+            raise InstallError(f"{self.prefix} changed during the install; install again into "
+                               "a prefix nobody else can write")
+
+    def rollback(self) -> None:
+        """Strip the capabilities first (every hard link loses them), then remove."""
+        if self.binary_fd >= 0:
+            capabilities.clear_file_caps(self.binary_fd)
+        if self.kernels is not None:
+            self.kernels.remove_tree(self.stage_name)
+            if self.activated:
+                _remove_runtime(self.kernels, self.name)
+        if self.spec_written and self.root is not None:
+            with self.root.sub("share") as share, share.sub("jupyter") as jup, \
+                    jup.sub("kernels") as kernels:
+                kernels.remove_tree(self.name)
+        if self.made_group:
+            subprocess.run(["groupdel", self.made_group], capture_output=True, check=False)
+
+    def close(self) -> None:
+        if self.binary_fd >= 0:
+            os.close(self.binary_fd)
+            self.binary_fd = -1
+        for d in (self.stage, self.kernels, self.root):
+            if d is not None:
+                d.close()
+
+
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _remove_runtime(kernels: SafeDir, name: str) -> None:
+    """Remove an installed runtime, its binary's capabilities first."""
+    if not kernels.exists(name):
+        return
+    try:
+        fd = os.open(f"{name}/bin/python", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=kernels.fd)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            capabilities.clear_file_caps(fd)
+        finally:
+            os.close(fd)
+    kernels.remove_tree(name)
+
+
 def install(name: str = DEFAULT_NAME, caps: tuple[str, ...] = DEFAULT_CAPS, *,
             prefix: str | Path | None = None, user: str | None = None,
             group: str | None = None, any_user: bool = False, python: str | None = None,
             display_name: str | None = None) -> Installed:
-    """Install the capability kernel (root only); replaces an earlier one of that name."""
+    """Install the capability kernel (root only); replaces an earlier one of that name.
+
+    `user`: a dedicated group bpfnb-USER holding only USER may run it; `group`: every member
+    of GROUP may; `any_user`: everyone may. The result's `who` lists them."""
     if os.geteuid() != 0:
         raise InstallError("install-kernel is an admin step: run it as root (it sets file "
                            "capabilities; the kernel it installs then runs without root)")
-    if not (user or group or any_user):
-        raise InstallError("say who may run the kernel: --user USER, --group GROUP, or "
+    if sum(map(bool, (user, group, any_user))) != 1:
+        raise InstallError("say who may run the kernel: one of --user USER, --group GROUP, or "
                            "--any-user (every local user then holds these capabilities)")
+    if "/" in name or name.startswith("."):
+        raise InstallError(f"kernel name {name!r} must be a plain name (no '/', no leading '.')")
     caps = parse_caps(caps)
     uid, gid = _ids(user, group)
     interp = choose_python(uid, gid, python)
-    spec_dir, runtime = paths(name, prefix)
-    uninstall(name, prefix)
-    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    sp = runtime / "lib" / pyver / "site-packages"
-    sp.mkdir(parents=True)
-    (runtime / "bin").mkdir()
-    version = _run_as([interp, "-I", "-c", "import platform; print(platform.python_version())"],
-                      0, 0).stdout.strip()
-    (runtime / "pyvenv.cfg").write_text(
-        f"home = {os.path.dirname(interp)}\ninclude-system-site-packages = false\n"
-        f"version = {version}\n")
-    dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
-    (sp / "bpfnb-env.pth").write_text(
-        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
-    for path in [runtime, *runtime.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    binary = runtime / "bin" / "python"
-    shutil.copyfile(interp, binary)
-    os.chown(binary, 0, 0 if any_user else gid)  # chown clears file caps: set them last
-    binary.chmod(0o755 if any_user else 0o750)
-    set_file_caps(binary, caps)
-    _smoke_test(binary, caps, uid, gid)
-    _write_spec(spec_dir, binary, caps, display_name or f"Python (bpfnb, {','.join(caps)})")
-    return Installed(name, spec_dir, runtime, binary, caps)
-
-
-def _smoke_test(binary: Path, caps: tuple[str, ...], uid: int, gid: int) -> None:
-    """Run the installed binary as the user: it imports the kernel stack and has `caps`."""
-    code = ("import ipykernel, bpfnb, bcc\n"
-            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])")
-    res = _run_as([str(binary), "-c", code], uid, gid)
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["?"])[-1]
-        raise InstallError(f"the installed kernel binary fails as user {uid}: {last}")
-    if int(res.stdout.strip(), 16) != cap_mask(caps):
-        raise InstallError(f"the kernel binary runs with CapEff={res.stdout.strip()}, not "
-                           f"{cap_mask(caps):016x}: are file capabilities honoured here "
-                           "(nosuid mount, user namespace)?")
-
-
-def _write_spec(spec_dir: Path, binary: Path, caps: tuple[str, ...], display: str) -> None:
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    spec = {"argv": [str(binary), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": display, "language": "python",
-            "metadata": {"bpfnb": {"capabilities": list(caps), "binary": str(binary)}}}
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / spec_dir.name
-        src.mkdir()
-        (src / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
-        installed = KernelSpecManager().install_kernel_spec(
-            str(src), kernel_name=spec_dir.name, prefix=str(spec_dir.parents[3]))
-    for path in [Path(installed), *Path(installed).rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    display = display_name or f"Python (bpfnb, {','.join(caps)})"
+    try:
+        return _Install(name, caps, Path(os.path.abspath(prefix or sys.prefix)), interp,
+                        user, group, any_user, display).run()
+    except UnsafePathError as e:
+        raise InstallError(str(e)) from None
 
 
 def uninstall(name: str = DEFAULT_NAME, prefix: str | Path | None = None) -> bool:
-    """Remove the kernelspec and its capability binary; True if anything was there."""
+    """Remove the kernelspec, its capability binary and a group made for it; True if found.
+    UnsafePathError if a directory on the way is not root's alone."""
+    spec_dir, runtime = paths(name, prefix)
     found = False
-    for path in paths(name, prefix):
-        if path.exists():
-            shutil.rmtree(path)
-            found = True
+    try:
+        with open_root_dir(spec_dir.parent) as kernels:
+            made = _dedicated_group_of(kernels, name)
+            found = kernels.exists(name)
+            kernels.remove_tree(name)
+    except FileNotFoundError:
+        made = ""
+    try:
+        with open_root_dir(runtime.parent) as rt:
+            found = rt.exists(name) or found
+            _remove_runtime(rt, name)
+    except FileNotFoundError:
+        pass
+    if made:
+        subprocess.run(["groupdel", made], capture_output=True, check=False)
     return found
+
+
+def _dedicated_group_of(kernels: SafeDir, name: str) -> str:
+    try:
+        fd = os.open(f"{name}/kernel.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=kernels.fd)
+        with os.fdopen(fd) as f:
+            meta = json.load(f).get("metadata", {}).get("bpfnb", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    made = meta.get("dedicated_group", "") if isinstance(meta, dict) else ""
+    return made if isinstance(made, str) and made.startswith("bpfnb-") else ""

@@ -254,6 +254,16 @@ def test_cleanup_keeps_the_probe_of_a_live_process_in_another_pid_namespace(work
                              script, sys.executable, NS_HOLDER, root, spec],
                             stdout=subprocess.PIPE, text=True)
     try:
+        _keeps_then_removes(root, event, inner, proc, capsys)
+    finally:
+        proc.kill()
+        if _uprobe_lines(root, event):
+            _append(f"{root}/uprobe_events", f"-:{event}\n")
+
+
+def _keeps_then_removes(root: str, event: str, inner: int, proc: subprocess.Popen[str],
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    try:
         assert proc.stdout is not None
         assert int(proc.stdout.readline()) == inner
         assert not os.path.exists(f"/proc/{inner}")  # the pid means nothing out here
@@ -270,13 +280,9 @@ def test_cleanup_keeps_the_probe_of_a_live_process_in_another_pid_namespace(work
     deadline = time.monotonic() + 5
     while (event, inner, "gone") not in probe_owners() and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:
-        assert event in stale_probes()
-        assert cleanup_stale_probes() >= 1
-        assert _uprobe_lines(root, event) == []
-    finally:
-        if _uprobe_lines(root, event):
-            _append(f"{root}/uprobe_events", f"-:{event}\n")
+    assert event in stale_probes()
+    assert cleanup_stale_probes() >= 1
+    assert _uprobe_lines(root, event) == []
 
 
 def test_cleanup_keeps_everything_when_it_cannot_see_every_namespace():
