@@ -78,6 +78,9 @@ def _located(m: re.Match[str], excerpt: list[str], details: str, marked: Marked
         err.details = details
         return err
     if "does not exist" in msg or "No probes to attach" in msg or "not found" in msg:
+        quoted = re.search(r"'([^']+)'", msg)
+        if quoted:  # 0.17 locates probe errors at the probe list's first line
+            line = _line_of(marked.script, quoted.group(1)) or line
         return UnknownTargetError(f"bpftrace: line {line}: {msg}. Check the probe name "
                                   "(bpfnb.probes() lists tracepoints).", details=details)
     caret = _excerpt(marked, line, col, excerpt)
@@ -90,7 +93,7 @@ def _located(m: re.Match[str], excerpt: list[str], details: str, marked: Marked
 
 def _line_of(script: str, word: str) -> int | None:
     for no, text in enumerate(script.splitlines(), 1):
-        if re.search(rf"\b{re.escape(word)}\b", text):
+        if re.search(rf"(?<![\w/]){re.escape(word)}(?![\w/])", text):
             return no
     return None
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import BpfnbError
 from . import errors
-from .output import Message, parse_line
+from .output import MAP_TYPES, Message, parse_line
 from .script import MARKER, with_marker
 
 STOP_TIMEOUT = 5.0
@@ -51,6 +51,8 @@ class BpftraceProcess:
         self.binary = find_bpftrace(binary)
         self.marked = with_marker(script)
         self.messages: list[Message] = []
+        #: map name -> the last map message naming it (after exit: the final dump)
+        self.latest: dict[str, Message] = {}
         self.stderr = ""
         self.attach_ns: int | None = None  # start -> attached, in ns
         self._lock = threading.Lock()
@@ -110,6 +112,9 @@ class BpftraceProcess:
                 continue
             with self._lock:
                 self.messages.append(msg)
+                if msg.type in MAP_TYPES and isinstance(msg.data, dict):
+                    for name in msg.data:
+                        self.latest[name] = msg
 
     def _read_err(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -120,6 +125,14 @@ class BpftraceProcess:
         """The messages so far (a copy)."""
         with self._lock:
             return list(self.messages)
+
+    def latest_map(self, name: str) -> Message | None:
+        with self._lock:
+            return self.latest.get(name)
+
+    def map_names(self) -> list[str]:
+        with self._lock:
+            return list(self.latest)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGINT (bpftrace prints its maps and detaches), SIGKILL after `timeout`; returns

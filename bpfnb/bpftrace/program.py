@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import ProgramClosedError, UnknownMapError
 from . import errors, kernel
-from .output import MAP_TYPES, TEXT_TYPES, Message
+from .output import ERROR_TYPES, TEXT_TYPES, Message
 from .process import BpftraceProcess
 from .script import MapDecl, declarations
 from .views import BpftraceMap
@@ -64,6 +64,12 @@ class BpftraceProgram:
         return errors.warnings(self.process.stderr)
 
     @property
+    def runtime_errors(self) -> list[dict[str, Any]]:
+        """Errors bpftrace reported while running (newer releases: runtime_error,
+        helper_error, print_error messages with filename, line and col)."""
+        return [m.raw for m in self.process.snapshot() if m.type in ERROR_TYPES]
+
+    @property
     def lost_events(self) -> int:
         """Events bpftrace reported lost (perf buffer overruns)."""
         return sum(m.number or 0 for m in self.process.snapshot() if m.type == "lost_events")
@@ -77,9 +83,7 @@ class BpftraceProgram:
     def map_names(self) -> list[str]:
         """Maps the script declares, and any others bpftrace printed."""
         names = dict.fromkeys(self.decls)
-        for m in self.process.snapshot():
-            if m.type in MAP_TYPES and isinstance(m.data, dict):
-                names.update(dict.fromkeys(m.data))
+        names.update(dict.fromkeys(self.process.map_names()))
         return list(names)
 
     @property
@@ -99,10 +103,7 @@ class BpftraceProgram:
 
     def latest(self, name: str) -> Message | None:
         """The last map message naming `name` (after exit: the final dump)."""
-        for m in reversed(self.process.snapshot()):
-            if m.type in MAP_TYPES and isinstance(m.data, dict) and name in m.data:
-                return m
-        return None
+        return self.process.latest_map(name)
 
     def kernel_map_ids(self) -> dict[str, int]:
         pid = self.process.pid

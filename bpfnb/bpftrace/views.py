@@ -62,7 +62,8 @@ class BpftraceMap:
         if msg is None:
             df = pd.DataFrame({c: pd.Series(dtype=object) for c in self.decl.columns()})
             df.attrs.update(key_columns=self.decl.columns(), value_columns=[])
-            return self._finish(df, NONE, time.time_ns())
+            # bpftrace prints no empty map at exit: after it, empty is the final answer
+            return self._finish(df, NONE if prog.running else FINAL, time.time_ns())
         source = PRINTED if prog.running else FINAL
         payload = msg.data[self.name]
         if msg.type == "hist":
