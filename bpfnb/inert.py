@@ -5,10 +5,11 @@
 '<b>hi</b>'
 
 Recordings are files people download, and JupyterLab trusts what a kernel displays: a
-replayed output may be plain text, a PNG or JPEG image (checked to be one), or HTML and
-Markdown cleaned by `nh3` (tables and text formatting stay; scripts, styles, event handlers,
-iframes, SVG, forms and every external reference go). Anything else (JavaScript, widget views,
-SVG, unknown types) is dropped: a display bundle keeps its static fallbacks.
+replayed output may be plain text (colours kept, other terminal escapes removed), a PNG or
+JPEG image (checked to be one), or HTML and Markdown cleaned by `nh3` (tables and text
+formatting stay; scripts, styles, event handlers, iframes, SVG, forms and every external
+reference go). Anything else (JavaScript, widget views, SVG, unknown types) is dropped: a
+display bundle keeps its static fallbacks.
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ _STYLES = {"color", "background-color", "text-align", "vertical-align", "font-we
            "font-style", "font-family", "white-space"}
 _IMAGE_SIZE = {"width", "height"}
 _DATA_URI = re.compile(r"data:(image/png|image/jpeg);base64,([A-Za-z0-9+/=\s]*)\Z")
+# terminal escapes: OSC (title, clipboard, links), CSI, any other ESC; only colours (SGR) stay
+_ESCAPE = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b.?", re.S)
+_SGR = re.compile(r"\x1b\[[0-9;]*m\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINKY = re.compile(r"\]\s*[(:]|://|www\.|javascript:|data:|<", re.IGNORECASE)
+
+
+def plain_text(text: str) -> str:
+    """Text with no terminal escapes but colours, and no other control characters."""
+    kept = _ESCAPE.sub(lambda m: m.group() if _SGR.match(m.group()) else "", text)
+    return "\x1b".join(_CONTROL.sub("", part) for part in kept.split("\x1b"))
 
 
 def image_bytes(mime: str, b64: Any) -> bytes | None:
@@ -88,7 +99,7 @@ def inert_bundle(data: Any, metadata: Any) -> tuple[dict[str, Any], dict[str, An
     data = data if isinstance(data, dict) else {}
     kept: dict[str, Any] = {}
     if isinstance(data.get(PLAIN), str):
-        kept[PLAIN] = data[PLAIN]
+        kept[PLAIN] = plain_text(data[PLAIN])
     if isinstance(data.get(HTML), str):
         kept[HTML] = clean_html(data[HTML])
     if isinstance(data.get(MARKDOWN), str):
@@ -96,7 +107,7 @@ def inert_bundle(data: Any, metadata: Any) -> tuple[dict[str, Any], dict[str, An
         if md is not None:
             kept[MARKDOWN] = md
         elif PLAIN not in kept:
-            kept[PLAIN] = data[MARKDOWN]  # shown as text
+            kept[PLAIN] = plain_text(data[MARKDOWN])  # shown as text
     for mime in (PNG, JPEG):
         raw = image_bytes(mime, data.get(mime))
         if raw is not None:
@@ -124,7 +135,7 @@ def inert_output(out: Any) -> dict[str, Any] | None:
     if out.get("output_type") == "stream":
         name, text = out.get("name"), out.get("text")
         if name in ("stdout", "stderr") and isinstance(text, str):
-            return {"output_type": "stream", "name": name, "text": text}
+            return {"output_type": "stream", "name": name, "text": plain_text(text)}
         return None
     data, metadata = inert_bundle(out.get("data"), out.get("metadata"))
     if not data:

@@ -171,6 +171,18 @@ def test_markdown_with_links_or_html_is_not_markdown(ip, tmp_path):
                          {"text/markdown": "*a*"}]
 
 
+def test_terminal_escapes_do_not_replay(ip, tmp_path):
+    """Colours stay; a title, a clipboard write (OSC 52) or a screen clear do not."""
+    io = replay(ip, tmp_path, [
+        {"output_type": "stream", "name": "stdout",
+         "text": "\x1b]52;c;ZXZpbA==\x07\x1b[31mred\x1b[0m\x1b[2J\n"},
+        {"output_type": "stream", "name": "stdin", "text": "not a stream"},
+        display({"text/plain": "\x1b]0;pwned\x07t\x00"}),
+    ])
+    assert io.stdout == "\x1b[31mred\x1b[0m\n"
+    assert shown(io) == [{"text/plain": "t"}]
+
+
 def test_inert_bundle_keeps_only_the_allowlist():
     data, metadata = inert_bundle({"text/plain": "p", "text/html": EVIL, "image/jpeg": JPEG,
                                    "application/javascript": "x", "image/svg+xml": "<svg/>"},
