@@ -6,13 +6,16 @@ through bpf(2); `Btf.ctype` turns a type id into a ctypes type with the same siz
 offsets, which bpfnb.layout reads as numpy:
 
 - integers keep their size and signedness; `char` becomes c_char so `char[]` reads as str;
-  `_Bool` -> c_bool; 128-bit integers and `long double` -> raw bytes
+  `_Bool` -> c_bool; 128-bit integers -> 16 bytes marked `_bpfnb_int128_` (signedness);
+  `long double` -> raw bytes
 - structs and unions keep every field offset (explicit padding, `_pack_ = 1`); anonymous
-  struct members are inlined, anonymous unions become a field `anonN`
-- bit fields are left out (their bytes become padding) and listed in `Btf.notes`
+  struct members are inlined, anonymous unions become a field named in `_anonymous_`
+  (bpfnb.layout inlines their members, as C and bpftool name them)
+- bit fields are not ctypes fields (their bytes become padding); the struct lists them in
+  `_bpfnb_bits_` as `Bits` and bpfnb.layout reads each as a column
 - arrays -> ctypes arrays; enums -> integers whose type carries `_bpfnb_enum_` {value: name}
 - typedef / const / volatile / restrict / type tags resolve to their target
-- pointers -> c_uint64 (an address in another address space)
+- pointers -> `Pointer` (a c_uint64 marked as an address, shown as hex)
 
 Maps without BTF read as raw bytes (`raw_type(size)`).
 """
@@ -20,6 +23,7 @@ Maps without BTF read as raw bytes (`raw_type(size)`).
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import enum
 import struct
 from dataclasses import dataclass, field
@@ -102,13 +106,40 @@ class Member:
     bitfield_size: int
 
 
+class Pointer(ct.c_uint64):
+    """A pointer member: an address in another address space, read as a u64."""
+
+    _bpfnb_ptr_ = True
+
+
+@dataclass(frozen=True)
+class Bits:
+    """A bit field: `nbits` bits at `bit_offset` from the start of its struct."""
+
+    name: str
+    bit_offset: int
+    nbits: int
+    signed: bool
+    size: int  # bytes of the declared type: the column's width
+    enum: dict[int, str] | None = None
+
+    def shifted(self, bits: int) -> Bits:
+        return dataclasses.replace(self, bit_offset=self.bit_offset + bits)
+
+
+def int128_type(signed: bool) -> Any:
+    """16 bytes read as one Python int (numpy has no 128-bit integers)."""
+    return _INT128[signed]
+
+
 def raw_type(size: int) -> Any:
     """The ctypes type of `size` undecoded bytes."""
     return ct.c_ubyte * size
 
 
 def is_raw(ctype: Any) -> bool:
-    return isinstance(ctype, type) and issubclass(ctype, ct.Array) and ctype._type_ is ct.c_ubyte
+    return (isinstance(ctype, type) and issubclass(ctype, ct.Array)
+            and ctype._type_ is ct.c_ubyte and not hasattr(ctype, "_bpfnb_int128_"))
 
 
 def enum_names(ctype: Any) -> dict[int, str] | None:
@@ -143,7 +174,17 @@ class Btf:
     # -- loading ------------------------------------------------------------------------
     @classmethod
     def from_id(cls, btf_id: int) -> Btf:
-        """Fetch BTF object `btf_id` from the kernel (BPF_BTF_GET_FD_BY_ID + info)."""
+        """Fetch BTF object `btf_id` from the kernel (BPF_BTF_GET_FD_BY_ID + info); the
+        last few are cached (ids are not reused while the kernel has ids to spare)."""
+        cached = _CACHE.get(btf_id)
+        if cached is None:
+            cached = _CACHE[btf_id] = cls._fetch(btf_id)
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
+        return cached
+
+    @classmethod
+    def _fetch(cls, btf_id: int) -> Btf:
         try:
             with sysext.opened(sysext.Kind.BTF, btf_id) as fd:
                 info, data, name = sysext.btf_data(fd)
@@ -295,13 +336,15 @@ class Btf:
             return ct.c_bool
         if size == 1 and (flags & INT_CHAR or t.name == "char"):
             return ct.c_char
+        if size == 16:
+            return int128_type(bool(flags & INT_SIGNED))
         return _INTS.get((size, bool(flags & INT_SIGNED))) or raw_type(size)
 
     def _float(self, t: BtfType) -> Any:
         return _FLOATS.get(t.size_or_type) or raw_type(t.size_or_type)
 
     def _ptr(self, t: BtfType) -> Any:
-        return ct.c_uint64
+        return Pointer
 
     def _alias(self, t: BtfType) -> Any:
         return self.ctype(t.size_or_type)
@@ -320,51 +363,67 @@ class Btf:
     def _record(self, t: BtfType) -> Any:
         size = t.size_or_type
         union = t.kind == BtfKind.UNION
-        fields = self._union_fields(t) if union else self._struct_fields(t, 0, t.name)
+        bits: list[Bits] = []
+        fields = self._union_fields(t, bits) if union else self._struct_fields(t, 0, bits)
         fields = _padded_fields(fields, size, union)
         base = ct.Union if union else ct.Structure
         kind = "union" if union else "struct"
         name = t.name or f"anon_{kind}_{t.id}"
+        anonymous = [n for n, c, _ in fields if n.startswith("_anon") and n[5:].isdigit()]
         cls = type(name, (base,), {"_pack_": 1, "_layout_": "ms",
-                                   "_fields_": [(n, c) for n, c, _ in fields]})
+                                   "_fields_": [(n, c) for n, c, _ in fields],
+                                   "_anonymous_": anonymous, "_bpfnb_bits_": bits})
         if ct.sizeof(cls) != size:
             raise BtfError(f"BTF {kind} {name} is {size} bytes but its ctypes layout is "
                            f"{ct.sizeof(cls)}; report this with the map's `bpftool btf dump`")
         return cls
 
-    def _struct_fields(self, t: BtfType, base: int, where: str) -> list[tuple[str, Any, int]]:
+    def _bits(self, m: Member, base_bits: int) -> Bits:
+        target = self.resolve(m.type)
+        signed = False
+        if target.kind == BtfKind.INT:
+            (enc,) = self._u32s(target, 1)
+            signed = bool(enc >> 24 & INT_SIGNED)
+        elif target.kind in (BtfKind.ENUM, BtfKind.ENUM64):
+            signed = target.kind_flag
+        enum = self.enum_values(target.id) if target.kind in (BtfKind.ENUM,
+                                                              BtfKind.ENUM64) else None
+        nbits = m.bitfield_size or self.size(m.type) * 8
+        return Bits(m.name, base_bits + m.bit_offset, nbits, signed, self.size(m.type), enum)
+
+    def _struct_fields(self, t: BtfType, base: int, bits: list[Bits]
+                       ) -> list[tuple[str, Any, int]]:
         """(name, ctype, byte offset) of a struct's addressable members, anonymous structs
-        inlined; bit fields and flexible arrays left out."""
+        inlined, flexible arrays left out; bit fields go to `bits`."""
         out: list[tuple[str, Any, int]] = []
         anon = 0
         for m in self.members(t.id):
-            label = f"{where}.{m.name or '(anon)'}"
             if m.bitfield_size or m.bit_offset % 8:
-                self.notes.append(f"bit field {label} left out (bpfnb reads whole bytes)")
+                bits.append(self._bits(m, base * 8))
                 continue
             offset = base + m.bit_offset // 8
             target = self.resolve(m.type)
             if not m.name and target.kind == BtfKind.STRUCT:
-                out.extend(self._struct_fields(target, offset, where))
+                out.extend(self._struct_fields(target, offset, bits))
                 continue
             ctype = self.ctype(m.type)
             if ct.sizeof(ctype) == 0:
                 continue  # flexible array member
             name = m.name
             if not name:
-                name, anon = f"anon{anon}", anon + 1
+                name, anon = f"_anon{anon}", anon + 1
             out.append((name, ctype, offset))
         return out
 
-    def _union_fields(self, t: BtfType) -> list[tuple[str, Any, int]]:
+    def _union_fields(self, t: BtfType, bits: list[Bits]) -> list[tuple[str, Any, int]]:
         out: list[tuple[str, Any, int]] = []
         for i, m in enumerate(self.members(t.id)):
             if m.bitfield_size or m.bit_offset:
-                self.notes.append(f"bit field {t.name or '(anon)'}.{m.name} left out")
+                bits.append(self._bits(m, 0))
                 continue
             ctype = self.ctype(m.type)
             if ct.sizeof(ctype):
-                out.append((m.name or f"anon{i}", ctype, 0))
+                out.append((m.name or f"_anon{i}", ctype, 0))
         return out
 
 
@@ -389,6 +448,13 @@ def _padded_fields(fields: list[tuple[str, Any, int]], size: int,
         out.append((f"__pad_{pos}", raw_type(size - pos), pos))
     return out
 
+
+_CACHE: dict[int, Btf] = {}
+_CACHE_SIZE = 16
+
+_INT128: dict[bool, Any] = {
+    signed: type(f"{'' if signed else 'u'}int128", (raw_type(16),), {"_bpfnb_int128_": signed})
+    for signed in (False, True)}
 
 _BUILDERS: dict[BtfKind, Any] = {
     BtfKind.INT: Btf._int, BtfKind.FLOAT: Btf._float, BtfKind.PTR: Btf._ptr,
@@ -450,3 +516,32 @@ def map_types(btf_id: int, key_type_id: int, value_type_id: int, key_size: int,
         setattr(types, f"{role}_decl", btf.describe(type_id))
     types.notes.extend(btf.notes)
     return types
+
+
+class MapLayoutError(BtfError):
+    """A map's key or value type does not have the map's key or value size."""
+
+
+def prefer_btf(fd: int, key: Any, value: Any) -> tuple[Any, Any, list[str]]:
+    """The key and value types to read map `fd` with: its BTF types where it has BTF
+    (bcc, libbpf and bpftrace maps do), else the given ctypes types (bcc's description).
+    Returns (key, value, notes); a type whose size is not the map's raises MapLayoutError."""
+    from . import bpfsys
+
+    info = bpfsys.map_info(fd)
+    found = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
+                      info.key_size, info.value_size) if info.btf_id else None
+    out: list[Any] = []
+    for role, given, size in (("key", key, info.key_size), ("value", value, info.value_size)):
+        from_btf = getattr(found, role) if found is not None else None
+        if from_btf is not None and not is_raw(from_btf) and size:
+            out.append(from_btf)
+            continue
+        if given is not None and size and ct.sizeof(given) != size:
+            raise MapLayoutError(
+                f"map {info.name.decode(errors='replace')!r}: its {role} type "
+                f"{getattr(given, '__name__', given)} is {ct.sizeof(given)} bytes but the "
+                f"map's {role}s are {size}; declare the {role} with the type the map was "
+                "created with")
+        out.append(raw_type(size) if given is None and size else given)
+    return out[0], out[1], list(found.notes) if found is not None else []

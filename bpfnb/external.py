@@ -21,10 +21,9 @@ import pandas as pd
 
 from . import bpfsys, sysext
 from .attachments import link_record
-from .btf import MapTypes, enum_names, is_raw, map_types, raw_type
+from .btf import MapTypes, is_raw, map_types, raw_type
 from .errors import BpfnbError, MapError, ProgramClosedError
 from .inventory import map_type_name, prog_type_name, program_name
-from .layout import is_padding
 from .mapread import Snapshot
 from .maps import MapView
 
@@ -63,7 +62,7 @@ class ExternalMap(MapView):
     It holds its own fd to the map (keeping the map alive while open); `close()` releases
     it, as does garbage collection. `types` says how keys and values were decoded, `notes`
     what was left out. Raw byte keys/values come out of df() as `bytes`; enum columns as
-    their names (`decode_enums=False` keeps the numbers).
+    categoricals of their names (`decode_enums=False` gives the numbers).
     """
 
     def __init__(self, fd: int, types: MapTypes, name: str | None = None,
@@ -72,7 +71,7 @@ class ExternalMap(MapView):
         try:
             info = bpfsys.map_info(fd)
             super().__init__(name or info.name.decode(errors="replace"), fd, types.key, types.value,
-                             owner=self._handle.alive)
+                             owner=self._handle.alive, btf=False)
         except BaseException:
             self._handle.close()
             raise
@@ -145,8 +144,8 @@ class ExternalMap(MapView):
         for col in df.columns:
             if df[col].dtype.kind == "V":
                 df[col] = pd.Series(_as_bytes(df[col].to_numpy()), index=df.index)
-        if self.decode_enums:
-            _decode_enums(df, self.types)
+        if not self.decode_enums:
+            _enum_numbers(df)
         df.attrs["btf_id"] = self.btf_id
         df.attrs["notes"] = self.notes
         return df
@@ -181,30 +180,11 @@ def _readable_dtype(ctype: Any, role: str) -> np.dtype:
     return dtype
 
 
-def _enum_columns(ctype: Any, prefix: str) -> dict[str, dict[int, str]]:
-    """Column name -> {value: name} for every enum scalar a type holds (layout's naming)."""
-    names = enum_names(ctype)
-    if names is not None:
-        return {prefix: names}
-    if isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union)):
-        out: dict[str, dict[int, str]] = {}
-        for fname, ftype, *bits in ctype._fields_:
-            if bits or is_padding(fname):
-                continue
-            out.update(_enum_columns(ftype, f"{prefix}.{fname}" if prefix else fname))
-        return out
-    return {}
-
-
-def _decode_enums(df: pd.DataFrame, types: MapTypes) -> None:
-    for role, ctype in (("key", types.key), ("value", types.value)):
-        is_record = isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union))
-        for col, names in _enum_columns(ctype, "" if is_record else role).items():
-            target = col if col in df.columns else f"value.{col}"
-            if target not in df.columns or df[target].dtype.kind not in "iu":
-                continue
-            numbers = df[target]
-            df[target] = numbers.map(names).fillna(numbers.astype(str)).astype(object)
+def _enum_numbers(df: pd.DataFrame) -> None:
+    """Enum columns back to their numbers (df.attrs['enums'] maps names to numbers)."""
+    for col, numbers in df.attrs.get("enums", {}).items():
+        if col in df.columns:
+            df[col] = df[col].map(numbers).astype(np.int64)
 
 
 # -- opening ------------------------------------------------------------------------------

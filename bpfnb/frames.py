@@ -11,13 +11,20 @@ import pandas as pd
 from .layout import flatten, sum_cpus
 
 
-def columns(keys: np.ndarray, values: np.ndarray) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Key and value columns of a snapshot: (columns, key names, value names)."""
-    kcols = flatten(keys, _base(keys, "key"))
-    vcols = flatten(values, _base(values, "value"))
+def columns(keys: np.ndarray, values: np.ndarray, enums: dict[str, dict[str, int]] | None = None
+            ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Key and value columns of a snapshot: (columns, key names, value names). Enum
+    columns' {name: number} go into `enums`."""
+    kenums: dict[str, dict[str, int]] = {}
+    venums: dict[str, dict[str, int]] = {}
+    kcols = flatten(keys, _base(keys, "key"), kenums)
+    vcols = flatten(values, _base(values, "value"), venums)
     clash = set(kcols) & set(vcols)
     if clash:  # a struct key and struct value sharing a field name
         vcols = {f"value.{k}" if k in clash else k: v for k, v in vcols.items()}
+        venums = {f"value.{k}" if k in clash else k: v for k, v in venums.items()}
+    if enums is not None:
+        enums.update(kenums, **venums)
     return {**kcols, **vcols}, list(kcols), list(vcols)
 
 
@@ -33,20 +40,22 @@ def frame(keys: np.ndarray, values: np.ndarray, attrs: dict[str, Any],
         if per_cpu:
             return _long_frame(keys, values, attrs, cpus or list(range(values.shape[1])))
         values = sum_cpus(values)
-    cols, kcols, vcols = columns(keys, values)
+    enums: dict[str, dict[str, int]] = {}
+    cols, kcols, vcols = columns(keys, values, enums)
     df = pd.DataFrame(cols, copy=False)
-    df.attrs.update(attrs, key_columns=kcols, value_columns=vcols)
+    df.attrs.update(attrs, key_columns=kcols, value_columns=vcols, enums=enums)
     return df
 
 
 def _long_frame(keys: np.ndarray, values: np.ndarray, attrs: dict[str, Any],
                 cpus: list[int]) -> pd.DataFrame:
     n, ncpu = values.shape
-    cols, kcols, vcols = columns(np.repeat(keys, ncpu), values.reshape(n * ncpu))
+    enums: dict[str, dict[str, int]] = {}
+    cols, kcols, vcols = columns(np.repeat(keys, ncpu), values.reshape(n * ncpu), enums)
     cpu = np.tile(np.asarray(cpus, dtype=np.int32), n)
     data = {k: cols[k] for k in kcols} | {"cpu": cpu} | {v: cols[v] for v in vcols}
     df = pd.DataFrame(data, copy=False)
-    df.attrs.update(attrs, key_columns=kcols, value_columns=vcols)
+    df.attrs.update(attrs, key_columns=kcols, value_columns=vcols, enums=enums)
     return df
 
 

@@ -11,9 +11,10 @@ import ctypes as ct
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 PAD_PREFIXES = ("__pad", "_pad")
-SPLIT_ARRAY_MAX = 8  # numeric arrays up to this length become one column per element
+SPLIT_ARRAY_MAX = 8  # arrays of up to this many elements become one column per element
 
 _CODE_DTYPE = {"P": np.dtype(np.uint64), "z": np.dtype(np.uint64), "Z": np.dtype(np.uint64),
                "O": np.dtype(np.uint64)}
@@ -24,31 +25,65 @@ def is_padding(name: str) -> bool:
 
 
 def dtype_of(ctype: Any) -> np.dtype:
-    """The numpy dtype that reads a ctypes type's bytes in place."""
+    """The numpy dtype that reads a ctypes type's bytes in place. What numpy cannot say
+    rides in dtype metadata: `enum` {value: name}, `ptr`, `int128` (signed), and a
+    struct's bit fields `bits` (bpfnb.btf.Bits)."""
     if isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union)):
         return _record_dtype(ctype)
     if isinstance(ctype, type) and issubclass(ctype, ct.Array):
+        if hasattr(ctype, "_bpfnb_int128_"):
+            return np.dtype("V16", metadata={"int128": ctype._bpfnb_int128_})
         elem = ctype._type_
         if elem is ct.c_char:
             return np.dtype(f"S{ctype._length_}")
         return np.dtype((dtype_of(elem), (ctype._length_,)))
     code = getattr(ctype, "_type_", None)
     if isinstance(code, str):
-        return _CODE_DTYPE.get(code) or np.dtype(code)
+        base = _CODE_DTYPE.get(code) or np.dtype(code)
+        names = getattr(ctype, "_bpfnb_enum_", None)
+        if names is not None:
+            return np.dtype(base, metadata={"enum": names})
+        if getattr(ctype, "_bpfnb_ptr_", False):
+            return np.dtype(base, metadata={"ptr": True})
+        return base
     raise TypeError(f"cannot read ctypes type {ctype!r} as numpy")
 
 
 def _record_dtype(ctype: Any) -> np.dtype:
     names, formats, offsets = [], [], []
+    bits = list(getattr(ctype, "_bpfnb_bits_", ()))
+    anonymous = set(getattr(ctype, "_anonymous_", ()))
     for field in ctype._fields_:
         name, ftype = field[0], field[1]
-        if len(field) > 2:  # bit field: not addressable as bytes
+        if len(field) > 2:  # a ctypes bit field (bcc's description): not addressable
+            continue
+        offset = getattr(ctype, name).offset
+        dtype = dtype_of(ftype)
+        if name in anonymous and dtype.names is not None:  # members inline, as in C
+            sub = dict(dtype.fields or {})
+            for inner in dtype.names:
+                if not is_padding(inner):
+                    names.append(inner)
+                    formats.append(sub[inner][0])
+                    offsets.append(offset + sub[inner][1])
+            bits.extend(b.shifted(offset * 8) for b in _bits(dtype))
             continue
         names.append(name)
-        formats.append(dtype_of(ftype))
-        offsets.append(getattr(ctype, name).offset)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                     "itemsize": ct.sizeof(ctype)})
+        formats.append(dtype)
+        offsets.append(offset)
+    spec = {"names": names, "formats": formats, "offsets": offsets,
+            "itemsize": ct.sizeof(ctype)}
+    if bits:
+        return np.dtype(spec, metadata={"bits": tuple(bits)})  # type: ignore[call-overload]
+    return np.dtype(spec)  # type: ignore[call-overload]
+
+
+def _meta(dtype: np.dtype) -> dict[str, Any]:
+    return dict(dtype.metadata or {})
+
+
+def _bits(dtype: np.dtype) -> tuple[Any, ...]:
+    return tuple(_meta(dtype).get("bits", ()))
 
 
 def padded(dtype: np.dtype, align: int = 8) -> np.dtype:
@@ -80,46 +115,166 @@ def field_names(dtype: np.dtype, prefix: str = "") -> list[str]:
     return list(flatten(np.zeros(0, dtype), prefix or "").keys())
 
 
-def flatten(arr: np.ndarray, name: str) -> dict[str, Any]:
-    """Columns of a (possibly structured) array; scalars come out under `name`."""
-    dtype = arr.dtype
-    if dtype.names is not None:
-        out: dict[str, Any] = {}
-        for field in dtype.names:
-            if is_padding(field):
-                continue
-            out.update(flatten(arr[field], f"{name}.{field}" if name else field))
-        return out
-    if dtype.kind == "S":
-        return {name: decode_strings(arr)}
+def flatten(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None = None
+            ) -> dict[str, Any]:
+    """Columns of a (possibly structured) array, named as in C: `a.b`, `m[1][2]`,
+    `p[0].a`; scalars come out under `name`. Enum columns are categoricals of enumerator
+    names; their {name: number} go into `enums` (when given) under the column's name."""
     if arr.ndim > 1:
-        return _array_columns(arr, name)
-    return {name: np.array(arr, copy=True, order="C")}  # never alias the reader's buffers
+        return _array_columns(arr, name, enums)
+    if arr.dtype.names is not None:
+        return _record_columns(arr, name, enums)
+    return {name: _leaf(arr, name, enums)}
 
 
-def _array_columns(arr: np.ndarray, name: str) -> dict[str, Any]:
-    width = arr.shape[1]
-    if width <= SPLIT_ARRAY_MAX:
-        return {f"{name}[{i}]": np.array(arr[:, i], copy=True) for i in range(width)}
+def _join(name: str, field: str) -> str:
+    return f"{name}.{field}" if name else field
+
+
+def _record_columns(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None
+                    ) -> dict[str, Any]:
+    dtype = arr.dtype
+    fields = dict(dtype.fields or {})
+    members: list[tuple[int, str, Any]] = [
+        (fields[f][1] * 8, f, None) for f in dtype.names or () if not is_padding(f)]
+    members += [(b.bit_offset, b.name, b) for b in _bits(dtype)]
+    members.sort(key=lambda m: m[0])  # stable: a union's members keep their order
+    raw = None
+    out: dict[str, Any] = {}
+    for _pos, field, bits in members:
+        col = _join(name, field)
+        if bits is None:
+            out.update(flatten(arr[field], col, enums))
+            continue
+        if raw is None:
+            raw = np.ascontiguousarray(arr).view(np.uint8).reshape(len(arr), dtype.itemsize)
+        values = bitfield(raw, bits.bit_offset, bits.nbits, bits.signed, bits.size)
+        out[col] = _enum(values, bits.enum, col, enums) if bits.enum else values
+    return out
+
+
+def bitfield(raw: np.ndarray, bit_offset: int, nbits: int, signed: bool, size: int
+             ) -> np.ndarray:
+    """A little-endian bit field out of rows of bytes (n, itemsize), as a `size`-byte int."""
+    first, shift = divmod(bit_offset, 8)
+    nbytes = (shift + nbits + 7) // 8
+    acc = np.zeros(len(raw), np.uint64)
+    for i in range(min(nbytes, 8)):
+        acc |= raw[:, first + i].astype(np.uint64) << np.uint64(8 * i)
+    acc >>= np.uint64(shift)
+    if nbytes > 8:
+        acc |= raw[:, first + 8].astype(np.uint64) << np.uint64(64 - shift)
+    if nbits < 64:
+        acc &= np.uint64((1 << nbits) - 1)
+    width = max(1, min(8, size))
+    width = 1 << (width - 1).bit_length()
+    if not signed:
+        return acc.astype(f"<u{width}")
+    out = acc.view(np.int64)
+    if nbits < 64:
+        sign = np.int64(1 << (nbits - 1))
+        out = (out ^ sign) - sign
+    return out.astype(f"<i{width}")
+
+
+def _array_columns(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None
+                   ) -> dict[str, Any]:
+    shape = arr.shape[1:]
+    if int(np.prod(shape)) <= SPLIT_ARRAY_MAX:
+        out: dict[str, Any] = {}
+        for index in np.ndindex(*shape):
+            sub = arr[(slice(None), *index)]
+            out.update(flatten(sub, name + "".join(f"[{i}]" for i in index), enums))
+        return out
     column = np.empty(len(arr), dtype=object)
     column[:] = list(np.array(arr, copy=True))
     return {name: column}
 
 
+def _leaf(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None) -> Any:
+    """One column of scalars: strings, enums, pointers, 128-bit ints, raw bytes, numbers."""
+    dtype = arr.dtype
+    meta = _meta(dtype)
+    if dtype.kind == "S":
+        return decode_strings(arr)
+    if "enum" in meta:
+        return _enum(arr, meta["enum"], name, enums)
+    if meta.get("ptr"):
+        return np.array([hex(v) for v in arr.tolist()], dtype=object)
+    if "int128" in meta:
+        return _int128(arr, bool(meta["int128"]))
+    if dtype.kind == "V":
+        out = np.empty(len(arr), dtype=object)
+        out[:] = np.ascontiguousarray(arr).tolist()
+        return out
+    return np.array(arr, copy=True, order="C")  # never alias the reader's buffers
+
+
+def _int128(arr: np.ndarray, signed: bool) -> np.ndarray:
+    halves = np.ascontiguousarray(arr).view("<u8").reshape(len(arr), 2).tolist()
+    top = 1 << 127
+    out = np.empty(len(arr), dtype=object)
+    out[:] = [(lo | hi << 64) - ((hi << 64 & top) << 1 if signed else 0) for lo, hi in halves]
+    return out
+
+
+def _enum(values: np.ndarray, names: dict[int, str], col: str,
+          enums: dict[str, dict[str, int]] | None) -> Any:
+    """Enumerator names as a categorical (categories in number order); a number no
+    enumerator has is a category of its own (its decimal string), so nothing is lost."""
+    values = np.asarray(values)
+    numbers = sorted(set(names) | set(np.unique(values).tolist()))
+    labels = [names.get(v, str(v)) for v in numbers]
+    codes = np.searchsorted(np.array(numbers, dtype=values.dtype), values)
+    if enums is not None:
+        enums[col] = dict(zip(labels, numbers))
+    return pd.Categorical.from_codes(codes, categories=pd.Index(labels))
+
+
 def decode_strings(arr: np.ndarray) -> np.ndarray:
-    """char[] columns -> str, cut at the first NUL (bytes after it are garbage)."""
-    width = arr.dtype.itemsize
-    if len(arr) == 0 or width == 0:
-        return np.array([""] * len(arr), dtype=object)
-    raw = np.ascontiguousarray(arr).view(np.uint8).reshape(len(arr), width).copy()
-    nul = raw == 0
-    first = np.where(nul.any(axis=1), nul.argmax(axis=1), width)
-    raw[np.arange(width)[None, :] >= first[:, None]] = 0
-    clean = raw.view(f"S{width}").ravel()
+    """char[] columns -> str, cut at the first NUL (bytes after it are garbage); a value
+    that is not UTF-8 stays `bytes` (cut at the first NUL too), so nothing is lost.
+
+    Equal values are decoded once: rows are hashed 8 bytes at a time, grouped with
+    pandas' hash table, the grouping checked byte for byte, and each distinct value
+    decoded once (the object column shares one str per distinct value)."""
+    n, width = len(arr), arr.dtype.itemsize
+    if n == 0 or width == 0:
+        return np.array([""] * n, dtype=object)
+    words = -(-width // 8)
+    if words * 8 == width:
+        rows = np.ascontiguousarray(arr).view("<u8").reshape(n, words)
+    else:
+        rows = np.zeros((n, words * 8), np.uint8)
+        rows[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
+        rows = rows.view("<u8")
+    codes, firsts = _group_rows(rows)
+    if codes is None:  # a hash collision: decode every row
+        return np.array([_decode(b) for b in arr.tolist()], dtype=object)
+    distinct = np.empty(len(firsts), dtype=object)
+    distinct[:] = [_decode(b) for b in arr[firsts].tolist()]
+    return distinct[codes]
+
+
+def _group_rows(rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(group of each row, first row of each group) of equal rows of u64 words."""
+    h = rows[:, 0] * np.uint64(0x9E3779B97F4A7C15)
+    for j in range(1, rows.shape[1]):
+        h = (h ^ rows[:, j]) * np.uint64(0xC2B2AE3D27D4EB4F)
+    codes, uniques = pd.factorize(h, sort=False)
+    firsts = np.empty(len(uniques), np.int64)
+    firsts[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    if not (rows == rows[firsts[codes]]).all():
+        return None, firsts
+    return codes, firsts
+
+
+def _decode(raw: bytes) -> str | bytes:
+    cut = raw.split(b"\0", 1)[0]
     try:
-        return clean.astype("U").astype(object)
+        return cut.decode()
     except UnicodeDecodeError:
-        return np.array([b.decode("utf-8", "replace") for b in clean], dtype=object)
+        return cut
 
 
 def sum_cpus(values: np.ndarray) -> np.ndarray:

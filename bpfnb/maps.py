@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from . import bpfsys, frames
-from .errors import ProgramClosedError
+from .btf import prefer_btf
+from .errors import BpfnbError, ProgramClosedError
 from .layout import dtype_of
 from .mapread import MapReader, Snapshot
 
@@ -67,9 +68,17 @@ class MapView:
     """A live view of one map. Reading costs one batch syscall per chunk, no per-key work."""
 
     def __init__(self, name: str, fd: int, key_type: Any, value_type: Any,
-                 owner: Callable[[], bool] | None = None) -> None:
+                 owner: Callable[[], bool] | None = None, btf: bool = True) -> None:
         self.name = name
         self._fd = fd
+        #: why the map cannot be read (its types do not fit its sizes), raised on read
+        self.layout_error: BpfnbError | None = None
+        self.type_notes: list[str] = []
+        if btf:  # the map's own BTF is the one type system; bcc's ctypes the fallback
+            try:
+                key_type, value_type, self.type_notes = prefer_btf(fd, key_type, value_type)
+            except BpfnbError as e:
+                self.layout_error = e
         self.key_type = key_type
         self.value_type = value_type
         self.info = MapInfo.from_fd(fd, name)
@@ -106,6 +115,8 @@ class MapView:
     @property
     def reader(self) -> MapReader:
         self._check()
+        if self.layout_error is not None:
+            raise self.layout_error
         if self._reader is None:
             i = self.info
             self._reader = MapReader(self._fd, self.type, self.key_dtype, self.value_dtype,

@@ -48,10 +48,18 @@ def raw_table(bpf: Any, name: str) -> RawTable:
         raise UnknownMapError(f"no map {name!r} in this program")
     key_desc = lib.bpf_table_key_desc(bpf.module, name.encode())
     leaf_desc = lib.bpf_table_leaf_desc(bpf.module, name.encode())
-    decode = bpf._decode_table_type
-    key = decode(json.loads(key_desc)) if key_desc else None
-    leaf = decode(json.loads(leaf_desc)) if leaf_desc else ct.c_uint8
+    key = _decode(bpf, key_desc) if key_desc else None
+    leaf = _decode(bpf, leaf_desc) if leaf_desc else ct.c_uint8
     return RawTable(int(fd), key, leaf)
+
+
+def _decode(bpf: Any, desc: bytes) -> Any:
+    """bcc's ctypes type for a description, or None where bcc has none (e.g. 'signed char');
+    MapView then reads the map's BTF."""
+    try:
+        return bpf._decode_table_type(json.loads(desc))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def view(prog: Program, name: str) -> MapView:

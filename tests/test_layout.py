@@ -37,9 +37,10 @@ def test_flatten_names_types_and_strings():
     assert (cols["comm"][0], int(cols["inner.a"][0]), int(cols["ts"][0])) == ("bash", 65535, -5)
 
 
-def test_strings_cut_at_first_nul_and_tolerate_bad_utf8():
-    raw = np.array([b"ab\0garbage", b"\xff\xfeok"], dtype="S10")
-    assert layout.decode_strings(raw).tolist() == ["ab", "\ufffd\ufffdok"]
+def test_strings_cut_at_first_nul_and_keep_bad_utf8_as_bytes():
+    raw = np.array([b"ab\0garbage", b"\xff\xfeok", b"ab\0other", b"\xc3\xa9t\xc3\xa9"],
+                   dtype="S10")
+    assert layout.decode_strings(raw).tolist() == ["ab", b"\xff\xfeok", "ab", "été"]
 
 
 def test_sum_cpus_keeps_width():
