@@ -406,7 +406,10 @@ def pin(obj: Any, path: str) -> str:
     system so it outlives this process. Missing directories under the mount are created
     (and removed again if the pin fails)."""
     path = _pin_path(path, "pin at")
-    fd = obj if isinstance(obj, int) else obj.fd
+    fd = obj if isinstance(obj, int) else getattr(obj, "fd", None)
+    if not isinstance(fd, int) or isinstance(fd, bool):
+        raise MapError(f"pin wants a map (a MapView such as prog['name']), something with "
+                       f"an `fd`, or an fd, not {obj!r}")
     if not _on_bpffs(path):
         raise BpfnbError(f"cannot pin at {path}: not on a bpf file system ({_mounts_text()})")
     made = _make_dirs(os.path.dirname(path))

@@ -175,6 +175,8 @@ def test_pin_refuses_dotdot_nul_and_creates_nothing(prog, pin_root):
                           ("/tmp/bpfnb_not_bpffs/x", "not on a bpf file system")]:
         with pytest.raises(BpfnbError, match=re.escape(message)):
             pin(m, path)
+    with pytest.raises(MapError, match="pin wants a map"):
+        pin("by_key", f"{pin_root}/m")
     assert not pin_root.exists() and not os.path.exists("/tmp/bpfnb_not_bpffs")
     with pytest.raises(MapError, match="without NUL"):
         unpin(f"{pin_root}/a\0b")
