@@ -112,13 +112,12 @@ def dedicated_group(user: str) -> str:
     except KeyError:
         raise InstallError(f"no such user {user!r}; name an existing login") from None
     name = f"bpfnb-{user}"[:32]
-    try:
-        gid = grp.getgrnam(name).gr_gid
-    except KeyError:
+    if not _group_exists(name):
         _run(["groupadd", "--system", name])
-        gid = grp.getgrnam(name).gr_gid
-    _run(["gpasswd", "-M", user, name])
+    gid = grp.getgrnam(name).gr_gid
     others = [u for u in who_can_run(gid) if u not in ("root", pw.pw_name)]
+    if not others and user not in grp.getgrgid(gid).gr_mem:
+        _run(["gpasswd", "-a", user, name])
     if others:
         raise InstallError(f"group {name} is also the group of {', '.join(others)}; give it "
                            "to USER alone, or share on purpose with --group")

@@ -143,12 +143,15 @@ def test_parse_caps_and_mask() -> None:
         kernelspec.parse_caps("bpf,setpcap")
 
 
-def test_default_caps_leave_out_dac_read_search() -> None:
+def test_default_caps_leave_out_dac_read_search(capsys: pytest.CaptureFixture[str]) -> None:
     """CAP_DAC_READ_SEARCH reads every file on the machine: never granted unless asked for."""
-    assert "dac_read_search" not in kernelspec.DEFAULT_CAPS
     from bpfnb.__main__ import main
+
+    assert "dac_read_search" not in kernelspec.DEFAULT_CAPS
     with pytest.raises(SystemExit):
         main(["install-kernel", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default {','.join(kernelspec.DEFAULT_CAPS)};" in out
 
 
 def test_install_refuses_without_audience() -> None:
@@ -278,6 +281,25 @@ def test_only_the_named_user_can_run_it(session: Session) -> None:
     assert other.pw_gid == session.gid
     with pytest.raises(PermissionError):
         kernelspec._run_as([str(session.done.python), "-c", "pass"], other.pw_uid, other.pw_gid)
+
+
+def test_refuses_a_dedicated_group_that_holds_others(prefix: Path) -> None:
+    """An existing group bpfnb-U with another member is not silently shared (nor emptied)."""
+    _require_setup()
+    user, other = f"bpfnbg{os.getpid()}", f"bpfnbh{os.getpid()}"
+    _useradd(user, "--user-group")
+    _useradd(other, "--user-group")
+    group = f"bpfnb-{user}"
+    subprocess.run(["groupadd", "--system", "--users", other, group], check=True)
+    try:
+        with pytest.raises(kernelspec.InstallError, match=f"also the group of {other}"):
+            kernelspec.install("bpfnb-test-x", ("bpf",), prefix=prefix, user=user)
+        assert grp.getgrnam(group).gr_mem == [other]
+        assert _cap_files(prefix) == []
+    finally:
+        subprocess.run(["groupdel", group], check=False)
+        subprocess.run(["userdel", other], check=False)
+        subprocess.run(["userdel", user], check=False)
 
 
 def test_cli_prints_who_can_run(prefix: Path, capsys: pytest.CaptureFixture[str]) -> None:
