@@ -351,7 +351,7 @@ def replay_cell(shell: Any, recorded: RecordedCell, cell: str,
     from IPython.display import display, publish_display_data
 
     from .cellstore import NotRecorded
-    from .inert import inert_output
+    from .inert import inert_output, plain_text
 
     allowed = bindable_names(shell, cell)
     names = [*recorded.variables, *recorded.skipped]
@@ -359,7 +359,7 @@ def replay_cell(shell: Any, recorded: RecordedCell, cell: str,
     shell.user_ns.update({k: v for k, v in recorded.variables.items() if k in allowed})
     for name, type_name in recorded.skipped.items():
         if name in allowed:
-            shell.user_ns[name] = NotRecorded(name, str(type_name))
+            shell.user_ns[name] = NotRecorded(name, plain_text(str(type_name)))
     for out in filter(None, map(inert_output, recorded.outputs)):
         if out["output_type"] == "stream":
             stream = sys.stderr if out["name"] == "stderr" else sys.stdout

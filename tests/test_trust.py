@@ -236,6 +236,14 @@ def test_the_notice_stays_one_short_line(ip, tmp_path):
     ip.user_ns.pop("x")
 
 
+def test_placeholders_bind_only_the_sources_names_and_say_plain_text(ip, tmp_path):
+    replay(ip, tmp_path, [], {}, source="sock = make()", skipped={
+        "sock": "\x1b]0;pwned\x07socket", "other": "socket"})
+    assert repr(ip.user_ns.pop("sock")) == ("<not recorded: `sock` (a socket) from the live "
+                                            "run, not replayable>")
+    assert "other" not in ip.user_ns
+
+
 def test_nothing_dropped_says_nothing(ip, tmp_path):
     io = replay(ip, tmp_path, [], {"x": 1})
     assert "not bound" not in notice(io)
