@@ -127,9 +127,10 @@ def can_trace() -> Feature:
         hidden = tracefs_mounted_unreadable()
         if hidden:
             return Feature("tracing", False,
-                           f"tracefs at {hidden} is readable only by root: tracepoint programs "
-                           "need CAP_DAC_READ_SEARCH (bcc reads each tracepoint's format and id "
-                           "files); raw tracepoints, perf events and uprobes do not")
+                           f"tracefs at {hidden} is not readable here: tracepoint programs read "
+                           "each tracepoint's format and id files; run scripts/setup-system "
+                           "(tracefs for group bpfnb) and add this user to bpfnb (install-kernel "
+                           "--user does); raw tracepoints, perf events and uprobes need neither")
         return Feature("tracing", False,
                        "tracefs is not mounted: run `mount -t tracefs tracefs "
                        "/sys/kernel/tracing` (scripts/setup-system does it)")
