@@ -16,7 +16,7 @@ from bpfnb.backends.libbpf import LibbpfModule, load_object
 from bpfnb.errors import CompileError, VerifierError
 from bpfnb.maps import MapView
 from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
-from conftest import COUNT_BY_PID
+from conftest import COUNT_BY_PID, require, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
 COMM = f"bpfnb-lb{os.getpid() % 10000}"  # our own name: other tests run workloads too
@@ -247,3 +247,132 @@ def test_verifier_rejection_one_line_with_log() -> None:
     assert "\n" not in str(err)
     assert "map_value_or_null" in err.log
     assert err.line == 5
+
+
+RECORD = """
+BPF_HASH(values, u64, u64);
+int on_record(struct pt_regs *ctx) {
+    u64 v = PT_REGS_PARM1(ctx);
+    values.increment(v);
+    return 0;
+}
+"""
+
+
+def test_uprobe_function_loaded_on_attach(workload: Path) -> None:
+    require(features.uprobes())
+    m = LibbpfModule(RECORD)
+    try:
+        m.attach_uprobe(str(workload), "record", "on_record", ret=False, pid=-1, addr=None,
+                        sym_off=0)
+        run_workload(workload, "record", 3, 5, 7, 5)
+        got = {k: v.value for k, v in items(m, "values")}
+        assert [str(a) for a in m.attached] == [f"uprobe:{workload}:record"]
+    finally:
+        m.close()
+    assert got == {3: 1, 5: 2, 7: 1}
+
+
+SAMPLES = """
+BPF_HASH(samples, u32, u64);
+int on_sample(struct bpf_perf_event_data *ctx) {
+    COMM_FILTER
+    samples.increment(bpf_get_current_pid_tgid() >> 32);
+    return 0;
+}
+"""
+
+
+def test_perf_event_sampling(workload: Path) -> None:
+    m = LibbpfModule(SAMPLES.replace("COMM_FILTER", COMM_FILTER), comm_cflags("bpfnb-wl"))
+    try:
+        m.attach_perf_event("on_sample", 1, 0, sample_period=0, sample_freq=99, pid=-1, cpu=-1)
+        proc = subprocess.Popen([str(workload), "spin", "1"])
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = 0
+        got = dict((k, v.value) for k, v in items(m, "samples"))
+    finally:
+        m.close()
+    assert status == 0
+    expected = (usage.ru_utime + usage.ru_stime) * 99  # cpu-clock samples its CPU time
+    assert 0.5 * expected - 3 <= got[proc.pid] <= 1.5 * expected + 3
+
+
+TP = "TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {{ {body} return 0; }}"
+CONSTRUCTS = {
+    "hash_defaults": ("BPF_HASH(h);", "u64 k = 1; h.increment(k);"),
+    "hash_struct_key": ("struct k_t { u32 a; char c[8]; }; BPF_HASH(h, struct k_t, u64, 100);",
+                        "struct k_t k = {}; h.increment(k, 5); h.delete(&k);"),
+    "array": ("BPF_ARRAY(a, u64, 4);",
+              "int i = 1; u64 *v = a.lookup(&i); if (v) *v += 1; a.atomic_increment(i);"),
+    "percpu": ("BPF_PERCPU_ARRAY(a, u64, 4); BPF_PERCPU_HASH(h, u32, u64);",
+               "a.increment(0); h.increment(1);"),
+    "histogram_struct_key": ("struct hk { u32 slot; u32 cpu; }; BPF_HISTOGRAM(h, struct hk, 8);",
+                             "struct hk k = {1, 2}; h.increment(k);"),
+    "table_lru": ('BPF_TABLE("lru_hash", u32, u64, l, 128); '
+                  'BPF_TABLE("lru_percpu_hash", u32, u64, p, 128);',
+                  "u32 k = 1; u64 v = 2, z = 0; l.update(&k, &v); l.insert(&k, &v); "
+                  "u64 *x = p.lookup_or_try_init(&k, &z); if (x) *x += 1;"),
+    "f_table": ('BPF_F_TABLE("hash", u32, u64, h, 128, BPF_F_NO_PREALLOC);', "h.increment(1);"),
+    "lpm_trie": ("struct lk { u32 prefixlen; u32 ip; }; BPF_LPM_TRIE(t, struct lk, u64, 16);",
+                 "struct lk k = {32, 1}; u64 *v = t.lookup(&k); if (v) return *v;"),
+    "stack_trace": ("BPF_STACK_TRACE(st, 128);", "st.get_stackid(args, BPF_F_USER_STACK);"),
+    "prog_array": ("BPF_PROG_ARRAY(pa, 4);", "pa.call(args, 1);"),
+    "cgroup_array": ("BPF_CGROUP_ARRAY(cg, 4);", "if (cg.check_current_task(0) > 0) return 1;"),
+    "maps_of_maps": ("BPF_ARRAY(inner, u64, 4); BPF_ARRAY_OF_MAPS(outer, inner, 4); "
+                     "BPF_HASH_OF_MAPS(houter, int, inner, 4);",
+                     "int i = 0; void *m = outer.lookup(&i); if (m) bpf_map_lookup_elem(m, &i);"
+                     " m = houter.lookup(&i); if (m) bpf_map_lookup_elem(m, &i);"),
+    "queue_stack": ("BPF_QUEUE(q, u64, 16); BPF_STACK(s, u64, 16);",
+                    "u64 v = 1; q.push(&v, 0); q.pop(&v); s.push(&v, 0); s.peek(&v);"),
+    "ringbuf": ("BPF_RINGBUF_OUTPUT(rb, 4);",
+                "u64 v = 1; rb.ringbuf_output(&v, sizeof(v), 0); "
+                "u64 *p = rb.ringbuf_reserve(8); if (p) rb.ringbuf_discard(p, 0);"),
+    "perf_output": ("BPF_PERF_OUTPUT(ev);", "u64 v = 1; ev.perf_submit(args, &v, sizeof(v));"),
+    "task_storage": ("BPF_TASK_STORAGE(ts, u64);",
+                     "struct task_struct *t = bpf_get_current_task_btf(); "
+                     "u64 *v = ts.task_storage_get(t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); "
+                     "if (v) *v += 1;"),
+    "trace_printk": ("", 'bpf_trace_printk("hi %d\\n", 1);'),
+    "raw_tracepoint": ("RAW_TRACEPOINT_PROBE(sched_switch) { return ctx->args[0] != 0; }", None),
+    "tracepoint_fields": ("TRACEPOINT_PROBE(sched, sched_switch) { char c[16]; "
+                          "__builtin_memcpy(c, args->next_comm, 16); return args->prev_pid + c[0];"
+                          " }", None),
+}
+
+
+@pytest.mark.parametrize("name", list(CONSTRUCTS))
+def test_bcc_construct_compiles_and_loads(name: str) -> None:
+    decl, body = CONSTRUCTS[name]
+    m = LibbpfModule(decl + "\n" + (TP.format(body=body) if body is not None else ""))
+    try:
+        assert m.functions()
+    finally:
+        m.close()
+
+
+NET = {
+    "xdp_devmap_cpumap_xskmap": (
+        "BPF_DEVMAP(dm, 4); BPF_CPUMAP(cm, 4); BPF_XSKMAP(xm, 4);\n"
+        "int fn(struct xdp_md *ctx) { if (ctx->data_end - ctx->data < ETH_HLEN) return XDP_DROP;"
+        " return dm.redirect_map(0, 0); }", bpfsys.ProgType.XDP),
+    "sk_msg_sockmap_sockhash": (
+        "BPF_SOCKMAP(sm, 4); BPF_SOCKHASH(sh, u32, 4);\n"
+        "int fn(struct sk_msg_md *msg) { u32 k = 0; return sh.msg_redirect_hash(msg, &k, 0); }",
+        bpfsys.ProgType.SK_MSG),
+    "cgroup_skb_storage": (
+        "BPF_CGROUP_STORAGE(cs, u64);\nint fn(struct __sk_buff *skb) { "
+        "u64 *v = cs.get_local_storage(0); if (v) __sync_fetch_and_add(v, 1); return 1; }",
+        bpfsys.ProgType.CGROUP_SKB),
+}
+
+
+@pytest.mark.parametrize("name", list(NET))
+def test_typed_on_load_functions(name: str) -> None:
+    src, prog_type = NET[name]
+    m = LibbpfModule(src)
+    try:
+        assert m.program_fd("fn", prog_type) > 0
+        assert m.program_fd("fn", prog_type) == m.program_fd("fn", prog_type)
+    finally:
+        m.close()

@@ -174,6 +174,7 @@ unsigned long long load_word(void *skb, unsigned long long off) asm("llvm.bpf.lo
 
 /* ---- map methods: `m` is the map's address ---- */
 #define bpfnb_lookup(m, k) ((typeof((m)->value))bpf_map_lookup_elem(m, k))
+#define bpfnb_lookup_map(m, k) bpf_map_lookup_elem(m, k)
 #define bpfnb_lookup_or_try_init(m, k, init) ({ \
     typeof((m)->value) __bv = bpf_map_lookup_elem(m, k); \
     if (!__bv) { bpf_map_update_elem(m, k, init, BPF_NOEXIST); __bv = bpf_map_lookup_elem(m, k); } \

@@ -150,10 +150,11 @@ def rewrite(source: str) -> Rewritten:
     out = Rewritten("")
     defs = {line: (col, name, params) for line, col, name, params in functions(source)}
     lines = source.split("\n")
+    outers = set(re.findall(r"\bBPF_(?:ARRAY|HASH)_OF_MAPS\s*\(\s*(\w+)", source))
     body = []
     for i, line in enumerate(lines, 1):
         if i > 1 and lines[i - 2].rstrip().endswith("\\"):
-            body.append(_line(line))
+            body.append(_line(line, outers))
             continue
         directive = f'#line {i} "{CELL}"'
         if i in defs:
@@ -167,7 +168,7 @@ def rewrite(source: str) -> Rewritten:
                 line = re.sub(rf"\bint\s+{name}\s*\([^)]*\)", f"int BPF_KPROBE({name}, {extra})",
                               line, count=1)
             body += [directive, f'SEC("{sec}")']
-        body += [directive, _line(line)]
+        body += [directive, _line(line, outers)]
     for m in _TP_PROBE.finditer(_mask(source)):
         out.tracepoints.append((m.group(1), m.group(2)))
         out.sections[f"tracepoint__{m.group(1)}__{m.group(2)}"] = \
@@ -179,7 +180,13 @@ def rewrite(source: str) -> Rewritten:
     return out
 
 
-def _line(line: str) -> str:
+def _line(line: str, outers: set[str]) -> str:
+    """One line with BPF_TABLE type strings and map methods rewritten; `outers` are maps
+    of maps (their lookup returns the inner map, untyped)."""
     line = _TABLE.sub(lambda m: f"{m.group(1)}({m.group(2)}", line)
-    return _METHOD.sub(lambda m: f"bpfnb_{m.group(2)}(&{m.group(1)}"
-                       + (")" if m.group(3) else ", "), line)
+
+    def method(m: re.Match[str]) -> str:
+        name = "bpfnb_lookup_map" if m.group(1) in outers and m.group(2) == "lookup" \
+            else f"bpfnb_{m.group(2)}"
+        return f"{name}(&{m.group(1)}" + (")" if m.group(3) else ", ")
+    return _METHOD.sub(method, line)
