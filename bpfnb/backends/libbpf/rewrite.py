@@ -36,11 +36,10 @@ _NOT_RET = {"static", "typedef", "struct", "union", "enum", "return", "else", "e
 _NAMED = (("kretprobe__", "kretprobe/{}"), ("kprobe__", "kprobe/{}"),
           ("raw_tracepoint__", "raw_tracepoint/{}"), ("tracepoint__", "tracepoint/{}"))
 LAZY = "bpfnb/"
-# context pointers the verifier lets a program dereference directly
-_CTX_STRUCTS = {"pt_regs", "__sk_buff", "xdp_md", "bpf_perf_event_data", "bpf_sock_ops",
-                "sk_msg_md", "sk_reuseport_md", "bpf_sock", "bpf_sockopt", "bpf_sysctl",
-                "bpf_sock_addr", "bpf_raw_tracepoint_args", "bpf_cgroup_dev_ctx",
-                "bpf_sk_lookup", "bpf_flow_keys"}
+# pointers to kernel memory bcc reads implicitly: from bpf_get_current_task(), probe
+# arguments (PT_REGS_*, raw tracepoint args); packet and BTF pointers are fine
+_KERNEL_PTR = re.compile(r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*=\s*(?:\([^;]*\))?\s*"
+                         r"(?:bpf_get_current_task\s*\(\)|PT_REGS_\w+\s*\(|ctx\s*->\s*args\s*\[)")
 _CORE_OK = re.compile(r"BPF_CORE_READ|bpf_core_read|bpf_probe_read|BPF_PROBE_READ|sizeof|&")
 
 
@@ -120,10 +119,11 @@ def check_kernel_derefs(source: str) -> None:
     bcc silently turns such reads into bpf_probe_read calls; with libbpf they would read
     memory the verifier refuses (or, through old headers, the wrong offsets)."""
     masked = _mask(source)
-    own = set(re.findall(r"\bstruct\s+(\w+)\s*\{", masked))
-    pointers = {m.group(2): m.group(1) for m in re.finditer(
-        r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*(?:=|;|,|\))", masked)
-        if m.group(1) not in own and m.group(1) not in _CTX_STRUCTS}
+    pointers = {m.group(2): m.group(1) for m in _KERNEL_PTR.finditer(masked)}
+    for m in re.finditer(r"\bint\s+kprobe__\w+\s*\(([^)]*)\)", masked):  # kprobe arguments
+        pointers.update((p.group(2), p.group(1)) for p in re.finditer(
+            r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*$", m.group(1).replace(",", "\n"), re.M)
+            if p.group(1) != "pt_regs")
     if not pointers:
         return
     use = re.compile(r"\b(" + "|".join(map(re.escape, pointers)) + r")\s*->\s*(\w+)")
