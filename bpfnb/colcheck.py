@@ -79,6 +79,9 @@ def check(values: np.ndarray, na: np.ndarray | None, dtype: np.dtype, column: st
     before = int(bad.mask.sum()), len(bad.examples)
     if na is not None and na.any():
         bad.add(column, na, lambda i: "missing value (NA)")
+    given = values  # shown in messages as the user wrote it
+    if values.dtype.kind == "O" and dtype.kind == "S":
+        values = _text(values)
     kind = values.dtype.kind
     if kind == "O":
         out = _objects(values, dtype, column, bad, scalar)
@@ -87,7 +90,7 @@ def check(values: np.ndarray, na: np.ndarray | None, dtype: np.dtype, column: st
     elif dtype.kind == "f":
         out = _floats(values, dtype, column, bad)
     elif dtype.kind == "S":
-        out = _strings(values, dtype, column, bad)
+        out = _strings(values, given, dtype, column, bad)
     else:
         out = values
     if (int(bad.mask.sum()), len(bad.examples)) != before:
@@ -139,18 +142,37 @@ def _floats(values: np.ndarray, dtype: np.dtype, column: str, bad: BadRows
     return values.astype(dtype)
 
 
-def _strings(values: np.ndarray, dtype: np.dtype, column: str, bad: BadRows
-             ) -> np.ndarray | None:
+def _strings(values: np.ndarray, given: np.ndarray, dtype: np.dtype, column: str,
+             bad: BadRows) -> np.ndarray | None:
     if values.dtype.kind == "U":
-        values = np.char.encode(values, "utf-8")
+        values = _utf8(values)
     if values.dtype.kind != "S":
         bad.add(column, np.ones(values.shape, bool),
-                lambda i: f"{shown(values, i)} is not a str")
+                lambda i: f"{shown(given, i)} is not a str")
         return None
-    long = np.char.str_len(values) > dtype.itemsize
+    long = np.strings.str_len(values) > dtype.itemsize
     bad.add(column, long,
-            lambda i: f"{shown(values, i)} is longer than char[{dtype.itemsize}]")
+            lambda i: f"{shown(given, i)} is longer than char[{dtype.itemsize}]")
     return values.astype(dtype) if not long.any() else None
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """An object column of only str (or only bytes) as a numpy string array (fast checks)."""
+    inferred = pd.api.types.infer_dtype(values, skipna=False)
+    if inferred == "string":
+        return _utf8(values)
+    if inferred == "bytes":
+        return values.astype(np.bytes_)
+    return values
+
+
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """str values (object or numpy `U`) as UTF-8 bytes: numpy's fast cast where all ASCII."""
+    try:
+        return values.astype(np.bytes_)
+    except UnicodeEncodeError:
+        return np.array([str(v).encode() for v in values.ravel()], np.bytes_).reshape(
+            values.shape)
 
 
 def _objects(values: np.ndarray, dtype: np.dtype, column: str, bad: BadRows,

@@ -193,3 +193,24 @@ def test_pin_normalises_and_removes_dirs_it_made_when_the_pin_fails(prog, pin_ro
         pin(0, f"{pin_root}/new/deeper/m")
     assert sorted(p.name for p in pin_root.rglob("*")) == ["m", "x"]
     unpin(f"{pin_root}/x/m")
+
+
+def test_update_df_comm_utf8_counts_bytes(prog):
+    m = prog["by_comm"]
+    df = pd.DataFrame({"pid": np.uint32([1, 2]), "comm": ["é" * 8, "é" * 9],
+                       "value": np.uint64([1, 1])})
+    with pytest.raises(KeyTypeError, match=r"1 of 2 rows.*\n  row 1, column 'comm'"):
+        m.update_df(df)
+    assert m.update_df(df.iloc[:1]) == 1
+    assert m.df()["comm"].tolist() == ["é" * 8]
+
+
+def test_update_df_checks_large_string_columns_fast(prog):
+    n = 200_000
+    df = pd.DataFrame({"pid": np.arange(n, dtype=np.uint32),
+                       "comm": [f"c{i}" for i in range(n)], "value": np.ones(n, np.uint64)})
+    df.loc[n - 1, "comm"] = "z" * 17
+    start = time.perf_counter()
+    with pytest.raises(KeyTypeError, match=f"row {n - 1}, column 'comm': 'zzzz"):
+        prog["by_comm"].ops.frame_arrays(df)
+    assert time.perf_counter() - start < 2.0
