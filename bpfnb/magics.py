@@ -7,6 +7,7 @@ import html
 import keyword
 import math
 import os
+import re
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ USAGE = """\
 %bpf log [NAME]         the full verifier/compiler log of the last error (or of NAME's load)
 """
 
+
+# IPython's output and input history (_, __, _5, _i, _ii5, _ih, _oh, _dh) and its own names
+_IPYTHON_NAMES = re.compile(r"_{1,3}|_i{1,3}\d*|_\d+|_[iod]h|_exit_code|In|Out|get_ipython"
+                            r"|exit|quit")
 
 PROFILE_USAGE = "%bpf_profile [-p PID] [-F HZ] [-d SECONDS] [--no-kernel] [--no-user] [-- CMD]"
 
@@ -193,7 +198,7 @@ class BpfMagics(Magics):
         """UsageError unless `name` is free or holds a program this magic bound."""
         shell = self.shell
         why = None
-        if name.startswith("_") or name in getattr(shell, "user_ns_hidden", {}):
+        if _IPYTHON_NAMES.fullmatch(name) or name in getattr(shell, "user_ns_hidden", {}):
             why = "is reserved by IPython"
         elif hasattr(builtins, name):
             why = "is a Python builtin"

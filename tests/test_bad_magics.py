@@ -74,6 +74,9 @@ def test_bad_cell_lines_are_usage_errors(ip, line, message):
     ("In", "is reserved by IPython"),
     ("exit", "is reserved by IPython"),
     ("_", "is reserved by IPython"),
+    ("_i3", "is reserved by IPython"),
+    ("_12", "is reserved by IPython"),
+    ("_oh", "is reserved by IPython"),
     ("print", "is a Python builtin"),
     ("len", "is a Python builtin"),
     ("pytest", "is already bound to a module"),
@@ -89,6 +92,8 @@ def test_names_that_would_shadow_are_refused(ip, name, why):
 
 
 def test_name_of_a_program_can_be_reused(ip):
+    ip.run_cell_magic("bpf", "_badmag_private", CELL)  # a leading _ alone is fine
+    ip.run_line_magic("bpf", "stop _badmag_private")
     ip.run_cell_magic("bpf", "badmag_again", CELL)
     first = ip.user_ns["badmag_again"]
     ip.run_cell_magic("bpf", "badmag_again", CELL)
