@@ -376,3 +376,57 @@ def test_typed_on_load_functions(name: str) -> None:
         assert m.program_fd("fn", prog_type) == m.program_fd("fn", prog_type)
     finally:
         m.close()
+
+
+def test_compile_cache_private_built_once_and_repaired(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpfnb.backends.libbpf import compiler
+
+    monkeypatch.setenv("BPFNB_CACHE", str(tmp_path / "cache"))
+    first = compiler.compile_c("int x;")
+    second = compiler.compile_c("int y;")
+    entry = compiler.prelude().directory
+    assert (first.cold, second.cold) == (True, False)
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert entry.stat().st_mode & 0o777 == 0o700
+    assert entry.name == compiler.cache_key()
+    assert {p.name for p in entry.iterdir()} >= {"vmlinux.h", "prelude.h", "prelude.h.pch"}
+    os.utime(entry / "vmlinux.h", (1, 1))  # the PCH no longer matches its header
+    assert compiler.compile_c("int z;").cold  # rebuilt, not a compile error
+
+
+def test_struct_values_same_dataframe_as_bcc() -> None:
+    src = """
+struct key_t { u32 pid; char comm[16]; };
+struct val_t { u64 calls; u32 last_cpu; s16 small; };
+BPF_HASH(stats, struct key_t, struct val_t);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    struct key_t k = {};
+    k.pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&k.comm, sizeof(k.comm));
+    struct val_t zero = {};
+    struct val_t *v = stats.lookup_or_try_init(&k, &zero);
+    if (!v) return 0;
+    __sync_fetch_and_add(&v->calls, 1);
+    v->last_cpu = 7;
+    v->small = -3;
+    return 0;
+}
+""".replace("COMM_FILTER", COMM_FILTER)
+    flags = comm_cflags(COMM)
+    bcc, lb = BccModule(src, flags), LibbpfModule(src, flags)
+    try:
+        bcc.autoattach()
+        lb.autoattach()
+        pid = run(77)
+        t = bcc.table("stats")
+        by_bcc = MapView("stats", t.map_fd, t.Key, t.Leaf).df()
+        by_lb = view(lb, "stats").df()
+    finally:
+        bcc.close()
+        lb.close()
+    assert by_lb.to_dict("records") == [
+        {"pid": pid, "comm": COMM, "calls": 77, "last_cpu": 7, "small": -3}]
+    assert by_lb.equals(by_bcc)
+    assert list(by_lb.dtypes) == list(by_bcc.dtypes)

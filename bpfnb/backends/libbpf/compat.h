@@ -132,7 +132,9 @@ unsigned long long load_word(void *skb, unsigned long long off) asm("llvm.bpf.lo
 #define BPFNB_LPM4(n, k, v, s) BPFNB_MAP(BPF_MAP_TYPE_LPM_TRIE, k, v, n, s, BPF_F_NO_PREALLOC)
 #define BPF_LPM_TRIE(...) BPFNB_SEL4(__VA_ARGS__, BPFNB_LPM4, BPFNB_LPM3, BPFNB_LPM2, \
                                      BPFNB_LPM1)(__VA_ARGS__)
-#define BPF_STACK_TRACE(n, s) BPFNB_MAP(BPF_MAP_TYPE_STACK_TRACE, int, u64[127], n, s, 0)
+struct bpfnb_stack_trace { u64 ip[127]; };  /* bcc's StackTrace leaf */
+#define BPF_STACK_TRACE(n, s) \
+    BPFNB_MAP(BPF_MAP_TYPE_STACK_TRACE, int, struct bpfnb_stack_trace, n, s, 0)
 #define BPF_PROG_ARRAY(n, s) BPFNB_MAP(BPF_MAP_TYPE_PROG_ARRAY, int, int, n, s, 0)
 #define BPF_CGROUP_ARRAY(n, s) BPFNB_MAP(BPF_MAP_TYPE_CGROUP_ARRAY, int, int, n, s, 0)
 #define BPF_DEVMAP(n, s) BPFNB_MAP(BPF_MAP_TYPE_DEVMAP, int, int, n, s, 0)

@@ -9,6 +9,7 @@ instead of ~300 ms).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import os
@@ -122,7 +123,22 @@ def prelude(btf_path: str = VMLINUX_BTF) -> Prelude:
     if p.pch.exists():
         return p
     _private_dir(d)
-    dump = subprocess.run(["bpftool", "btf", "dump", "file", btf_path, "format", "c"],
+    with open(d / ".lock", "w") as lock:  # one builder at a time (others wait, then reuse)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if p.pch.exists():
+            return p
+        _build(d, btf_path)
+    return Prelude(d, True)
+
+
+def _build(d: Path, btf_path: str) -> None:
+    p = Prelude(d, True)
+    bpftool = shutil.which("bpftool", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+    if bpftool is None:
+        raise FeatureUnavailableError("bpftool is not installed: the libbpf backend needs it "
+                                      "once per kernel to write vmlinux.h. Install Debian's "
+                                      "bpftool (`scripts/setup-system`).")
+    dump = subprocess.run([bpftool, "btf", "dump", "file", btf_path, "format", "c"],
                           capture_output=True)
     if dump.returncode != 0:
         raise FeatureUnavailableError("`bpftool btf dump` failed: "
@@ -139,7 +155,6 @@ def prelude(btf_path: str = VMLINUX_BTF) -> Prelude:
         tmp.unlink(missing_ok=True)
         raise FeatureUnavailableError(f"Building the libbpf prelude failed:\n{run.stderr[-2000:]}")
     os.replace(tmp, p.pch)
-    return Prelude(d, True)
 
 
 @dataclass(frozen=True)
@@ -159,11 +174,15 @@ class ClangError(Exception):
 
 def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     """Compile C text (already rewritten, with #line directives) into a BPF ELF object."""
-    pre = prelude()
-    args = [clang(), *arch_flags(), "-I", str(pre.directory), "-include-pch", str(pre.pch),
-            *cflags, "-x", "c", "-", "-c", "-o", "-"]
-    run = subprocess.run(args, input=text.encode(), capture_output=True)
-    err = run.stderr.decode("utf-8", "replace")
-    if run.returncode != 0:
-        raise ClangError(err)
-    return Compiled(run.stdout, err, pre.built)
+    for attempt in range(2):
+        pre = prelude()
+        args = [clang(), *arch_flags(), "-I", str(pre.directory), "-include-pch", str(pre.pch),
+                *cflags, "-x", "c", "-", "-c", "-o", "-"]
+        run = subprocess.run(args, input=text.encode(), capture_output=True)
+        err = run.stderr.decode("utf-8", "replace")
+        if run.returncode == 0:
+            return Compiled(run.stdout, err, pre.built)
+        if attempt or "precompiled header" not in err:
+            break
+        pre.pch.unlink(missing_ok=True)  # stale or damaged cache entry: rebuild it once
+    raise ClangError(err)

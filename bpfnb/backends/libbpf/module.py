@@ -17,7 +17,6 @@ from typing import Any
 
 from ... import bpfsys, diagnose, features
 from ..._sys import libbpf
-from ...btf import map_types
 from ...errors import AttachError, FeatureUnavailableError, PrivilegeError
 from ...perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
 from ..bcc import AttachPoint, Usdt
@@ -117,13 +116,13 @@ class LibbpfModule:
         return [n for n in self.obj.maps if "." not in n and not n.startswith("__bpf")]
 
     def table(self, name: str) -> Table:
+        """The map's fd and key/value types from the object's BTF (which also types maps
+        the kernel keeps no BTF for: stack traces, queues, perf arrays)."""
         if name not in self._tables:
             fd = self.obj.map_fd(name)
             info = bpfsys.map_info(fd)
-            types = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
-                              info.key_size, info.value_size)
-            self._tables[name] = Table(name, fd, types.key if info.key_size else None,
-                                       types.value)
+            key, value = self.obj.map_types(name, info.key_size, info.value_size)
+            self._tables[name] = Table(name, fd, key if info.key_size else None, value)
         return self._tables[name]
 
     def program_fd(self, function: str, prog_type: int) -> int:

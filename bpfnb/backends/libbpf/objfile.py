@@ -6,15 +6,17 @@ BEGIN/END PROG LOAD LOG markers) goes to diagnose.verifier_error.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import diagnose
 from ..._sys import libbpf
-from ...btf import Btf, BtfKind
+from ...btf import Btf, BtfError, BtfKind, raw_type
 from ...errors import BpfnbError, KeyTypeError
 
 _FAILED = re.compile(r"prog '(\w+)': (?:BPF program load failed|failed to load): .*?(-?\d+)?$",
@@ -43,6 +45,10 @@ class BpfObject:
                          for p in libbpf.iterate("program", self.ptr)}
         self.maps = {self.lib.bpf_map__name(m).decode(): m
                      for m in libbpf.iterate("map", self.ptr)}
+        # BTF type ids as compiled (libbpf clears them where the kernel refuses map BTF)
+        self._type_ids = {n: (self.lib.bpf_map__btf_key_type_id(m),
+                              self.lib.bpf_map__btf_value_type_id(m))
+                          for n, m in self.maps.items()}
         self.loaded = False
         for pname, prog in self.programs.items():
             section = self.section(pname)
@@ -56,17 +62,39 @@ class BpfObject:
     def section(self, program: str) -> str:
         return str(self.lib.bpf_program__section_name(self.programs[program]).decode())
 
+    @functools.cached_property
+    def btf(self) -> Btf | None:
+        """The object's own BTF (None if it was built without -g)."""
+        btf_ptr = self.lib.bpf_object__btf(self.ptr)
+        if not btf_ptr:
+            return None
+        size = ct.c_uint32()
+        raw = self.lib.btf__raw_data(btf_ptr, ct.byref(size))
+        return Btf(ct.string_at(raw, size.value), 0, self.name) if raw else None
+
+    def map_types(self, name: str, key_size: int, value_size: int) -> tuple[Any, Any]:
+        """ctypes key and value types of a map from the object's BTF; raw bytes where it
+        has none or a type's size differs from the map's."""
+        out = []
+        key_id, value_id = self._type_ids[name]
+        for type_id, size in ((key_id, key_size), (value_id, value_size)):
+            ctype = raw_type(size)
+            if type_id and self.btf is not None:
+                with contextlib.suppress(BtfError):
+                    typed = self.btf.ctype(type_id)
+                    if ct.sizeof(typed) == size:
+                        ctype = typed
+            out.append(ctype)
+        return out[0], out[1]
+
     # -- read-only globals ----------------------------------------------------------------
     def set_consts(self, consts: Mapping[str, Any]) -> None:
         """Set `const volatile` globals (.rodata) before load, by name."""
         rodata = next((m for n, m in self.maps.items() if n.endswith(".rodata")), None)
-        btf_ptr = self.lib.bpf_object__btf(self.ptr)
-        if rodata is None or not btf_ptr:
+        btf = self.btf
+        if rodata is None or btf is None:
             raise KeyTypeError(f"{self.name} has no .rodata globals with BTF; cannot set "
                                f"{', '.join(consts)}")
-        size = ct.c_uint32()
-        raw = self.lib.btf__raw_data(btf_ptr, ct.byref(size))
-        btf = Btf(ct.string_at(raw, size.value), 0, self.name)
         sec = next(t for t in btf.types() if t.kind == BtfKind.DATASEC and t.name == ".rodata")
         entries = btf._u32s(sec, 3 * sec.vlen)
         where = {btf.type(entries[i]).name: (entries[i], entries[i + 1])
