@@ -149,18 +149,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 """
 
 
-class Event(ct.Structure):
-    _fields_ = [("pid", ct.c_uint32), ("seq", ct.c_uint32)]
-
-
 def test_ring_buffer_events() -> None:
     m = LibbpfModule(RINGBUF.replace("COMM_FILTER", COMM_FILTER), comm_cflags(COMM))
     try:
         m.autoattach()
         pid = run(20)
         t = m.table("events")
-        df = MapView("events", t.map_fd, None, ct.c_ubyte * 0).events(
-            duration=None, event_type=Event)
+        assert [f[0] for f in t.event_type._fields_] == ["pid", "seq"]  # from reserve's type
+        df = MapView("events", t.map_fd, t.Key, t.Leaf).events(duration=None,
+                                                               event_type=t.event_type)
     finally:
         m.close()
     assert df["pid"].tolist() == [pid] * 20
@@ -430,3 +427,40 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
         {"pid": pid, "comm": COMM, "calls": 77, "last_cpu": 7, "small": -3}]
     assert by_lb.equals(by_bcc)
     assert list(by_lb.dtypes) == list(by_bcc.dtypes)
+
+
+PERF = """
+struct data_t { u32 pid; u32 seq; char comm[16]; };
+BPF_PERF_OUTPUT(events);
+BPF_ARRAY(counter, u32, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    int zero = 0;
+    u32 *c = counter.lookup(&zero);
+    if (!c) return 0;
+    struct data_t data = {};
+    data.pid = bpf_get_current_pid_tgid() >> 32;
+    data.seq = __sync_fetch_and_add(c, 1);
+    bpf_get_current_comm(&data.comm, sizeof(data.comm));
+    events.perf_submit(args, &data, sizeof(data));
+    return 0;
+}
+"""
+
+
+def test_perf_output_event_type_from_source() -> None:
+    m = LibbpfModule(PERF.replace("COMM_FILTER", COMM_FILTER), comm_cflags(COMM))
+    try:
+        m.autoattach()
+        t = m.table("events")
+        assert [f[0] for f in t.event_type._fields_] == ["pid", "seq", "comm"]
+        v = MapView("events", t.map_fd, t.Key, t.Leaf)
+        v.event_reader(t.event_type)  # open the per-CPU buffers before the workload runs
+        pid = run(25)
+        df = v.events(duration=None)
+        v.release()
+    finally:
+        m.close()
+    assert df["pid"].tolist() == [pid] * 25
+    assert sorted(df["seq"]) == list(range(25))
+    assert set(df["comm"]) == {COMM}

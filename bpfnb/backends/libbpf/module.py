@@ -17,6 +17,7 @@ from typing import Any
 
 from ... import bpfsys, diagnose, features
 from ..._sys import libbpf
+from ...btf import is_raw
 from ...errors import AttachError, FeatureUnavailableError, PrivilegeError
 from ...perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
 from ..bcc import AttachPoint, Usdt
@@ -31,18 +32,32 @@ _SECTION_KINDS = (("tracepoint/", "tracepoint"), ("tp/", "tracepoint"),
                   ("fexit/", "kretfunc"), ("lsm/", "lsm"), ("tp_btf/", "tp_btf"),
                   ("uprobe", "uprobe"), ("uretprobe", "uretprobe"), ("usdt", "usdt"),
                   ("ksyscall/", "kprobe"), ("kretsyscall/", "kretprobe"), ("iter/", "iter"))
+_INDEXED = frozenset(int(t) for t in (
+    bpfsys.MapType.PERF_EVENT_ARRAY, bpfsys.MapType.PROG_ARRAY, bpfsys.MapType.CGROUP_ARRAY,
+    bpfsys.MapType.ARRAY_OF_MAPS, bpfsys.MapType.HASH_OF_MAPS, bpfsys.MapType.DEVMAP,
+    bpfsys.MapType.CPUMAP, bpfsys.MapType.XSKMAP, bpfsys.MapType.SOCKMAP,
+    bpfsys.MapType.SOCKHASH))
 _FREQ = 1 << 10  # perf_event_attr.freq
 _libc = ct.CDLL(None, use_errno=True)
 
 
 @dataclass
 class Table:
-    """What Program needs of a map: its fd and key/value ctypes types (from BTF)."""
+    """What Program needs of a map: its fd and key/value ctypes types (from BTF), and for
+    perf/ring buffers the event type the program sends (None if it could not be told)."""
 
     name: str
     map_fd: int
     Key: Any
     Leaf: Any
+    event_type: Any = None
+
+    def event(self, data: Any) -> Any:
+        """An event decoded from a buffer (as bcc's table.event); events.py uses its type."""
+        if self.event_type is None:
+            raise AttachError(f"the type of {self.name!r}'s events is unknown; pass "
+                              "event_type=<ctypes struct>")
+        return self.event_type.from_buffer_copy(bytes(data)[:ct.sizeof(self.event_type)])
 
 
 def _kind(section: str) -> tuple[str, str] | None:
@@ -74,6 +89,7 @@ class LibbpfModule:
             raise diagnose.compile_error(source, e.output) from None
         self.compiler_output = built.output
         self.cold_compile = built.cold
+        self._events = text.events
         self._setup(BpfObject(built.obj, name, source,
                               autoload=lambda _n, sec: not sec.startswith(LAZY)))
 
@@ -84,6 +100,7 @@ class LibbpfModule:
         _check_permission()
         self = cls.__new__(cls)
         self.compiler_output, self.cold_compile = "", False
+        self._events = {}
         obj = BpfObject(data, name)
         try:
             if consts:
@@ -122,7 +139,12 @@ class LibbpfModule:
             fd = self.obj.map_fd(name)
             info = bpfsys.map_info(fd)
             key, value = self.obj.map_types(name, info.key_size, info.value_size)
-            self._tables[name] = Table(name, fd, key if info.key_size else None, value)
+            if info.type in _INDEXED:  # slots of fds or ids, declared by size: ints, as in bcc
+                key = ct.c_int if is_raw(key) and info.key_size == 4 else key
+                value = ct.c_int if is_raw(value) and info.value_size == 4 else value
+            event = self._events.get(name)
+            self._tables[name] = Table(name, fd, key if info.key_size else None, value,
+                                       self.obj.named_type(event) if event else None)
         return self._tables[name]
 
     def program_fd(self, function: str, prog_type: int) -> int:

@@ -87,6 +87,19 @@ class BpfObject:
             out.append(ctype)
         return out[0], out[1]
 
+    def named_type(self, c_type: str) -> Any:
+        """The ctypes type of a C type named in the source ("struct x", "u64"), or None."""
+        if self.btf is None:
+            return None
+        words = c_type.split()
+        kinds = {"struct": BtfKind.STRUCT, "union": BtfKind.UNION}
+        kind = kinds.get(words[0]) if len(words) == 2 else None
+        try:
+            type_id = self.btf.find(words[-1], kind)
+            return self.btf.ctype(type_id)
+        except (KeyError, BtfError):
+            return None
+
     # -- read-only globals ----------------------------------------------------------------
     def set_consts(self, consts: Mapping[str, Any]) -> None:
         """Set `const volatile` globals (.rodata) before load, by name."""

@@ -49,6 +49,8 @@ class Rewritten:
     #: function name -> ELF section (LAZY + name for functions typed at load)
     sections: dict[str, str] = field(default_factory=dict)
     tracepoints: list[tuple[str, str]] = field(default_factory=list)
+    #: output map name -> C type of its events ("struct data_t", "u64"), where it can be told
+    events: dict[str, str] = field(default_factory=dict)
 
 
 def _mask(text: str) -> str:
@@ -144,6 +146,27 @@ def check_kernel_derefs(source: str) -> None:
                 details=msg, diagnostics=[(no, m.start() + 1, msg)])
 
 
+_SUBMIT = re.compile(r"\b(\w+)\s*\.\s*(?:perf_submit\s*\(\s*\w+\s*,|ringbuf_output\s*\()"
+                     r"\s*(&?)\s*(\w+)")
+_RESERVE = re.compile(r"\b(struct\s+\w+|\w+)\s*\*\s*\w+\s*=\s*(?:\([^)]*\)\s*)?(\w+)\s*\.\s*"
+                      r"ringbuf_reserve\s*\(")
+
+
+def event_types(source: str) -> dict[str, str]:
+    """The C type each perf/ring buffer map is sent, as bcc infers it from the calls."""
+    masked = _mask(source)
+    found: dict[str, str] = {}
+    for m in _RESERVE.finditer(masked):
+        found.setdefault(m.group(2), re.sub(r"\s+", " ", m.group(1)))
+    for m in _SUBMIT.finditer(masked):
+        amp, var = m.group(2), m.group(3)
+        ptr = "" if amp else r"\*\s*"
+        decl = re.search(rf"\b(struct\s+\w+|\w+)\s*{ptr}\b{var}\s*(?:=|;|\[)", masked)
+        if decl and decl.group(1) not in ("return", "else"):
+            found.setdefault(m.group(1), re.sub(r"\s+", " ", decl.group(1)))
+    return found
+
+
 def rewrite(source: str) -> Rewritten:
     """The compilable libbpf C text of a BCC C cell (see the module docstring)."""
     check_kernel_derefs(source)
@@ -176,7 +199,11 @@ def rewrite(source: str) -> Rewritten:
     for m in re.finditer(r"\bRAW_TRACEPOINT_PROBE\s*\(\s*(\w+)\s*\)", source):
         out.sections[f"raw_tracepoint__{m.group(1)}"] = f"raw_tracepoint/{m.group(1)}"
     structs = [struct_for(c, e) for c, e in dict.fromkeys(out.tracepoints)]
-    out.text = "\n".join([*structs, *body, ""])
+    out.events = event_types(source)
+    # clang puts a local variable's type in no BTF; a global pointer keeps each event type
+    keep = [f"{c_type} *__bpfnb_event_{name} __attribute__((unused));"
+            for name, c_type in out.events.items()]
+    out.text = "\n".join([*structs, *body, *keep, ""])
     return out
 
 
