@@ -16,7 +16,7 @@ import numpy as np
 
 from .colcheck import BadRows, check, column_values
 from .errors import KeyTypeError
-from .layout import SPLIT_ARRAY_MAX, field_names, flatten, is_padding
+from .layout import SPLIT_ARRAY_MAX, enum_numbers, field_names, flatten, is_padding
 
 LOCK_TYPE_NAMES = ("bpf_spin_lock", "bpf_timer")  # kernel-owned fields, hidden from users
 
@@ -324,6 +324,9 @@ def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: 
         target = target[:, index]
     values, na = column_values(col)
     leaf = target.dtype.base if target.ndim > 1 else target.dtype
+    enum = dict(leaf.metadata or {}).get("enum")
+    if enum is not None and values.dtype.kind not in "iu":  # df()'s enumerator names
+        values = enum_numbers(values, enum)
     if target.ndim > 1 and values.dtype == object:
         try:
             values = np.stack(list(values))

@@ -28,6 +28,13 @@ def columns(keys: np.ndarray, values: np.ndarray, enums: dict[str, dict[str, int
     return {**kcols, **vcols}, list(kcols), list(vcols)
 
 
+def _as_is(cols: dict[str, Any]) -> dict[str, Any]:
+    """Object columns (bytes, pointers, 128-bit ints) kept as objects: pandas would scan
+    every row to guess a dtype."""
+    return {k: pd.Series(v, dtype=object, copy=False)
+            if isinstance(v, np.ndarray) and v.dtype == object else v for k, v in cols.items()}
+
+
 def _base(arr: np.ndarray, name: str) -> str:
     """Struct fields become top-level columns; scalars and arrays are named key/value."""
     return "" if arr.dtype.names is not None else name
@@ -42,7 +49,7 @@ def frame(keys: np.ndarray, values: np.ndarray, attrs: dict[str, Any],
         values = sum_cpus(values)
     enums: dict[str, dict[str, int]] = {}
     cols, kcols, vcols = columns(keys, values, enums)
-    df = pd.DataFrame(cols, copy=False)
+    df = pd.DataFrame(_as_is(cols), copy=False)
     df.attrs.update(attrs, key_columns=kcols, value_columns=vcols, enums=enums)
     return df
 
@@ -54,7 +61,7 @@ def _long_frame(keys: np.ndarray, values: np.ndarray, attrs: dict[str, Any],
     cols, kcols, vcols = columns(np.repeat(keys, ncpu), values.reshape(n * ncpu), enums)
     cpu = np.tile(np.asarray(cpus, dtype=np.int32), n)
     data = {k: cols[k] for k in kcols} | {"cpu": cpu} | {v: cols[v] for v in vcols}
-    df = pd.DataFrame(data, copy=False)
+    df = pd.DataFrame(_as_is(data), copy=False)
     df.attrs.update(attrs, key_columns=kcols, value_columns=vcols, enums=enums)
     return df
 

@@ -231,42 +231,86 @@ def _enum(values: np.ndarray, names: dict[int, str], col: str,
     return pd.Categorical.from_codes(codes, categories=pd.Index(labels))
 
 
-def decode_strings(arr: np.ndarray) -> np.ndarray:
+def enum_numbers(values: np.ndarray, names: dict[int, str]) -> np.ndarray:
+    """Enumerator names (and the decimal strings df() shows for other numbers) back to
+    numbers; anything else is left for the caller's checks to reject."""
+    by_name = {name: number for number, name in names.items()}
+
+    def number(v: Any) -> Any:
+        if v in by_name:
+            return by_name[v]
+        if isinstance(v, str) and v.lstrip("-").isdigit():
+            return int(v)
+        return v
+
+    out = np.empty(len(values), dtype=object)
+    out[:] = [number(v) for v in np.asarray(values, dtype=object).tolist()]
+    return out
+
+
+def decode_strings(arr: np.ndarray) -> Any:
     """char[] columns -> str, cut at the first NUL (bytes after it are garbage); a value
     that is not UTF-8 stays `bytes` (cut at the first NUL too), so nothing is lost.
 
-    Equal values are decoded once: rows are hashed 8 bytes at a time, grouped with
-    pandas' hash table, the grouping checked byte for byte, and each distinct value
-    decoded once (the object column shares one str per distinct value)."""
+    Equal values are decoded once: rows are hashed 8 bytes at a time (in place, no copy of
+    the strings), grouped with pandas' hash table, the grouping checked byte for byte, and
+    each distinct value decoded once. All str: an Arrow-backed pandas str array (pandas'
+    own string dtype, no Python object per row); any bytes: an object array."""
     n, width = len(arr), arr.dtype.itemsize
     if n == 0 or width == 0:
         return np.array([""] * n, dtype=object)
-    words = -(-width // 8)
-    if words * 8 == width:
-        rows = np.ascontiguousarray(arr).view("<u8").reshape(n, words)
-    else:
-        rows = np.zeros((n, words * 8), np.uint8)
-        rows[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
-        rows = rows.view("<u8")
-    codes, firsts = _group_rows(rows)
+    codes, firsts = _group_rows(_words(arr))
     if codes is None:  # a hash collision: decode every row
         return np.array([_decode(b) for b in arr.tolist()], dtype=object)
-    distinct = np.empty(len(firsts), dtype=object)
-    distinct[:] = [_decode(b) for b in arr[firsts].tolist()]
-    return distinct[codes]
+    distinct = [_decode(b) for b in arr[firsts].tolist()]
+    if all(isinstance(d, str) for d in distinct):
+        column = _arrow_strings(codes, distinct)
+        if column is not None:
+            return column
+    out = np.empty(len(distinct), dtype=object)
+    out[:] = distinct
+    return out[codes]
+
+
+def _words(arr: np.ndarray) -> np.ndarray:
+    """Rows of fixed-width bytes as (n, words) u64, a view where the width allows."""
+    n, width = len(arr), arr.dtype.itemsize
+    words = -(-width // 8)
+    if words * 8 == width:
+        return arr.view(np.dtype(("<u8", (words,))))  # strided is fine: same itemsize
+    rows = np.zeros((n, words * 8), np.uint8)
+    rows[:, :width] = np.ascontiguousarray(arr).view(np.uint8).reshape(n, width)
+    return rows.view("<u8")
 
 
 def _group_rows(rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """(group of each row, first row of each group) of equal rows of u64 words."""
     h = rows[:, 0] * np.uint64(0x9E3779B97F4A7C15)
     for j in range(1, rows.shape[1]):
-        h = (h ^ rows[:, j]) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= rows[:, j]
+        h *= np.uint64(0xC2B2AE3D27D4EB4F)
     codes, uniques = pd.factorize(h, sort=False)
+    del h
     firsts = np.empty(len(uniques), np.int64)
     firsts[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    if not (rows == rows[firsts[codes]]).all():
-        return None, firsts
+    first_of = firsts[codes]
+    for j in range(rows.shape[1]):
+        if not np.array_equal(rows[:, j], rows[first_of, j]):
+            return None, firsts
     return codes, firsts
+
+
+def _arrow_strings(codes: np.ndarray, distinct: list[Any]) -> Any:
+    """pandas' default str array (Arrow-backed) of distinct[codes]; None where this pandas
+    has no such dtype."""
+    import pyarrow as pa
+
+    try:
+        dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    except (TypeError, ImportError):
+        return None
+    taken = pa.array(distinct, pa.large_string()).take(pa.array(codes))
+    return pd.array(taken, dtype=dtype)
 
 
 def _decode(raw: bytes) -> str | bytes:

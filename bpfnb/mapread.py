@@ -107,7 +107,8 @@ class MapReader:
             return parallelread.read_array(self.fd, self.max_entries, keys, values, workers)
         if workers > 1:
             return parallelread.read_hash(self.fd, self.max_entries, self.key_dtype,
-                                          (self.ncpus,), self.elem_dtype, workers)
+                                          (self.ncpus,), self.elem_dtype, workers,
+                                          out=self._buffers(self.max_entries))
         chunk = self._chunk
         while True:
             try:

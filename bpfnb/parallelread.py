@@ -84,8 +84,12 @@ def read_array(fd: int, max_entries: int, keys: np.ndarray, values: np.ndarray,
 
 
 def read_hash(fd: int, max_entries: int, key_dtype: np.dtype, value_shape: tuple[int, ...],
-              value_dtype: np.dtype, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read a hash map with workers starting at evenly spaced buckets."""
+              value_dtype: np.dtype, workers: int,
+              out: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Read a hash map with workers starting at evenly spaced buckets. With `out` (reusable
+    buffers of max_entries), the result is a view of them and each chunk is freed as soon
+    as it is copied there."""
     buckets = 1 << max(0, (max_entries - 1).bit_length())  # the kernel's n_buckets
     starts = [buckets * i // workers for i in range(workers)] + [buckets]
     parts = [_Part() for _ in range(workers)]
@@ -126,9 +130,26 @@ def read_hash(fd: int, max_entries: int, key_dtype: np.dtype, value_shape: tuple
         _drop_overlap(parts[i], parts[i + 1])
     keys = [k for p in parts for k in p.keys]
     values = [v for p in parts for v in p.values]
+    parts.clear()  # the chunks are now only in keys/values, freed as they are copied out
     if not keys:
         return np.zeros(0, key_dtype), np.zeros((0, *value_shape), value_dtype)
-    return np.concatenate(keys), np.concatenate(values)
+    total = sum(len(k) for k in keys)
+    if out is None or len(out[0]) < total:
+        out = (np.empty(total, key_dtype), np.empty((total, *value_shape), value_dtype))
+    return _concat_freeing(keys, out[0]), _concat_freeing(values, out[1])
+
+
+def _concat_freeing(chunks: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """np.concatenate into `out` that drops each chunk once copied."""
+    total = sum(len(c) for c in chunks)
+    out = out[:total]
+    at = 0
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
+        out[at:at + len(chunk)] = chunk
+        at += len(chunk)
+    return out
 
 
 def _isin(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -217,3 +217,24 @@ def test_size_mismatch_is_an_error():
             wrong.df()
     finally:
         view.release()
+
+
+ENUMS = r"""
+enum color { RED = 1, GREEN = 2, BLUE = 40 };
+struct ev_t { enum color col; u32 n; };
+BPF_HASH(by_color, enum color, struct ev_t, 8);
+int unused(void *ctx) { return 0; }  /* bcc loads no BTF for a program without functions */
+"""
+
+
+def test_enum_names_round_trip_through_update_df():
+    with bpfnb.load(ENUMS, name="enums", attach=False) as prog:
+        view = prog["by_color"]
+        frame = pd.DataFrame({"key": ["BLUE", "RED"], "col": ["GREEN", "7"], "n": [1, 2]})
+        assert view.update_df(frame) == 2
+        df = view.df().sort_values("n", ignore_index=True)
+        assert df.astype(object).to_dict("records") == [
+            {"key": "BLUE", "col": "GREEN", "n": 1}, {"key": "RED", "col": "7", "n": 2}]
+        assert df.attrs["enums"]["key"] == {"RED": 1, "GREEN": 2, "BLUE": 40}
+        assert view.update_df(df) == 2  # df() itself writes back unchanged
+        assert view.df().sort_values("n", ignore_index=True).equals(df)
