@@ -52,7 +52,8 @@ __all__ = ["DEFAULT_CAPS", "TRACEFS_GROUP", "InstallError", "Installed", "cap_ma
 
 DEFAULT_CAPS = ("bpf", "perfmon", "syslog")
 DEFAULT_NAME = "bpfnb-caps"
-STEPS = ("group", "stage", "runtime", "binary", "capabilities", "smoke_test", "activate", "spec")
+STEPS = ("group", "stage", "runtime", "binary", "trust", "capabilities", "smoke_test", "activate",
+         "spec")
 SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONINSPECT",
                 "PYTHONEXECUTABLE", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
                 "PYTHONPYCACHEPREFIX", "PYTHONDEVMODE")
@@ -168,6 +169,15 @@ print(before, after["CapEff"], after["CapBnd"], child)
 """
 
 
+TRUST_CODE = """\
+import importlib.util, json, sys
+specs = [importlib.util.find_spec(m) for m in ("bpfnb", "ipykernel", "bcc")]
+homes = [p for s in specs if s and s.submodule_search_locations
+         for p in s.submodule_search_locations]
+print(json.dumps([p for p in sys.path if p] + homes))
+"""
+
+
 # -- the transaction -----------------------------------------------------------------------
 class _Install:
     """One install: STEPS run in order; `rollback()` undoes whatever ran."""
@@ -205,6 +215,14 @@ class _Install:
                          self.runtime / "bin" / "python", self.caps,
                          grp.getgrgid(self.gid).gr_name if self.gid is not None else "",
                          who, tuple(self.notes))
+
+    def staged_binary(self) -> str:
+        """The staged binary's path, once more checked to lead to the directory made here."""
+        assert self.stage is not None
+        if not self.stage.still_at_path():
+            raise InstallError(f"{self.stage.path} changed during the install; install again "
+                               "into a prefix nobody else can write")
+        return str(self.stage.path / "bin" / "python")
 
     def step_group(self) -> None:
         if self.any_user:
@@ -253,6 +271,25 @@ class _Install:
             os.fchown(self.binary_fd, 0, 0 if self.gid is None else self.gid)
             os.fchmod(self.binary_fd, 0o755 if self.gid is None else 0o750)
 
+    def step_trust(self) -> None:
+        """Every directory the kernel imports from (its sys.path, and where bpfnb, ipykernel
+        and bcc live) must be changeable by root alone, or by the one user it is for."""
+        res = _run_as([self.staged_binary(), "-I", "-c", TRUST_CODE], 0, 0)
+        if res.returncode != 0:
+            raise InstallError(f"the staged interpreter does not start: {res.stderr.strip()}")
+        owners = frozenset({0, pwd.getpwnam(self.user).pw_uid} if self.user else {0})
+        for d in json.loads(res.stdout):
+            if not os.path.isdir(d):
+                continue
+            try:  # links are fine where only trusted users can replace them
+                open_root_dir(os.path.realpath(d), owners=owners).close()
+                for link in (a for a in (Path(d), *Path(d).parents) if a.is_symlink()):
+                    open_root_dir(os.path.realpath(link.parent), owners=owners,
+                                  sticky_ok=True).close()
+            except UnsafePathError as e:
+                raise InstallError(f"the kernel would import code from {d}, which someone "
+                                   f"else can change: {e}") from None
+
     def step_capabilities(self) -> None:
         """Last change to the binary (chown clears file capabilities). Permitted only: the
         kernel's launcher raises them, and a child's exec of the binary (bounding set empty)
@@ -269,11 +306,7 @@ class _Install:
         if self.user is None and self.gid is not None and grp.getgrgid(self.gid).gr_mem:
             uid = pwd.getpwnam(grp.getgrgid(self.gid).gr_mem[0]).pw_uid
         gid = self.gid if self.gid is not None else pwd.getpwuid(uid).pw_gid
-        binary = str(self.stage.path / "bin" / "python")
-        if not self.stage.still_at_path():
-            raise InstallError(f"{self.stage.path} changed during the install; install again "
-                               "into a prefix nobody else can write")
-        res = _run_as([binary, "-I", "-c", SMOKE_CODE], uid, gid)
+        res = _run_as([self.staged_binary(), "-I", "-c", SMOKE_CODE], uid, gid)
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["?"])[-1]
             raise InstallError(f"the kernel binary fails as user {uid}: {last}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import BpfnbError
 
+ROOT = frozenset({0})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -43,7 +44,7 @@ class SafeDir:
         if create:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, mode, dir_fd=self.fd)
-        return _checked(_open_dir(name, self.fd, self.path / name), self.path / name, last=True)
+        return _checked(_open_dir(name, self.fd, self.path / name), self.path / name, True, ROOT)
 
     def exists(self, name: str) -> bool:
         try:
@@ -100,10 +101,10 @@ def _is_link(name: str, parent: int | None) -> bool:
         return False
 
 
-def _checked(fd: int, path: Path, last: bool) -> SafeDir:
+def _checked(fd: int, path: Path, last: bool, owners: frozenset[int]) -> SafeDir:
     st = os.fstat(fd)
     problem = None
-    if st.st_uid != 0:
+    if st.st_uid not in owners:
         problem = f"is owned by uid {st.st_uid}, not root"
     elif st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX):
         problem = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
@@ -115,17 +116,21 @@ def _checked(fd: int, path: Path, last: bool) -> SafeDir:
     return SafeDir(fd, path)
 
 
-def open_root_dir(path: str | Path, create: bool = False, mode: int = 0o755) -> SafeDir:
-    """Walk `path` from / one component at a time; each must pass the root-only check."""
+def open_root_dir(path: str | Path, create: bool = False, mode: int = 0o755,
+                  owners: frozenset[int] = ROOT, sticky_ok: bool = False) -> SafeDir:
+    """Walk `path` from / one component at a time; each must be owned by one of `owners`
+    (root by default) and writable by its owner only (`path` itself may be a sticky
+    directory if `sticky_ok`: only their owners rename entries there)."""
     path = Path(os.path.abspath(path))
-    cur = _checked(_open_dir("/", None, Path("/")), Path("/"), last=len(path.parts) == 1)
+    n = len(path.parts) + (1 if sticky_ok else 0)
+    cur = _checked(_open_dir("/", None, Path("/")), Path("/"), n == 1, owners)
     try:
         for i, part in enumerate(path.parts[1:], start=2):
             here = Path(*path.parts[:i])
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, mode, dir_fd=cur.fd)
-            nxt = _checked(_open_dir(part, cur.fd, here), here, last=i == len(path.parts))
+            nxt = _checked(_open_dir(part, cur.fd, here), here, i == n, owners)
             cur.close()
             cur = nxt
     except BaseException:

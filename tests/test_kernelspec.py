@@ -390,3 +390,17 @@ def test_a_failed_install_leaves_no_capability_binary(prefix: Path, step: str,
     assert not spec.exists() and not runtime.exists()
     if runtime.parent.exists():
         assert list(runtime.parent.iterdir()) == []
+
+
+def test_refuses_code_another_user_can_change(prefix: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site directory the kernel would import from, owned by someone else: refused."""
+    nobody = pwd.getpwnam("nobody")
+    theirs = prefix / "theirs-site"
+    theirs.mkdir()
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    real = site.getsitepackages()
+    monkeypatch.setattr(site, "getsitepackages", lambda: [*real, str(theirs)])
+    with pytest.raises(kernelspec.InstallError, match=f"import code from {theirs}"):
+        kernelspec.install("bpfnb-test-x", ("bpf",), prefix=prefix, any_user=True)
+    assert _cap_files(prefix) == []
