@@ -235,6 +235,9 @@ class _Install:
         self.gid = grp.getgrnam(self.group).gr_gid
         if self.user:
             self.notes.append(grant_tracefs(self.user))
+        else:
+            self.notes.append(f"for tracepoints, add each member of {self.group} to group "
+                              f"{TRACEFS_GROUP} (gpasswd -a USER {TRACEFS_GROUP})")
         if self.made_group:
             self.notes.append(f"made group {self.made_group} for {self.user}: {self.user} logs in "
                               "again (restart Jupyter) to hold it")
