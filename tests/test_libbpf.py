@@ -382,8 +382,10 @@ def test_compile_cache_private_built_once_and_repaired(tmp_path: Path,
     monkeypatch.setenv("BPFNB_CACHE", str(tmp_path / "cache"))
     first = compiler.compile_c("int x;")
     second = compiler.compile_c("int y;")
+    again = compiler.compile_c("int y;")
     entry = compiler.prelude().directory
     assert (first.cold, second.cold) == (True, False)
+    assert (second.cached, again.cached, again.obj) == (False, True, second.obj)
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     assert entry.stat().st_mode & 0o777 == 0o700
     assert entry.name == compiler.cache_key()

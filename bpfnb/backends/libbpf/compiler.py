@@ -9,6 +9,7 @@ instead of ~300 ms).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -161,7 +162,11 @@ def _build(d: Path, btf_path: str) -> None:
 class Compiled:
     obj: bytes
     output: str  # clang's diagnostics (warnings)
-    cold: bool
+    cold: bool  # the prelude was built for this compile
+    cached: bool = False  # the object came from the cache (no clang run)
+
+
+MAX_OBJECTS = 512  # compiled objects kept per kernel build (oldest dropped first)
 
 
 class ClangError(Exception):
@@ -173,9 +178,38 @@ class ClangError(Exception):
 
 
 def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
-    """Compile C text (already rewritten, with #line directives) into a BPF ELF object."""
+    """Compile C text (already rewritten, with #line directives) into a BPF ELF object.
+
+    Objects are cached by text and flags: running the same cell again needs no clang
+    (not for text with #include: the included files may change)."""
+    pre = prelude()
+    if "#include" in text:
+        return _clang(text, cflags, pre)
+    objects = pre.directory / "objects"
+    key = hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()[:32]
+    try:
+        return Compiled((objects / f"{key}.o").read_bytes(), "", False, True)
+    except OSError:
+        pass
+    built = _clang(text, cflags, pre)
+    _private_dir(objects)
+    with atomic_write(objects / f"{key}.o") as f:
+        f.write(built.obj)
+    with contextlib.suppress(OSError):  # another process may be pruning too
+        _prune(objects)
+    return built
+
+
+def _prune(objects: Path) -> None:
+    files = sorted(objects.glob("*.o"), key=lambda p: p.stat().st_mtime)
+    for old in files[:-MAX_OBJECTS]:
+        old.unlink(missing_ok=True)
+
+
+def _clang(text: str, cflags: tuple[str, ...] | list[str], pre: Prelude) -> Compiled:
     for attempt in range(2):
-        pre = prelude()
+        if attempt:
+            pre = prelude()
         args = [clang(), *arch_flags(), "-I", str(pre.directory), "-include-pch", str(pre.pch),
                 *cflags, "-x", "c", "-", "-c", "-o", "-"]
         run = subprocess.run(args, input=text.encode(), capture_output=True)
