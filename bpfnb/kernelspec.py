@@ -10,7 +10,8 @@ set before ipykernel starts: the kernel holds its capabilities, nothing it start
 The install is a transaction: it stages in a root-only directory, sets capabilities last,
 smoke-tests as the user, then moves into place; on any failure the staged binary loses its
 capabilities and is removed. Every directory is opened without following links and must be
-owned by root and writable by root only (bpfnb.safedirs).
+owned by root and writable by root only (bpfnb.safedirs); so must every directory the kernel
+imports code from (or be the `--user`'s own). Who may run it: bpfnb.kernelaccess.
 
 What needs which capability here (kernel 6.18, perf_event_paranoid=2, kptr_restrict=0):
   bpf, perfmon      load programs; raw tracepoints, perf events, maps, ring/perf buffers, pins
