@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import builtins
 import collections
+import collections.abc
 import copy
 import datetime as dt
 import hashlib
@@ -22,8 +23,8 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import zipfile
-import zlib
 import zoneinfo
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from . import errors
+from . import errors, safezip
 from .atomicfile import atomic_write
 from .errors import BpfnbError, ReplayError
 from .stacks import Stacks
@@ -97,7 +98,7 @@ def _tz(spec: Spec | None) -> dt.tzinfo | None:
 class _Encoder:
     """Values to JSON specs; frames and arrays go to `files` (names not in `taken`)."""
 
-    def __init__(self, prefix: str, taken: dict[str, bytes]) -> None:
+    def __init__(self, prefix: str, taken: collections.abc.Mapping[str, bytes]) -> None:
         self.prefix = prefix
         self.taken = taken
         self.files: dict[str, bytes] = {}
@@ -268,7 +269,7 @@ def _stacks_frame(s: Stacks) -> pd.DataFrame:
 class _Decoder:
     """Specs (and the files they name) back to values."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
+    def __init__(self, files: collections.abc.Mapping[str, bytes]) -> None:
         self.files = files
         self.by_tag: dict[str, Callable[[Spec], Any]] = {
             "plain": lambda s: s["v"],
@@ -502,34 +503,84 @@ def _spec_files(spec: Any) -> Iterator[str]:
             yield from _spec_files(v)
 
 
+class _Files(collections.abc.Mapping[str, bytes]):
+    """The side files of a store: those put since the last save (in memory) over those in
+    the file on disk, read one at a time when needed, through bpfnb.safezip's limits."""
+
+    def __init__(self) -> None:
+        self.new: dict[str, bytes] = {}
+        self.zip: zipfile.ZipFile | None = None
+        self.path: pathlib.Path | None = None
+        self.old: set[str] = set()
+
+    def __getitem__(self, name: str) -> bytes:
+        if name in self.new:
+            return self.new[name]
+        if name in self.old and self.zip is not None:
+            return safezip.read_entry(self.zip, name, self.path)
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.new or name in self.old
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(self.new) | self.old)
+
+    def __len__(self) -> int:
+        return len(set(self.new) | self.old)
+
+    def drop(self, name: str) -> None:
+        self.new.pop(name, None)
+        self.old.discard(name)
+
+    def open(self, path: pathlib.Path) -> Any:
+        """Read from the zip at `path` from now on; its index (cells.json) parsed."""
+        self.close()
+        zf = safezip.open_zip(path)
+        try:
+            index = safezip.read_json(zf, INDEX, path)
+        except BaseException:
+            zf.close()
+            raise
+        self.zip, self.path, self.new = zf, path, {}
+        self.old = {n for n in zf.namelist() if n != INDEX}
+        return index
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+        self.zip, self.old = None, set()
+
+
 class CellStore:
     """The recorded cells of one notebook recording: DIR/cells.zip."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Open `path`; a missing file is an empty store, a corrupt one a ReplayError."""
+        """Open `path`; a missing file is an empty store, a corrupt one a ReplayError. Only
+        the index is read here; a cell's frames and arrays when it is asked for."""
         self.path = pathlib.Path(path)
-        self._files: dict[str, bytes] = {}
+        self._files = _Files()
         self._cells: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             self._read()
 
     def _read(self) -> None:
         try:
-            with zipfile.ZipFile(self.path) as zf:
-                index = json.loads(zf.read(INDEX))
-                files = {n: zf.read(n) for n in zf.namelist() if n != INDEX}
-        except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError,
-                RuntimeError, NotImplementedError) as e:
+            index = self._files.open(self.path)
+        except ReplayError as e:
+            raise _corrupt(self.path, str(e)) from None
+        except OSError as e:
             raise _corrupt(self.path, str(e)) from None
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             raise _corrupt(self.path, f"not a file of {FORMAT}")
-        if not isinstance(index.get("version"), int) or index["version"] > VERSION:
-            raise _corrupt(self.path, f"version {index.get('version')!r} of {FORMAT}: made "
-                                      "by a newer bpfnb?")
+        version = index.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+            raise _corrupt(self.path, f"version {version!r} of {FORMAT}: made by a newer "
+                                      "bpfnb?")
         cells = index.get("cells")
         if not (isinstance(cells, dict) and all(map(_well_formed, cells.values()))):
             raise _corrupt(self.path, "its index of cells is malformed")
-        self._files, self._cells = files, cells
+        self._cells = cells
 
     def put(self, key: str, outputs: list[dict[str, Any]],
             variables: dict[str, Any]) -> RecordedCell:
@@ -547,7 +598,7 @@ class CellStore:
                 skipped[name] = type(value).__name__
                 continue
             specs[name], new = stored
-            self._files.update(new)
+            self._files.new.update(new)
             files += new
         self._cells[key] = {"outputs": outputs, "variables": specs, "skipped": skipped,
                             "files": files}
@@ -560,7 +611,8 @@ class CellStore:
             encoder = _Encoder(prefix, self._files)
             spec = encoder.encode(value)
             json.dumps(spec, allow_nan=True)
-            if same(value, _Decoder({**self._files, **encoder.files}).decode(spec)):
+            if same(value, _Decoder(collections.ChainMap(encoder.files, cast(Any, self._files)))
+                    .decode(spec)):
                 return spec, encoder.files
         except Exception:  # whatever fails, the value is skipped: put never raises
             pass
@@ -572,8 +624,9 @@ class CellStore:
         if cell is None:
             return
         names = cell.get("files")
-        for name in names if names is not None else _spec_files(cell["variables"]):
-            self._files.pop(name, None)
+        for name in names if isinstance(names, list) else _spec_files(cell["variables"]):
+            if isinstance(name, str):
+                self._files.drop(name)
 
     def get(self, key: str) -> RecordedCell | None:
         """The cell recorded under `key` with fresh copies of its values (None if none)."""
@@ -583,12 +636,14 @@ class CellStore:
         decoder = _Decoder(self._files)
         try:
             variables = {k: decoder.decode(s) for k, s in cell["variables"].items()}
-        except ReplayError:
-            raise
+            outputs = copy.deepcopy(cell["outputs"])
+        except ReplayError as e:
+            if str(self.path) in str(e):  # it names the file already (size limits)
+                raise
+            raise _corrupt(self.path, f"cell {key}: {e}") from None
         except Exception as e:  # a damaged part of the file
             raise _corrupt(self.path, f"cell {key}: {type(e).__name__}: {e}") from None
-        return RecordedCell(key, copy.deepcopy(cell["outputs"]), variables,
-                            dict(cell["skipped"]))
+        return RecordedCell(key, outputs, variables, dict(cell["skipped"]))
 
     def __contains__(self, key: object) -> bool:
         return key in self._cells
@@ -600,17 +655,36 @@ class CellStore:
         """The keys of the recorded cells, in the order they were first put."""
         return list(self._cells)
 
+    def close(self) -> None:
+        """Let go of the file (the store stays usable for what was put since)."""
+        self._files.close()
+
     def save(self) -> None:
         """Write the store atomically: a temporary file beside `path`, flushed to disk and
-        renamed over it, so an interrupted save leaves the previous file as it was."""
+        renamed over it, so an interrupted save leaves the previous file as it was. The
+        files of cells not put again are copied from the previous file, not held in memory."""
         text = json.dumps({"format": FORMAT, "version": VERSION, "cells": self._cells},
                           allow_nan=True)
+        files = self._files
         with atomic_write(self.path) as f, zipfile.ZipFile(f, "w") as zf:
             zf.writestr(INDEX, text, compress_type=zipfile.ZIP_DEFLATED)
-            for name, data in self._files.items():
-                packed = name.endswith(".parquet")  # zstd already
-                zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if packed
-                            else zipfile.ZIP_DEFLATED)
+            for name in sorted(files.old - set(files.new)):
+                assert files.zip is not None
+                info = safezip.check_entry(files.zip, name, self.path)
+                with files.zip.open(info) as src, zf.open(_entry(name), "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            for name, data in files.new.items():
+                zf.writestr(_entry(name), data)
+        self._files.open(self.path)
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A new entry: stored if it is Parquet (zstd already), else deflated."""
+    info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED if name.endswith(".parquet") \
+        else zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def _well_formed(cell: Any) -> bool:

@@ -3,17 +3,22 @@
 >>> rec = bpfnb.record(prog, "counts.bpfrec", every=0.5, duration=10)
 >>> replayed = bpfnb.replay("counts.bpfrec")      # the Program API, no kernel needed
 
-The file is a zip: `meta.json` (program source, kernel, host, map infos, attach points,
-snapshot times, table schemas and frame attrs) and one Parquet table per map and shape
-(`maps/NAME/df.parquet`, `percpu.parquet`, `hist.parquet`, `raw.parquet`), each holding
-every snapshot with a `__snapshot` column. Event maps (RINGBUF, PERF_EVENT_ARRAY) are
-drained at each snapshot instead: `maps/NAME/events.parquet` holds, per snapshot, the
-events that arrived since the previous one (the first: since the recorder opened the
-map's reader), decoded exactly as live `events()` decodes them. Columns Parquet cannot
-hold as they are (lists, numpy arrays, bytes, big Python ints) are encoded losslessly and
-restored to the same dtypes on replay. Every save writes a temporary file in the same
-directory and renames it over the target, so an interrupted recording leaves the previous
-complete file or a valid shorter recording, never a corrupt one.
+The file is a zip that grows by appending (bpfnb.zipappend): `meta.json` (program source,
+kernel, host, map names, attach points) written once, then at each save the snapshots taken
+since the previous one: Parquet tables per map and shape (`maps/NAME/df.S.P.parquet`,
+`percpu`, `hist`, `raw`; each row tagged with a `__snapshot` column) and one
+`index/SSSSSSSS.json` (snapshot times, table schemas and frame attrs, map infos and dtypes,
+errors, cells) written last. Replay folds the index entries together (bpfnb.recmeta). Event
+maps (RINGBUF, PERF_EVENT_ARRAY) are drained at each snapshot instead: `events` tables hold,
+per snapshot, the events that arrived since the previous one (the first: since the recorder
+opened the map's reader), decoded exactly as live `events()` decodes them. Columns Parquet
+cannot hold as they are (lists, numpy arrays, bytes, big Python ints) are encoded losslessly
+and restored to the same dtypes on replay.
+
+A save costs the new snapshots only and the recorder keeps nothing it saved in memory. The
+first save writes a new file atomically; an interrupted later save (an exception, Ctrl-C)
+leaves the file byte for byte as the previous save left it, and a crash in the middle of one
+(SIGKILL, power loss) leaves the previous saves readable: replay marks it `interrupted`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import socket
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +41,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import pandas as pd
 
-from . import bpfsys, frames
-from .atomicfile import atomic_write
+from . import bpfsys, frames, zipappend
 from .errors import BpfnbError
 
 if TYPE_CHECKING:
@@ -48,8 +51,9 @@ if TYPE_CHECKING:
     from .replay import ReplayProgram
 
 FORMAT = "bpfnb-recording"
-VERSION = 1
+VERSION = 2   # 2: meta.json is static; each save adds index/NNNNNNNN.json (see recmeta)
 META = "meta.json"
+INDEX = "index/"
 SNAPSHOT = "__snapshot"
 KINDS = ("df", "percpu", "hist", "raw", "events")
 EVENT_MAPS = ("RINGBUF", "PERF_EVENT_ARRAY")
@@ -297,7 +301,7 @@ def stack_pairs(prog: Program) -> dict[str, tuple[str, str]]:
 
 @dataclass
 class _Part:
-    """Snapshots of one table that share a schema."""
+    """Snapshots of one table that share a schema, not saved yet."""
 
     specs: list[dict[str, Any]]
     chunks: list[Any] = field(default_factory=list)
@@ -306,7 +310,8 @@ class _Part:
 
 @dataclass
 class _Table:
-    """One map shape (df, percpu, hist, raw) or stack over the recording."""
+    """One map shape (df, percpu, hist, raw) or stack: the snapshots taken since the last
+    save (what was saved is on disk only)."""
 
     parts: list[_Part] = field(default_factory=list)
     attrs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -330,17 +335,23 @@ class _Table:
         given = df.attrs if attrs is None else attrs
         self.attrs[snapshot] = {str(k): v for k, v in given.items()}
 
-    def write(self, zf: zipfile.ZipFile, prefix: str) -> dict[str, Any]:
+    def pending(self, prefix: str, save: int) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """(Parquet files, index entry) of the snapshots not saved yet."""
         pa = _pa()
+        files: dict[str, bytes] = {}
         parts = []
         for i, part in enumerate(self.parts):
-            name = f"{prefix}.{i}.parquet"
+            name = f"{prefix}.{save}.{i}.parquet"
             table = pa.concat_tables(part.chunks, promote_options="default")
             buf = io.BytesIO()
             pa.parquet.write_table(table, buf, compression="zstd")
-            zf.writestr(name, buf.getvalue())
+            files[name] = buf.getvalue()
             parts.append({"file": name, "columns": part.specs, "snapshots": part.snapshots})
-        return {"parts": parts, "attrs": {str(k): v for k, v in self.attrs.items()}}
+        return files, {"parts": parts, "attrs": {str(k): v for k, v in self.attrs.items()}}
+
+    def saved(self) -> None:
+        """Forget what was just written."""
+        self.parts, self.attrs = [], {}
 
 
 # -- recorder -----------------------------------------------------------------------------------
@@ -412,7 +423,10 @@ class Recorder:
         self._maps = {n: self._map_meta(prog[n]) for n in prog.map_names}
         self.event_types = self._event_types(events or {}) if drain_events else {}
         self._drained: dict[str, float] = {}
-        self.saved = 0
+        self.saved = 0                   # snapshots in the file
+        self._saves = 0                  # saves done (each adds one index entry)
+        self._marked: set[str] = set()   # cells marked since the last save
+        self._appender: zipappend.Appender | None = None
         for name in self.event_types:
             self._open_events(name)
 
@@ -483,6 +497,7 @@ class Recorder:
                 self.errors.setdefault(name, {})[i] = error
             if mark is not None:
                 self.marks[mark] = i
+                self._marked.add(mark)
             return i
 
     def _snapshot_map(self, name: str) -> list[_Row]:
@@ -538,6 +553,7 @@ class Recorder:
 
     # -- saving -----------------------------------------------------------------------
     def meta(self, interrupted: bool = False) -> dict[str, Any]:
+        """The static part of meta.json (the first entry of the file)."""
         import bpfnb
 
         u = platform.uname()
@@ -552,28 +568,48 @@ class Recorder:
             "attach_points": [asdict(a) if hasattr(a, "__dataclass_fields__") else
                               {"kind": "", "target": str(a), "function": ""}
                               for a in self.prog.attach_points],
-            "map_names": list(self.prog.map_names), "maps": self._maps,
+            "map_names": list(self.prog.map_names),
             "stacks": {k: list(v) for k, v in self.stack_pairs.items()},
             "events": list(self.event_types),
-            "snapshots": self.times, "cells": self.marks,
-            "errors": {k: {str(i): e for i, e in v.items()} for k, v in self.errors.items()},
-        }
+        }  # "maps" (their infos and dtypes) are in each save's index entry
 
     def save(self, interrupted: bool = False) -> Recording:
-        """Write everything so far to `path` atomically (temp file + rename)."""
+        """Add the snapshots taken since the last save to `path`. The first save writes a
+        new file (temp file + rename); later ones append to it (see bpfnb.zipappend), so a
+        save costs the same however long the recording is, and an interrupted save leaves
+        the file as the previous save left it."""
         with self.lock:
             return self._save(interrupted)
 
     def _save(self, interrupted: bool) -> Recording:
-        meta = self.meta(interrupted)
+        first = self._saves == 0
+        files: dict[str, bytes] = {}
+        if first:
+            files[META] = to_json(self.meta(interrupted)).encode()
         tables: dict[str, Any] = {}
-        with atomic_write(self.path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-            for (name, kind), table in self._tables.items():
-                prefix = (f"stacks/{name.split(':', 1)[1]}" if name.startswith("stacks:")
-                          else f"maps/{name}/{kind}")
-                tables.setdefault(name, {})[kind] = table.write(zf, prefix)
-            meta["tables"] = tables
-            zf.writestr(META, to_json(meta))
+        for (name, kind), table in self._tables.items():
+            if not table.parts:
+                continue
+            prefix = (f"stacks/{name.split(':', 1)[1]}" if name.startswith("stacks:")
+                      else f"maps/{name}/{kind}")
+            got, tables.setdefault(name, {})[kind] = table.pending(prefix, self._saves)
+            files.update(got)
+        done = self.saved
+        files[f"{INDEX}{self._saves:08d}.json"] = to_json({
+            "first": done, "snapshots": self.times[done:], "tables": tables,
+            "errors": {k: {str(i): e for i, e in v.items() if i >= done}
+                       for k, v in self.errors.items()},
+            "cells": {k: i for k, i in self.marks.items() if k in self._marked},
+            "maps": self._maps, "interrupted": interrupted, "saved_ns": time.time_ns(),
+        }).encode()
+        if self._appender is None:
+            self._appender = zipappend.create(self.path, files)
+        else:
+            self._appender.append(files)
+        for table in self._tables.values():
+            table.saved()
+        self._marked.clear()
+        self._saves += 1
         self.saved = len(self.times)
         return Recording(self.path, len(self.times), list(self.prog.map_names), interrupted)
 

@@ -20,11 +20,8 @@ forms and errors; the write helpers raise ReplayError (a recording has no kernel
 from __future__ import annotations
 
 import errno
-import io
-import json
 import os
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
@@ -33,7 +30,7 @@ from typing import Any, Union, cast
 import numpy as np
 import pandas as pd
 
-from . import bpfsys, frames
+from . import bpfsys, frames, recmeta, safezip
 from .backends.bcc import AttachPoint
 from .codec import LOCK_TYPE_NAMES, Codec
 from .errors import (
@@ -48,49 +45,55 @@ from .maperrors import OpContext, translate
 from .mapops import MapOps
 from .mapread import Snapshot
 from .maps import MapInfo, snapshot_attrs
-from .recording import EVENT_MAPS, FORMAT, META, SNAPSHOT, VERSION, _pa, decode_table
+from .recmeta import dtype as _dtype
+from .recording import (
+    EVENT_MAPS,
+    FORMAT,
+    INDEX,
+    META,
+    SNAPSHOT,
+    VERSION,
+    _pa,
+    decode_table,
+)
 from .stacks import Stacks
 
 PathLike = Union[str, "os.PathLike[str]"]
 _HINT = "record it again with bpfnb.record(prog, path)"
 
 
-def _dtype(descr: Any) -> np.dtype:
-    from numpy.lib import format as npformat
-
-    def tuples(d: Any) -> Any:  # JSON made the descr's tuples lists
-        if not isinstance(d, list):
-            return d
-        return [(f[0], tuples(f[1]), tuple(f[2])) if len(f) > 2 else (f[0], tuples(f[1]))
-                for f in d]
-
-    return npformat.descr_to_dtype(tuples(descr))
-
-
 class _Store:
-    """The file's tables, decoded on first use; one DataFrame per snapshot."""
+    """The file's tables, decoded on first use; one DataFrame per snapshot. Only meta.json
+    is read at first, every entry through bpfnb.safezip (size limits) and checked."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            data = path.read_bytes()
+            self.zip = safezip.open_zip(path, recover=True)
         except FileNotFoundError:
             raise ReplayError(f"no recording at {str(path)!r}; {_HINT}") from None
-        except OSError as e:
-            raise ReplayError(f"cannot read recording {str(path)!r}: {e}") from None
+        except ReplayError as e:
+            raise ReplayError(f"{str(path)!r} is not a bpfnb recording or is corrupt "
+                              f"({e}); {_HINT}") from None
         try:
-            self.zip = zipfile.ZipFile(io.BytesIO(data))
-            self.meta: dict[str, Any] = json.loads(self.zip.read(META))
-        except (zipfile.BadZipFile, KeyError, ValueError) as e:
-            raise ReplayError(f"{str(path)!r} is not a bpfnb recording or is corrupt ({e}); "
-                              f"{_HINT}") from None
-        if self.meta.get("format") != FORMAT:
-            raise ReplayError(f"{str(path)!r} is not a bpfnb recording; {_HINT}")
-        if int(self.meta.get("version", 0)) > VERSION:
-            raise ReplayError(f"{str(path)!r} is a version {self.meta['version']} recording; "
-                              f"this bpfnb reads up to version {VERSION}: upgrade bpfnb")
+            head = safezip.read_json(self.zip, META, path)
+            if isinstance(head, dict) and type(head.get("version")) is int and \
+                    head["version"] >= 2:  # a save's additions are in index/NNNNNNNN.json
+                names = sorted({n for n in self.zip.namelist()
+                                if n.startswith(INDEX) and n.endswith(".json")})
+                head = recmeta.merge(head, [safezip.read_json(self.zip, n, path)
+                                            for n in names], path)
+            self.meta: dict[str, Any] = recmeta.check(head, path, FORMAT, VERSION)
+            if safezip.is_recovered(self.zip):  # cut in the middle of a save
+                self.meta["interrupted"] = True
+        except BaseException:
+            self.zip.close()
+            raise
         self._cache: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.zip.close()
 
     def has(self, name: str, kind: str) -> bool:
         return kind in self.meta.get("tables", {}).get(name, {})
@@ -103,23 +106,24 @@ class _Store:
             return self._cache[(name, kind)]
 
     def _load(self, name: str, kind: str) -> dict[int, pd.DataFrame]:
-        pa = _pa()
         spec = self.meta["tables"][name][kind]
         out: dict[int, pd.DataFrame] = {}
         for part in spec["parts"]:
+            table = safezip.read_parquet(self.zip, part["file"], self.path)
             try:
-                table = pa.parquet.read_table(io.BytesIO(self.zip.read(part["file"])))
-            except Exception as e:
-                raise ReplayError(f"recording {str(self.path)!r}: table {part['file']} is "
-                                  f"unreadable ({e}); {_HINT}") from None
-            snaps = table.column(SNAPSHOT).to_numpy()
-            df = decode_table(table, part["columns"])
+                snaps = table.column(SNAPSHOT).to_numpy()
+                df = decode_table(table, part["columns"])
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                    OverflowError, _pa().ArrowException) as e:
+                raise ReplayError(f"recording {str(self.path)!r}: table {part['file']!r} does "
+                                  f"not hold what meta.json says ({type(e).__name__}: {e}); "
+                                  f"{_HINT}") from None
             order = np.argsort(snaps, kind="stable")
             bounds = np.searchsorted(snaps[order], part["snapshots"], side="left")
             ends = np.searchsorted(snaps[order], part["snapshots"], side="right")
             for s, lo, hi in zip(part["snapshots"], bounds, ends):
                 piece = df.iloc[order[lo:hi]].reset_index(drop=True)
-                piece.attrs = dict(spec["attrs"].get(str(s), {}))
+                piece.attrs = dict(spec.get("attrs", {}).get(str(s), {}))
                 out[int(s)] = piece
         return out
 
@@ -235,14 +239,19 @@ class ReplayMapView:
     def _raw(self, i: int) -> Snapshot:
         """Snapshot `i` as read() gives it, without stepping a player."""
         row = self._frame("raw", i)
-        n = int(row["n"].iloc[0])
-        keys = np.frombuffer(row["keys"].iloc[0], dtype=self.key_dtype, count=n).copy()
-        vdtype = _dtype(self._meta["raw_value_dtype"])
-        shape = (n, *self._meta.get("raw_value_shape", []))
-        values = np.frombuffer(row["values"].iloc[0], dtype=vdtype,
-                               count=int(np.prod(shape))).reshape(shape).copy()
-        return Snapshot(keys, values, int(row["time_ns"].iloc[0]),
-                        int(row["duration_ns"].iloc[0]), str(row["method"].iloc[0]))
+        try:
+            n = int(row["n"].iloc[0])
+            keys = np.frombuffer(row["keys"].iloc[0], dtype=self.key_dtype, count=n).copy()
+            vdtype = _dtype(self._meta["raw_value_dtype"])
+            shape = (n, *self._meta.get("raw_value_shape", []))
+            values = np.frombuffer(row["values"].iloc[0], dtype=vdtype,
+                                   count=int(np.prod(shape))).reshape(shape).copy()
+            return Snapshot(keys, values, int(row["time_ns"].iloc[0]),
+                            int(row["duration_ns"].iloc[0]), str(row["method"].iloc[0]))
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as e:
+            raise ReplayError(f"recording {str(self._prog.path)!r}: the raw snapshot {i} of "
+                              f"map {self.name!r} is malformed ({type(e).__name__}: {e}); "
+                              f"{_HINT}") from None
 
     def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
         """Frame attrs of a snapshot, as MapView.attrs gives them."""
@@ -619,6 +628,7 @@ class ReplayProgram:
         if self._closed:
             return
         self._closed = True
+        self._store.close()
         import sys
 
         if "bpfnb.live" in sys.modules:

@@ -439,33 +439,31 @@ class Stacks:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Stacks:
-        """Stacks saved by `Stacks.save(path)`; ReplayError if missing or not such a file."""
-        import io
-        import json
-        import zipfile
-
+        """Stacks saved by `Stacks.save(path)`; ReplayError if missing, not such a file or
+        over the size limits of bpfnb.safezip."""
+        from . import safezip
         from .errors import ReplayError
-        from .recording import _pa, decode_table
+        from .recording import decode_table
 
-        pa = _pa()
         try:
-            with zipfile.ZipFile(Path(path)) as zf:
-                meta = json.loads(zf.read("meta.json"))
-                if meta.get("format") != _STACKS_FORMAT:
-                    raise ReplayError(f"{str(path)!r} is not a file of Stacks.save()")
-                table = pa.parquet.read_table(io.BytesIO(zf.read("stacks.parquet")))
+            zf = safezip.open_zip(Path(path))
         except FileNotFoundError:
             raise ReplayError(f"no stacks file at {str(path)!r}") from None
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, pa.ArrowException) as e:
+        except ReplayError as e:
             raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "
                               f"({e})") from None
-        df = decode_table(table, meta["columns"])
-        counts: dict[Key, int] = {}
-        for p, c, f, k, n in zip(df["pid"].tolist(), df["comm"].tolist(),
-                                 df["frames"].tolist(), df["kernel_frames"].tolist(),
-                                 df["count"].tolist()):
-            counts[(int(p), str(c), tuple(f or ()), int(k))] = int(n)
-        return cls._from_counts(counts, str(meta.get("name", "")))
+        with zf:
+            meta = safezip.read_json(zf, "meta.json", path)
+            if not isinstance(meta, dict) or meta.get("format") != _STACKS_FORMAT:
+                raise ReplayError(f"{str(path)!r} is not a file of Stacks.save()")
+            table = safezip.read_parquet(zf, "stacks.parquet", path)
+        try:
+            df = decode_table(table, meta["columns"])
+            return cls._from_counts(_load_counts(df), str(meta.get("name", "")))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                OverflowError) as e:
+            raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "
+                              f"({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------ notebook display
 
@@ -575,3 +573,15 @@ class StackDiff:
                           exclude: Iterable[str] | None = None) -> dict[str, Any]:
         return _bundle(self.flame_tree, self._colors, lambda t: t.value[:, 1], self._title(),
                        repr(self))
+
+
+def _load_counts(df: pd.DataFrame) -> dict[Key, int]:
+    """Stacks.load: the rows of a saved table as {(pid, comm, frames, kernel frames): n}."""
+    counts: dict[Key, int] = {}
+    for p, c, f, k, n in zip(df["pid"].tolist(), df["comm"].tolist(), df["frames"].tolist(),
+                             df["kernel_frames"].tolist(), df["count"].tolist()):
+        frames = tuple(f or ())
+        if not all(isinstance(x, str) for x in frames):
+            raise TypeError("a frame that is not a str")
+        counts[(int(p), str(c), frames, int(k))] = int(n)
+    return counts

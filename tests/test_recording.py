@@ -306,9 +306,12 @@ def test_missing_and_corrupt_files(tmp_path, recorded):
         replay(junk)
     data = recorded[0].read_bytes()
     cut = tmp_path / "cut.bpfrec"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[:40])
     with pytest.raises(ReplayError, match="corrupt"):
         replay(cut)
+    cut.write_bytes(data[: len(data) // 2])  # as a crash in the middle of a save leaves it
+    got = replay(cut)
+    assert got.meta["interrupted"] and 1 <= len(got.snapshots) < 3
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as zf:
         zf.writestr("meta.json", '{"format": "something else"}')
@@ -518,7 +521,93 @@ def test_record_arguments_are_checked(tmp_path, kwargs, word):
 
     require(features.can_load_bpf())
     args = {"path": tmp_path / "x.bpfrec", "every": 0.01, "count": 1, **kwargs}
-    with bpfnb.load("BPF_ARRAY(a, u64, 1);", name="args", attach=False) as prog:
-        with pytest.raises(BpfnbError, match=rf"record\({word}="):
-            record(prog, **args)
+    with bpfnb.load("BPF_ARRAY(a, u64, 1);", name="args", attach=False) as prog, \
+            pytest.raises(BpfnbError, match=rf"record\({word}="):
+        record(prog, **args)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- saves append ---------------------------------------------------------------------------------
+
+def _saved_prefix(rec: Recorder) -> int:
+    return rec._appender._at  # where the last save's central directory starts
+
+
+def test_saves_append_and_keep_nothing_saved_in_memory(tmp_path, workload):
+    """Each save adds the new snapshots after what is in the file (the bytes before the
+    previous save's central directory never change) and keeps no saved table in memory."""
+    path = tmp_path / "a.bpfrec"
+    with bpfnb.load(SOURCE, name="rec") as prog:
+        rec = Recorder(prog, path)
+        seen, files = [], []
+        for i in range(3):
+            run_workload(workload, "getpid", 3 + i)
+            rec.snapshot()
+            rec.snapshot()
+            seen.append(prog["lru"].df())
+            rec.save()
+            assert all(not t.parts and not t.attrs for t in rec._tables.values())
+            files.append((path.read_bytes(), _saved_prefix(rec)))
+        for (before, at), (after, _) in zip(files, files[1:]):
+            assert after[:at] == before[:at] and len(after) > len(before)
+        with zipfile.ZipFile(path) as zf:
+            assert [n for n in zf.namelist() if n.startswith("index/")] == [
+                "index/00000000.json", "index/00000001.json", "index/00000002.json"]
+        got = replay(path)
+        assert len(got.snapshots) == 6 and not got.meta["interrupted"]
+        for i, live in enumerate(seen):
+            pd.testing.assert_frame_equal(got["lru"].df(at=2 * i + 1), live)
+
+
+def test_interrupted_append_restores_the_previous_file(tmp_path, monkeypatch, workload):
+    path = tmp_path / "x.bpfrec"
+    with bpfnb.load(SOURCE, name="rec") as prog:
+        run_workload(workload, "getpid", 4)
+        rec = Recorder(prog, path)
+        rec.snapshot()
+        rec.save()
+        before = path.read_bytes()
+        for _ in range(3):
+            rec.snapshot()
+        real = zipfile.ZipFile.writestr
+        calls = []
+
+        def flaky(self, name, data, *a, **k):
+            calls.append(name)
+            if len(calls) == 3:
+                raise KeyboardInterrupt           # Ctrl-C in the middle of an append
+            return real(self, name, data, *a, **k)
+
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            rec.save()
+        monkeypatch.undo()
+        assert path.read_bytes() == before
+        assert len(replay(path).snapshots) == 1
+        rec.save()                                # nothing was lost: the next save has all
+        got = replay(path)
+        assert len(got.snapshots) == 4
+        pd.testing.assert_frame_equal(got["lru"].df(), prog["lru"].df())
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bpfrec"]
+
+
+def test_crash_in_the_middle_of_an_append_leaves_the_previous_save(tmp_path, workload):
+    """A file cut anywhere in the last append (what SIGKILL or a power loss leaves) replays
+    as the previous save left it, marked interrupted."""
+    path = tmp_path / "c.bpfrec"
+    with bpfnb.load(SOURCE, name="rec") as prog:
+        run_workload(workload, "getpid", 4)
+        rec = Recorder(prog, path)
+        rec.snapshot()
+        rec.save()
+        first = _saved_prefix(rec)
+        live = prog["lru"].df()
+        run_workload(workload, "getpid", 4)
+        rec.snapshot()
+        rec.save()
+    data = path.read_bytes()
+    for cut in np.linspace(first + 1, _saved_prefix(rec) - 1, 7).astype(int):
+        path.write_bytes(data[:cut])
+        got = replay(path)
+        assert len(got.snapshots) == 1 and got.meta["interrupted"], cut
+        pd.testing.assert_frame_equal(got["lru"].df(), live)
