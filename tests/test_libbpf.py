@@ -13,7 +13,8 @@ import pytest
 from bpfnb import bpfsys, features
 from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, load_object
-from bpfnb.errors import CompileError, VerifierError
+from bpfnb.backends.select import Choice
+from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
 from bpfnb.maps import MapView
 from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import COUNT_BY_PID, require, run_workload
@@ -331,6 +332,12 @@ CONSTRUCTS = {
                      "u64 *v = ts.task_storage_get(t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE); "
                      "if (v) *v += 1;"),
     "trace_printk": ("", 'bpf_trace_printk("hi %d\\n", 1);'),
+    "of_maps_inner_by_string": ('BPF_ARRAY(inner, u64, 1); BPF_ARRAY_OF_MAPS(outer, "inner", 1);',
+                                "int i = 0; struct bpf_map *m = outer.lookup(&i); "
+                                "if (m) bpf_map_lookup_elem(m, &i);"),
+    "kernel_includes_and_htons": ("#include <uapi/linux/ptrace.h>\n#include <linux/sched.h>\n"
+                                  "#include <net/sock.h>",
+                                  "u16 p = htons(80); if (ntohs(p) != 80) return 1;"),
     "raw_tracepoint": ("RAW_TRACEPOINT_PROBE(sched_switch) { return ctx->args[0] != 0; }", None),
     "tracepoint_fields": ("TRACEPOINT_PROBE(sched, sched_switch) { char c[16]; "
                           "__builtin_memcpy(c, args->next_comm, 16); return args->prev_pid + c[0];"
@@ -466,3 +473,25 @@ def test_perf_output_event_type_from_source() -> None:
     assert df["pid"].tolist() == [pid] * 25
     assert sorted(df["seq"]) == list(range(25))
     assert set(df["comm"]) == {COMM}
+
+
+def test_auto_picks_libbpf_here_and_bcc_for_bcc_only_programs() -> None:
+    from bpfnb.backends.select import choose, make_module
+
+    assert choose(COUNT_BY_PID).backend == "libbpf"
+    assert choose(COUNT_BY_PID).reason.startswith("auto: kernel BTF, clang and libbpf v1.")
+    hack = '__attribute__((section("maps/sockhash"))) struct t_t t = {};'
+    assert choose(hack) == Choice("bcc", "auto: the program declares maps through bcc's "
+                                  "internal sections (bcc only)")
+    assert choose(COUNT_BY_PID, usdt=[object()]).backend == "bcc"
+    assert choose(COUNT_BY_PID, "bcc").backend == "bcc"
+    with pytest.raises(FeatureUnavailableError, match="only the bcc backend"):
+        choose(hack, "libbpf")
+    with pytest.raises(BpfnbError, match="unknown backend"):
+        choose(COUNT_BY_PID, "llvm")
+    module, choice = make_module(COUNT_BY_PID)
+    try:
+        assert (type(module).__name__, choice.backend) == ("LibbpfModule", "libbpf")
+        assert module.table_names() == ["by_pid"]
+    finally:
+        module.close()

@@ -33,6 +33,10 @@ char _bpfnb_license[] SEC("license") = "GPL";
 #define BPF_MAX_STACK_DEPTH 127
 
 /* ---- bcc helpers ---- */
+#define htons(x) bpf_htons(x)
+#define ntohs(x) bpf_ntohs(x)
+#define htonl(x) bpf_htonl(x)
+#define ntohl(x) bpf_ntohl(x)
 #define lock_xadd(ptr, val) ((void)__sync_fetch_and_add(ptr, val))
 #define bpf_trace_printk(fmt, ...) \
     ({ static const char ____fmt[] = fmt; (bpf_trace_printk)(____fmt, sizeof(____fmt), ##__VA_ARGS__); })

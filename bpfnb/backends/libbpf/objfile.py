@@ -38,9 +38,7 @@ class BpfObject:
             try:
                 self.ptr, self._buf = libbpf.open_mem(data, name)
             except OSError as e:
-                raise BpfnbError(f"libbpf cannot open {name}: {e.strerror}. Is it a BPF ELF "
-                                 "object built with clang -target bpf -g?",
-                                 details=log.text) from None
+                raise _open_error(name, e, log.text) from None
         self.programs = {self.lib.bpf_program__name(p).decode(): p
                          for p in libbpf.iterate("program", self.ptr)}
         self.maps = {self.lib.bpf_map__name(m).decode(): m
@@ -166,3 +164,14 @@ class BpfObject:
         if getattr(self, "ptr", None):
             self.lib.bpf_object__close(self.ptr)
             self.ptr = 0
+
+
+def _open_error(name: str, err: OSError, text: str) -> BpfnbError:
+    """libbpf refused the ELF: say why in its own last words, and what to do."""
+    last = next((ln.removeprefix("libbpf: ").strip() for ln in reversed(text.splitlines())
+                 if ln.strip()), err.strerror or "")
+    if "maps/" in text and "bad map relo" in text:
+        return BpfnbError(f"{name} declares a map through bcc's internal 'maps/' sections, "
+                          "which libbpf does not read; run it with backend='bcc'.", details=text)
+    return BpfnbError(f"libbpf cannot open {name}: {last}. A BPF object must be built with "
+                      "clang -target bpf -g (maps in SEC(\".maps\")).", details=text)

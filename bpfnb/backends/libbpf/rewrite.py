@@ -207,10 +207,19 @@ def rewrite(source: str) -> Rewritten:
     return out
 
 
+# kernel headers bcc cells include: vmlinux.h (and compat.h) already declare all of it
+_OF_MAPS = re.compile(r"\bBPF_(?:ARRAY|HASH)_OF_MAPS\s*\(")
+_KERNEL_INCLUDE = re.compile(r"^\s*#\s*include\s*[<\"](?:linux|uapi|net|asm|asm-generic|bcc)/")
+
+
 def _line(line: str, outers: set[str]) -> str:
     """One line with BPF_TABLE type strings and map methods rewritten; `outers` are maps
     of maps (their lookup returns the inner map, untyped)."""
+    if _KERNEL_INCLUDE.match(line):
+        return f"/* {line.strip()}: from vmlinux.h */"
     line = _TABLE.sub(lambda m: f"{m.group(1)}({m.group(2)}", line)
+    if _OF_MAPS.search(line):  # bcc 0.26 names the inner map as a string
+        line = re.sub(r'"(\w+)"', r"\1", line)
 
     def method(m: re.Match[str]) -> str:
         name = "bpfnb_lookup_map" if m.group(1) in outers and m.group(2) == "lookup" \

@@ -1,0 +1,97 @@
+"""Which engine runs a BCC C program: `backend="auto" | "libbpf" | "bcc"`, and why.
+
+auto picks libbpf (CO-RE: struct layouts from the running kernel's BTF) wherever the
+kernel has BTF and clang, bpftool and libbpf.so.1 are present, and bcc otherwise or for a
+program using something only bcc does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import features
+from ..errors import BpfnbError, FeatureUnavailableError
+
+BACKENDS = ("auto", "libbpf", "bcc")
+# constructs only bcc runs: (pattern, what the program does)
+BCC_ONLY = (
+    (re.compile(r"section\s*\(\s*\"maps/"), "declares maps through bcc's internal sections"),
+    (re.compile(r"\bbpf_usdt_readarg"), "reads USDT probe arguments"),
+    (re.compile(r"\bBPF_TABLE(?:_PINNED)?\s*\(\s*\"extern\"|\bBPF_TABLE_PINNED\b"),
+     "shares or pins maps the bcc way"),
+)
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str  # "libbpf" or "bcc"
+    reason: str  # one line, for the Program card, `%bpf ls` and recordings
+
+
+def libbpf_ready() -> features.Feature:
+    """Kernel BTF, clang, bpftool and libbpf.so.1: what the libbpf backend needs."""
+    btf = features.btf()
+    if not btf:
+        return features.Feature("libbpf", False, btf.reason)
+    from .libbpf import compiler
+
+    try:
+        compiler.clang()
+    except FeatureUnavailableError:
+        return features.Feature("libbpf", False, "clang is not installed")
+    if shutil.which("bpftool", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
+        return features.Feature("libbpf", False, "bpftool is not installed")
+    from .._sys import libbpf
+
+    try:
+        version = libbpf.version()
+    except OSError as e:
+        return features.Feature("libbpf", False, f"libbpf.so.1 cannot be loaded ({e})")
+    return features.Feature("libbpf", True, f"kernel BTF, clang and libbpf {version}")
+
+
+def bcc_only(source: str) -> str | None:
+    """Why this program needs bcc, or None."""
+    return next((why for pattern, why in BCC_ONLY if pattern.search(source)), None)
+
+
+def choose(source: str, backend: str = "auto", usdt: Sequence[Any] = ()) -> Choice:
+    """The engine for this program and the reason; FeatureUnavailableError when the one
+    asked for cannot run here."""
+    if backend not in BACKENDS:
+        raise BpfnbError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "bcc":
+        return Choice("bcc", "backend='bcc' was asked for")
+    ready = libbpf_ready()
+    needs = "enables USDT probes at load" if usdt else bcc_only(source)
+    if backend == "libbpf":
+        if not ready:
+            raise FeatureUnavailableError(f"The libbpf backend cannot run here: {ready.reason}. "
+                                          "Install clang, bpftool and libbpf1 "
+                                          "(`scripts/setup-system`) or use backend='bcc'.")
+        if needs:
+            raise FeatureUnavailableError(f"This program {needs}, which only the bcc backend "
+                                          "does; use backend='bcc'.")
+        return Choice("libbpf", "backend='libbpf' was asked for")
+    if not ready:
+        return Choice("bcc", f"auto: libbpf unavailable ({ready.reason})")
+    if needs:
+        return Choice("bcc", f"auto: the program {needs} (bcc only)")
+    return Choice("libbpf", f"auto: {ready.reason}")
+
+
+def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (),
+                backend: str = "auto", name: str = "bpfnb") -> tuple[Any, Choice]:
+    """Compile and load with the chosen engine: (BccModule or LibbpfModule, Choice)."""
+    choice = choose(source, backend, usdt)
+    if choice.backend == "libbpf":
+        from .libbpf import LibbpfModule
+
+        return LibbpfModule(source, cflags, name=name), choice
+    from .bcc import BccModule
+
+    return BccModule(source, cflags, tuple(usdt)), choice
