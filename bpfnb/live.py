@@ -4,7 +4,9 @@ A Poller calls a function every `every` seconds on a daemon thread. It never que
 refresh slower than the interval pushes the next one out (the refresh's share of the time,
 its duty, stays under `max_duty`), errors go into `status` and the thread keeps going.
 Every running poller is in a registry, so closing a program, unloading the extension or
-leaving the interpreter stops it (see `stop_all`).
+leaving the interpreter stops it (see `stop_all`). Views built on pollers (live widgets)
+register too (`track`): stopping them that way also closes them, so nothing but the
+user's own references keeps their widgets and history alive.
 
 A daemon thread rather than a timer on the kernel's event loop: in ipykernel the loop runs
 on the main thread, so a timer would stall whenever a cell computes or sleeps. Widget trait
@@ -18,10 +20,11 @@ import atexit
 import itertools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,7 +33,8 @@ from . import program as _program
 from .errors import ProgramClosedError
 
 __all__ = [
-    "History", "PollStatus", "Poller", "Rates", "StopPolling", "running", "stop_all",
+    "Closable", "History", "PollStatus", "Poller", "Rates", "StopPolling", "close_views",
+    "running", "stop_all", "track",
 ]
 
 ERROR_BACKOFF_MAX = 10.0   # seconds: the longest wait between failing refreshes
@@ -306,9 +310,12 @@ def running() -> list[Poller]:
 
 
 def stop_all(owners: Iterable[object] | None = None, tag: str | None = None,
-             reason: str = "stopped") -> int:
-    """Stop every running poller, or those owned by one of `owners` / tagged `tag`.
-    Returns how many were stopped; their threads have ended (or timed out) on return."""
+             reason: str = "stopped", close: bool = True) -> int:
+    """Stop every running poller, or those owned by one of `owners` / tagged `tag`; with
+    `close`, first close the tracked views that match (running or not, see `track`).
+    Returns how many pollers were stopped; their threads have ended (or timed out)."""
+    if close:
+        close_views(owners, tag, reason)
     wanted = None if owners is None else {id(o) for o in owners}
     chosen = [p for p in running()
               if (wanted is None or id(p.owner) in wanted) and (tag is None or p.tag == tag)]
@@ -319,6 +326,56 @@ def stop_all(owners: Iterable[object] | None = None, tag: str | None = None,
     return len(chosen)
 
 
+# -- views ----------------------------------------------------------------------------------
+
+class Closable(Protocol):
+    """A view built on pollers: `owner` and `tag` as its pollers', `close(reason)` stops
+    them and frees what the view shows (widgets)."""
+
+    owner: object
+    tag: str | None
+
+    def close(self, reason: str = "closed") -> None: ...
+
+
+_views: dict[int, weakref.ref[Any]] = {}
+
+
+def track(view: Closable) -> None:
+    """Close `view` when its owner's program closes, its cell runs again or the extension
+    unloads. Held weakly: tracking never keeps a view alive."""
+    key = id(view)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if _views.get(key) is ref:   # not a newer view that reused the id
+            _views.pop(key, None)
+
+    with _registry_lock:
+        _views[key] = weakref.ref(view, forget)
+
+
+def untrack(view: object) -> None:
+    with _registry_lock:
+        ref = _views.get(id(view))
+        if ref is not None and ref() is view:
+            del _views[id(view)]
+
+
+def close_views(owners: Iterable[object] | None = None, tag: str | None = None,
+                reason: str = "closed") -> list[Any]:
+    """Close the tracked views owned by one of `owners` / tagged `tag` (all without
+    filters); returns them."""
+    wanted = None if owners is None else {id(o) for o in owners}
+    with _registry_lock:
+        views = [v for v in (r() for r in list(_views.values())) if v is not None]
+    chosen = [v for v in views
+              if (wanted is None or id(v.owner) in wanted) and (tag is None or v.tag == tag)]
+    for view in chosen:
+        untrack(view)
+        view.close(reason)
+    return chosen
+
+
 def _on_program_close(prog: Any) -> None:
     """program close hook: stop the pollers of the program's maps."""
     views = list(getattr(prog, "_views", {}).values())
@@ -326,7 +383,7 @@ def _on_program_close(prog: Any) -> None:
 
 
 def _on_exit() -> None:
-    stop_all(reason="interpreter exit")
+    stop_all(reason="interpreter exit", close=False)
 
 
 if _on_program_close not in _program._close_hooks:

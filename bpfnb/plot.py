@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib import colors as mcolors
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import FuncFormatter
@@ -34,7 +35,8 @@ from matplotlib.ticker import FuncFormatter
 __all__ = [
     "BpfAccessor", "bucket_label", "bucket_labels", "cpu_frame", "figure_png", "heat_frame",
     "heatmap", "hist", "human", "key_columns", "per_cpu_bars", "per_cpu_heatmap", "percentiles",
-    "plot_for", "rate_frame", "rates", "top_bars", "top_frame", "value_columns",
+    "plot_for", "rate_frame", "rates", "release_fonts", "top_bars", "top_frame",
+    "value_columns",
 ]
 
 BUCKET = ["low", "high"]
@@ -609,6 +611,19 @@ def figure_png(fig_or_ax: Figure | SubFigure | Axes, dpi: float = 100) -> bytes:
     buf = io.BytesIO()
     _root(fig_or_ax).savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+def release_fonts() -> None:
+    """Close the font files matplotlib keeps open for threads that drew.
+
+    matplotlib caches open fonts per thread (`font_manager._get_font` is keyed by the
+    thread id, up to 64 entries), so every drawing thread that ended leaves its font files
+    open. Call when such a thread stopped; the next drawing opens the fonts it needs again.
+    """
+    cached = getattr(font_manager, "_get_font", None)
+    clear = getattr(cached, "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 # -- accessor ------------------------------------------------------------------------------

@@ -265,9 +265,18 @@ class TopView:
             return
         self.stop()
         self.closed = True
-        for w in self._widgets.values():
-            w.close()
+        box = self._widgets.get("box")
+        if box is not None:
+            from .widgettree import close_descendants
+
+            close_descendants(box)     # layouts and styles too, not just the four widgets
+            box.close()
         self._widgets = {}
+        if self._figure is not None:
+            from .plot import release_fonts
+
+            self._figure = None
+            release_fonts()            # the refresh thread's font files
         self.stats.close()
         _open_views.discard(self)
 

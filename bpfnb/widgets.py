@@ -12,6 +12,7 @@ frontend runs widgets (nbclient) that snapshot is what the notebook keeps.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import math
 import re
@@ -26,7 +27,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from . import bpfsys, frames, live, plot
+from . import bpfsys, frames, live, plot, widgettree
 from .frames import looks_like_hist
 from .maps import MapView
 
@@ -231,6 +232,8 @@ class LiveView(W.VBox):
         self._plot_key: Any = None
         self._plot_error: str | None = None
         self._shown: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        self.owner, self.tag = mapview, tag     # what live.close_views matches
+        self._closed = False
         self.poller = live.Poller(self._refresh, every, name=f"bpfnb-live-{mapview.name}",
                                   owner=mapview, tag=tag, on_status=self._on_status)
         # the plot draws on its own thread, so slow drawing never delays the table
@@ -241,15 +244,20 @@ class LiveView(W.VBox):
         super().__init__(children=[self._title, self._controls, self._body, self._status],
                          layout=W.Layout(border="1px solid #ddd", padding="4px"))
         self.add_class("bpfnb-live")
-        self.poller.refresh_now()
-        self.sort_by = self._default_sort(sort_by)
-        self._render(draw=True)
-        if start:
-            self.poller.start(wait_first=True)
-            if self.spec.kind != "none":
-                self.plotter.start(wait_first=True)
-        else:
-            self._on_status(self.poller.status)
+        live.track(self)
+        try:
+            self.poller.refresh_now()
+            self.sort_by = self._default_sort(sort_by)
+            self._render(draw=True)
+            if start:
+                self.poller.start(wait_first=True)
+                if self.spec.kind != "none":
+                    self.plotter.start(wait_first=True)
+            else:
+                self._on_status(self.poller.status)
+        except BaseException:        # e.g. a bad sort_by: no widget or thread stays behind
+            self.close("failed to start")
+            raise
 
     # -- public -----------------------------------------------------------------------
     @property
@@ -305,13 +313,28 @@ class LiveView(W.VBox):
         self._set_running(False)
         self._render(draw=True)
 
-    def close(self) -> None:
-        """Stop and close the widgets (the output area empties)."""
-        self.poller.stop()
-        self.plotter.stop()
-        for child in self._all_widgets():
-            child.close()
+    def close(self, reason: str = "closed") -> None:
+        """Stop and close every widget of the view (the output area empties). Closing the
+        program, `%bpf stop` and unloading the extension do this; the history stays while
+        the view is referenced."""
+        if getattr(self, "_closed", True):   # twice, or from __del__ of a half-built view
+            return
+        self._closed = True
+        live.untrack(self)
+        self.poller.stop(reason)
+        self.plotter.stop(reason)
+        widgettree.close_descendants(self)
+        widgettree.close_descendants(self._image)   # not a child with plot="none"
+        self._image.close()
         super().close()
+        plot.release_fonts()      # the plot thread's font files
+
+    def forget(self) -> None:
+        """Drop the history and last data (the view's cell ran again: it is replaced)."""
+        with self._lock:
+            self._history.clear()
+            self._last = self._shown = self._rates = None
+            self._png, self._table_html = b"", ""
 
     def snapshot(self) -> StaticSnapshot:
         """The current table and plot as static output (HTML + PNG + text)."""
@@ -371,11 +394,6 @@ class LiveView(W.VBox):
         self._order_button.observe(self._on_order, "value")
         self._top_box.observe(self._on_top, "value")
         self._cpu_box.observe(self._on_cpu, "value")
-
-    def _all_widgets(self) -> list[W.Widget]:
-        return [self._title, self._pause_button, self._stop_button, self._every_box,
-                self._sort_box, self._order_button, self._top_box, self._cpu_box,
-                self._controls, self._table, self._image, self._body, self._status]
 
     def _set_running(self, running: bool) -> None:
         self._pause_button.disabled = not running
@@ -751,13 +769,8 @@ def _ms(seconds: float) -> str:
 
 # -- entry point ----------------------------------------------------------------------------
 
-def _cell_id() -> str | None:
+def _kernel_cell_id(shell: Any) -> str | None:
     """The notebook cell being run (JupyterLab sends its id), if any."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
     kernel = getattr(shell, "kernel", None)
     if kernel is None:
         return None
@@ -769,11 +782,35 @@ def _cell_id() -> str | None:
     return str(cell) if cell else None
 
 
+def _cell_tag(info: Any = None) -> str | None:
+    """What identifies the cell being run (`info`: IPython's ExecutionInfo, else the
+    running cell's): its notebook cell id, else a hash of its source (plain IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    if info is None:
+        result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+        info = getattr(result, "info", None)
+    cell = getattr(info, "cell_id", None) or _kernel_cell_id(shell)
+    if cell:
+        return str(cell)
+    raw = getattr(info, "raw_cell", None)
+    if not raw:
+        return None
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"source:{digest[:20]}"
+
+
 _hooked: set[int] = set()
+RERUN = "its cell ran again"
 
 
 def _hook_cell_reruns() -> None:
-    """Once per shell: re-running a cell stops the live views it made."""
+    """Once per shell: re-running a cell closes the live views it made."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -786,9 +823,11 @@ def _hook_cell_reruns() -> None:
 
 
 def _on_pre_run_cell(info: Any) -> None:
-    cell = getattr(info, "cell_id", None)
-    if cell:
-        live.stop_all(tag=str(cell), reason="its cell ran again")
+    tag = _cell_tag(info)
+    if tag:
+        for view in live.close_views(tag=tag, reason=RERUN):
+            view.forget()         # replaced: only the output cache may still hold it
+        live.stop_all(tag=tag, reason=RERUN)
 
 
 def live_view(mapview: MapView, every: float = 1.0, top: int = 20, sort_by: str | None = None,
@@ -801,11 +840,9 @@ def live_view(mapview: MapView, every: float = 1.0, top: int = 20, sort_by: str 
     plot: "auto" (histogram maps: "hist", rate=True: "rates", else "bars"), "bars",
         "hist", "hist:linear=STEP", "rates", "per_cpu" or "none".
     options: history (snapshots kept, 600), history_rows (1,000,000), start (True).
-    Runs one refresh before returning; re-running the notebook cell stops the old view.
+    Runs one refresh before returning; re-running the cell (the same notebook cell, or in
+    plain IPython the same source) closes the old view and drops its history.
     """
     _hook_cell_reruns()
-    tag = _cell_id()
-    if tag is not None:
-        live.stop_all(tag=tag, reason="its cell ran again")
     return LiveView(mapview, every=every, top=top, sort_by=sort_by, rate=rate,
-                    per_cpu=per_cpu, plot=plot, tag=tag, **options)
+                    per_cpu=per_cpu, plot=plot, tag=_cell_tag(), **options)
