@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.bcc import AttachPoint, BccModule, Usdt
 from .errors import BpfnbError, ProgramClosedError, UnknownMapError
+from .interrupts import HoldInterrupts
 from .maps import MapView
 
 if TYPE_CHECKING:
@@ -43,16 +44,20 @@ class Program:
         self.cflags = tuple(cflags)
         self._lock = threading.RLock()
         self._views: dict[str, MapView] = {}
-        self._module: BccModule | None = BccModule(source, self.cflags, tuple(usdt))
-        try:
-            if attach:
-                self._module.autoattach()
-            self._map_names = self._module.table_names()
-        except BaseException:
-            self._module.close()
-            self._module = None
-            raise
-        _open_programs.add(self)
+        self._module: BccModule | None = None
+        # Ctrl-C waits for the load to end, then closes what it built: bcc's maps and
+        # programs are fds that nothing would hold after an interrupt mid-way
+        with HoldInterrupts(undo=self.close):
+            module = BccModule(source, self.cflags, tuple(usdt))
+            try:
+                if attach:
+                    module.autoattach()
+                self._map_names = module.table_names()
+            except BaseException:
+                module.close()
+                raise
+            self._module = module
+            _open_programs.add(self)
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -191,8 +196,8 @@ class Program:
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self) -> None:
-        """Detach every probe, free every map. Safe to call twice."""
-        with self._lock:
+        """Detach every probe, free every map. Safe to call twice; Ctrl-C waits for it."""
+        with HoldInterrupts(), self._lock:
             if self._module is None:
                 return
             for hook in list(_close_hooks):
@@ -202,7 +207,7 @@ class Program:
             self._views.clear()
             module, self._module = self._module, None
             module.close()
-        _open_programs.discard(self)
+            _open_programs.discard(self)
 
     def __enter__(self) -> Program:
         return self

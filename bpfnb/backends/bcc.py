@@ -89,11 +89,26 @@ def _bpf_class() -> Any:
         bcc = _bcc()
 
         class QuietBPF(bcc.BPF):  # type: ignore[name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                try:
+                    super().__init__(*args, **kwargs)
+                except BaseException:   # e.g. a USDT probe failing after the maps exist
+                    _discard(self)
+                    raise
+
             def _trace_autoload(self) -> None:
                 pass
 
         _SUBCLASS = QuietBPF
     return _SUBCLASS
+
+
+def _discard(bpf: Any) -> None:
+    """Free a BPF object whose constructor failed: bcc's atexit hook is all that holds it,
+    and its maps and loaded functions are open fds until the module is destroyed."""
+    atexit.unregister(bpf.cleanup)
+    with contextlib.suppress(Exception):
+        bpf.cleanup()
 
 
 _AUTO_PREFIXES = (

@@ -1,0 +1,246 @@
+"""Nothing outlives what it belongs to: stopped live views, interrupted loads, font files.
+
+Each test counts what the process really holds: ipywidgets' model registry, History rows
+reachable from the garbage collector, /proc/self/fd links to BPF maps, programs and fonts.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bpfnb
+from bpfnb import live, widgets
+from bpfnb import program as core
+
+pytestmark = pytest.mark.usefixtures("kernel")
+
+BIG = 60_000
+SOURCE = f"""
+BPF_HASH(big, u32, u64, {BIG});
+BPF_HASH(calls, u32, u64, 1024);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    calls.increment(tgid);
+    return 0;
+}}
+"""
+
+
+def fd_links(*markers: str) -> int:
+    """How many of this process's fds point at something whose name has a marker."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += any(m in target for m in markers)
+    return count
+
+
+def bpf_fds() -> int:
+    return fd_links("anon_inode:bpf-map", "anon_inode:bpf-prog", "anon_inode:bpf_link")
+
+
+def font_fds() -> int:
+    return fd_links(".ttf", ".otf", ".afm", ".pfb")
+
+
+def models() -> int:
+    """Open ipywidgets models (layouts and styles are models too)."""
+    from ipywidgets.widgets import widget
+
+    return len(widget._instances)
+
+
+def history_rows() -> int:
+    """Rows of every History the garbage collector can still reach."""
+    gc.collect()
+    return sum(o.rows for o in gc.get_objects() if isinstance(o, live.History))
+
+
+def fill(view: Any, n: int) -> None:
+    view.update_df(pd.DataFrame({"key": np.arange(n, dtype=np.uint32),
+                                 "value": np.arange(n, dtype=np.uint64)}))
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running() -> Iterator[None]:
+    yield
+    live.stop_all()
+    assert live.running() == []
+
+
+@pytest.fixture
+def prog() -> Iterator[bpfnb.Program]:
+    p = bpfnb.load(SOURCE, name="leaks")
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def shell() -> Any:
+    """The process's IPython shell, without a history thread (as in test_live)."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    return TerminalInteractiveShell.instance(config=config)
+
+
+# -- live views ----------------------------------------------------------------------------
+
+def test_rerunning_a_cell_in_plain_ipython_replaces_its_views(shell: Any) -> None:
+    """No cell ids: the same source is the same cell. 8 re-runs of a cell showing a 60k-key
+    map leave one view: its widgets, its two threads and its history rows, no more."""
+    base_models, base_rows = models(), history_rows()
+    shell.run_line_magic("load_ext", "bpfnb")
+    try:
+        shell.run_cell_magic("bpf", "leaky", SOURCE)
+        fill(shell.user_ns["leaky"]["big"], BIG)
+        cell = 'leaky["big"].live(every=0.05, top=5)'
+        views = []
+        for _ in range(8):
+            assert shell.run_cell(cell, store_history=True).success
+            views.append(shell.user_ns["_"])        # the output cache holds every view
+            wait_for(lambda: views[-1].status.refreshes >= 3)
+        newest = views[-1]
+        assert all(v.status.stop_reason == "its cell ran again" for v in views[:-1])
+        assert sorted(p.name for p in live.running()) == ["bpfnb-live-big", "bpfnb-plot-big"]
+        assert all(len(v._history) == 0 for v in views[:-1])
+        newest.pause()
+        assert history_rows() == base_rows + newest._history.rows >= base_rows + 3 * BIG
+        one_view = models() - base_models
+        assert 20 <= one_view <= 40                 # one view's models, not eight views'
+        shell.run_line_magic("bpf", "stop leaky")   # closes the newest view too
+        assert models() == base_models
+    finally:
+        shell.run_line_magic("unload_ext", "bpfnb")
+    assert live.running() == []
+
+
+def test_closing_the_program_closes_its_views_and_frees_them(prog: bpfnb.Program) -> None:
+    base_models, base_rows = models(), history_rows()
+    fill(prog["big"], 5_000)
+    views = [widgets.live_view(prog["big"], every=0.02),
+             widgets.live_view(prog["calls"], every=0.02, plot="none"),
+             widgets.live_view(prog["big"], every=0.02, rate=True)]
+    wait_for(lambda: all(v.status.refreshes >= 3 for v in views))
+    assert models() - base_models >= 60
+    views[0].stop()                                # stopped by its button: still shown
+    assert models() - base_models >= 60
+    prog.close()
+    assert models() == base_models and live.running() == []
+    assert all(v.status.state == "stopped" for v in views)
+    assert history_rows() - base_rows >= 2 * 3 * 5_000     # held here: history stays
+    assert len(views[2].history) >= 3 * 5_000
+    refs = [weakref.ref(v) for v in views]
+    views.clear()
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert history_rows() == base_rows
+
+
+def test_bpf_stop_and_unload_close_views(shell: Any) -> None:
+    base_models = models()
+    shell.run_line_magic("load_ext", "bpfnb")
+    try:
+        shell.run_cell_magic("bpf", "a", SOURCE)
+        shell.run_cell_magic("bpf", "b", SOURCE)
+        va = widgets.live_view(shell.user_ns["a"]["calls"], every=0.02)
+        vb = widgets.live_view(shell.user_ns["b"]["calls"], every=0.02)
+        after_two = models()
+        shell.run_line_magic("bpf", "stop a")
+        assert va.status.state == "stopped" and vb.status.state == "running"
+        assert models() == base_models + (after_two - base_models) // 2
+    finally:
+        shell.run_line_magic("unload_ext", "bpfnb")
+    assert vb.status.stop_reason == "program b closed"
+    assert models() == base_models and live.running() == []
+
+
+def test_a_view_that_fails_to_start_leaves_nothing(prog: bpfnb.Program) -> None:
+    base_models = models()
+    with pytest.raises(ValueError, match="sort_by"):
+        widgets.live_view(prog["calls"], sort_by="nope")
+    assert models() == base_models and live.running() == []
+
+
+def test_views_keep_no_font_files_open(prog: bpfnb.Program) -> None:
+    """matplotlib caches fonts per drawing thread: each view's plot thread opened its own."""
+    widgets.live_view(prog["calls"], every=0.5).close()
+    base_fonts, base_fds = font_fds(), len(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        views = [widgets.live_view(prog["calls"], every=0.5, start=False) for _ in range(10)]
+        os.getpid()                        # new counts: every plot thread draws them
+        for v in views:
+            v.start()
+        wait_for(lambda vs=views: all(v.plotter.status.refreshes >= 1 for v in vs), 60)
+        assert font_fds() > base_fonts     # the plot threads drew
+        for v in views:
+            v.close()
+    assert font_fds() == base_fonts
+    assert len(os.listdir("/proc/self/fd")) == base_fds
+
+
+# -- interrupted loads ---------------------------------------------------------------------
+
+def _interrupt_after(delay: float) -> threading.Thread:
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def send() -> None:
+        time.sleep(delay)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_ctrl_c_at_any_point_of_a_load_leaves_nothing_open() -> None:
+    assert threading.current_thread() is threading.main_thread()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    start = time.monotonic()
+    bpfnb.load(SOURCE).close()
+    took = time.monotonic() - start
+    base, held = bpf_fds(), core.open_programs()
+    rng = random.Random(11)
+    in_load = 0
+    for i in range(24):
+        # spread over the whole load: before, during and right after bcc's compile
+        sender = _interrupt_after(rng.uniform(0, 1.2 * took))
+        prog = None
+        try:
+            prog = bpfnb.load(SOURCE, name=f"interrupted{i}")
+            sender.join()            # the interrupt lands here, after the load
+        except KeyboardInterrupt:
+            in_load += prog is None
+        sender.join()
+        if prog is not None:
+            prog.close()
+        assert bpf_fds() == base, f"load {i}"
+        assert core.open_programs() == held
+    assert in_load >= 6              # most interrupts came while loading
+    with bpfnb.load(SOURCE) as prog:          # and loading still works
+        assert prog.map_names == ["big", "calls"]
