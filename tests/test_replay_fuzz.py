@@ -383,3 +383,27 @@ def test_meta_as_a_list_and_swapped_tables(files, tmp_path):
     with pytest.raises(ReplayError, match="by_pid"):
         prog["by_pid"].read(at=0)
 
+
+
+def test_cell_store_reads_only_the_cells_asked_for(files, tmp_path):
+    """A bomb in one cell's frame: the store opens and the other cell reads; that cell is
+    refused before anything is decompressed."""
+    entries = [(i.filename, b) for i, b in _entries(files["cells"])]
+    index = json.loads(dict(entries)["cells.json"])
+    frame = index["cells"]["b"]["variables"]["series"]["file"]
+    path = _write(tmp_path / "c", _bomb_zip(entries, frame, 600 << 20))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    store = CellStore(path)
+    assert store.get("a").variables["n"] == 3
+    with pytest.raises(safezip.ZipLimitError, match=rf"entry '{frame}' declares 629,145,600"):
+        store.get("b")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100 * 1024
+
+
+def test_replay_reads_only_the_tables_asked_for(files, tmp_path):
+    entries = [(i.filename, b) for i, b in _entries(files["rec"])]
+    bomb = next(n for n, _ in entries if n.startswith("maps/dist/df."))
+    prog = replay(_write(tmp_path / "r", _bomb_zip(entries, bomb, 600 << 20)))
+    assert prog["by_pid"].df()["value"].sum() > 0
+    with pytest.raises(safezip.ZipLimitError, match=rf"'{bomb}' declares"):
+        prog["dist"].df(at=0)
