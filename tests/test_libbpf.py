@@ -17,7 +17,7 @@ from bpfnb.backends.select import Choice
 from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
 from bpfnb.maps import MapView
 from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
-from conftest import COUNT_BY_PID, require, run_workload
+from conftest import COUNT_BY_PID, open_fds, require, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
 COMM = f"bpfnb-lb{os.getpid() % 10000}"  # our own name: other tests run workloads too
@@ -495,3 +495,17 @@ def test_auto_picks_libbpf_here_and_bcc_for_bcc_only_programs() -> None:
         assert module.table_names() == ["by_pid"]
     finally:
         module.close()
+
+
+def test_close_releases_every_fd() -> None:
+    src = COUNT_BY_PID + "int on_sample(struct bpf_perf_event_data *ctx) { return 0; }\n"
+    LibbpfModule(src).close()  # warm the caches (libbpf's first-use probes keep nothing)
+    before = open_fds()
+    m = LibbpfModule(src)
+    m.autoattach()
+    m.attach_perf_event("on_sample", 1, 0, sample_period=0, sample_freq=99, pid=-1, cpu=-1)
+    assert len(open_fds()) > len(before)
+    m.close()
+    m.close()  # idempotent
+    assert open_fds() == before
+    assert m.attached == []
