@@ -642,6 +642,9 @@ def _check_args(path: PathLike, every: Any, duration: Any, count: Any) -> None:
         raise RecordArgumentError(f"record(count={count!r}): count is a whole number of "
                                   "snapshots >= 1, or None")
     parent = Path(path).parent
+    if Path(path).is_dir():
+        raise RecordArgumentError(f"record(path={str(path)!r}): that is a directory; name a "
+                                  "file in it, e.g. path='counts.bpfrec'")
     if not parent.is_dir():
         raise RecordArgumentError(f"record(path={str(path)!r}): directory {str(parent)!r} does "
                                   "not exist; create it or record elsewhere")

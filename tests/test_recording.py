@@ -514,6 +514,7 @@ def test_stacks_save_load_round_trip(tmp_path, recorded):
     ({"count": -1}, "count"), ({"count": 0}, "count"), ({"count": 1.5}, "count"),
     ({"duration": float("nan")}, "duration"), ({"duration": -1}, "duration"),
     ({"path": "/proc/x.zip"}, "path"), ({"path": "/nonexistent-dir/x.zip"}, "path"),
+    ({"path": "/tmp"}, "path"),
 ])
 def test_record_arguments_are_checked(tmp_path, kwargs, word):
     from bpfnb.errors import BpfnbError
