@@ -376,8 +376,11 @@ def test_typed_on_load_functions(name: str) -> None:
     src, prog_type = NET[name]
     m = LibbpfModule(src)
     try:
-        assert m.program_fd("fn", prog_type) > 0
-        assert m.program_fd("fn", prog_type) == m.program_fd("fn", prog_type)
+        assert m.loaded_fds() == {}  # typed on first use
+        fd = m.program_fd("fn", prog_type)
+        assert fd > 0 and m.program_fd("fn", prog_type) == fd
+        assert m.loaded_fds() == {"fn": fd}
+        assert bpfsys.prog_info(fd).type == prog_type
     finally:
         m.close()
 

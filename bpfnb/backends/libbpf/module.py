@@ -147,6 +147,12 @@ class LibbpfModule:
                                        self.obj.named_type(event) if event else None)
         return self._tables[name]
 
+    def loaded_fds(self) -> dict[str, int]:
+        """Every function loaded so far and its program fd (bcc: `bpf.funcs`)."""
+        out = {n: int(self.obj.lib.bpf_program__fd(p)) for n, p in self.obj.programs.items()}
+        out.update((n, e.program_fd(n)) for n, e in self._extra.items())
+        return {n: fd for n, fd in out.items() if fd >= 0}
+
     def program_fd(self, function: str, prog_type: int) -> int:
         """The function's program fd, loading it as `prog_type` if it was not loaded."""
         return int(self.obj.lib.bpf_program__fd(self._program(function, prog_type)))
