@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -52,6 +53,7 @@ COUNTS = f"""tracepoint:syscalls:sys_enter_getpid /comm == "{COMM}"/ {{
   @c[comm] = count();
   @m[comm, pid] = count();
   @s = sum(pid);
+  @hk[comm] = hist(pid);
   @k[kstack] = count();
 }}"""
 VALUES = [0, 1, 5, 7, 12, 150, 3_000_000_000]
@@ -60,10 +62,10 @@ VALUES = [0, 1, 5, 7, 12, 150, 3_000_000_000]
 def test_counts_by_key_and_multikey_live_then_final() -> None:
     with bpftrace(COUNTS, name="counts") as prog:
         pid = workload.getpid(1234, comm=COMM)
-        live = {n: prog[n].df() for n in ("@c", "@m", "@s")}
+        live = {n: prog[n].df() for n in ("@c", "@m", "@s", "@hk")}
         assert {d.attrs["source"] for d in live.values()} == {"kernel"}
     assert not prog.running
-    final = {n: prog[n].df() for n in ("@c", "@m", "@s")}
+    final = {n: prog[n].df() for n in ("@c", "@m", "@s", "@hk")}
     assert {d.attrs["source"] for d in final.values()} == {"final dump"}
     for name in live:  # reads while running agree with bpftrace's own final dump
         assert live[name].to_dict("list") == final[name].to_dict("list")
@@ -73,6 +75,10 @@ def test_counts_by_key_and_multikey_live_then_final() -> None:
     assert m.to_dict("list") == {"comm": [COMM], "pid": [pid], "value": [1234]}
     assert str(m["pid"].dtype) == "int64"
     assert s["value"].tolist() == [1234 * pid]
+    hk = final["@hk"]
+    low = 1 << (pid.bit_length() - 1)
+    assert hk.to_dict("list") == {"key": [COMM], "low": [low], "high": [2 * low - 1],
+                                  "count": [1234], "bucket": [""]}
 
 
 def test_stack_keyed_map_to_stacks() -> None:
@@ -114,7 +120,8 @@ def _label(low: int, high: int, bucket: str, linear: bool) -> str:
     return f"[{h(low)}, {h(high + 1)})" if not linear else f"[{low}, {high + 1})"
 
 
-def test_hist_lhist_stats_equal_bpftrace_text_output(wl: Path) -> None:
+def test_hist_lhist_stats_equal_bpftrace_text_output(wl: Path, tmp_path: Path) -> None:
+    wl = Path(shutil.copy(wl, tmp_path / "workload"))  # a binary only this test runs
     script = (f"uprobe:{wl}:record {{ @h = hist(arg0); "
               "@l = lhist((int64)arg0 - 10, 0, 100, 10); @st = stats(arg0); @a = avg(arg0); }")
     # the same script in text mode beside it; its BEGIN line says its probes are attached
@@ -161,9 +168,10 @@ def test_printf_output_and_events() -> None:
 def test_duration_and_args() -> None:
     prog = bpftrace('BEGIN { @x = $1 + 1; printf("%s\\n", str($2)); }', duration=0.5,
                     args=(41, "hello"))
-    assert prog.wait(10) == 0
-    assert prog["@x"].df()["value"].tolist() == [42]
-    assert prog.output == "hello\n"
+    rc = prog.wait(10)
+    assert rc == 0, (rc, prog.process.stderr)
+    assert prog["@x"].df()["value"].tolist() == [42], prog.process.snapshot()
+    assert prog.output == "hello\n", prog.process.snapshot()
 
 
 def test_syntax_error_line_and_column() -> None:
@@ -279,3 +287,11 @@ def test_unprivileged_bpftrace_is_a_privilege_error(tmp_path: Path) -> None:
     wrapper.chmod(0o755)
     with pytest.raises(PrivilegeError, match="bpftrace needs root"):
         bpftrace("BEGIN { }", binary=str(wrapper))
+
+
+def test_stop_right_after_start_keeps_the_final_dump() -> None:
+    """bpftrace 0.17 can miss a SIGINT sent just after attaching; stop() sends it again."""
+    for _ in range(5):
+        prog = bpftrace("BEGIN { @x = 7; }")
+        assert prog.stop() == 0 and not prog.process.killed
+        assert prog["@x"].df()["value"].tolist() == [7]

@@ -64,8 +64,9 @@ def _lhist_bounds(decl: MapDecl) -> tuple[int, int, int] | None:
     return lo, hi, step
 
 
-def open_kernel_map(decl: MapDecl, map_id: int) -> ExternalMap:
-    """The map as a typed view: key fields named like the key columns, plus `slot`."""
+def open_kernel_map(decl: MapDecl, map_id: int) -> ExternalMap | None:
+    """The map as a typed view (key fields named like the key columns, plus `slot`), or
+    None when the kernel's key/value sizes are not the ones this layout assumes."""
     layout = decl.key_layout() or []
     names = decl.columns()
     fields = [(n, _CTYPES[kind]) for n, (_, _, kind) in zip(names, layout)]
@@ -73,6 +74,13 @@ def open_kernel_map(decl: MapDecl, map_id: int) -> ExternalMap:
         fields.append(("slot", ct.c_uint64))
     key: Any = type("Key", (ct.Structure,), {"_fields_": fields}) if fields else ct.c_uint64
     value = ct.c_uint64 if decl.function in ("count", "hist", "lhist") else ct.c_int64
+    fd = bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, map_id)
+    try:
+        info = bpfsys.map_info(fd)
+    finally:
+        os.close(fd)
+    if info.key_size != ct.sizeof(key) or info.value_size != ct.sizeof(value):
+        return None  # not the layout assumed: the printed output is the only truth
     return open_map(id=map_id, key=key, value=value, decode_enums=False)
 
 

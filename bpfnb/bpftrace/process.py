@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,7 +17,8 @@ from . import errors
 from .output import MAP_TYPES, Message, parse_line
 from .script import MARKER, with_marker
 
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0
+RESEND = 0.5
 ATTACH_TIMEOUT = 60.0
 
 
@@ -55,6 +57,8 @@ class BpftraceProcess:
         self.latest: dict[str, Message] = {}
         self.stderr = ""
         self.attach_ns: int | None = None  # start -> attached, in ns
+        self.killed = False  # SIGINT went unanswered: no final dump
+        self._lines = 0  # stdout lines read (stop() watches for activity)
         self._lock = threading.Lock()
         self._attached = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
@@ -104,6 +108,7 @@ class BpftraceProcess:
 
     def _read_out(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
+            self._lines += 1  # blank ones too: 0.17 starts its exit dump with them
             msg = parse_line(line, time.time_ns())
             if msg is None:
                 continue
@@ -135,18 +140,29 @@ class BpftraceProcess:
             return list(self.latest)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGINT (bpftrace prints its maps and detaches), SIGKILL after `timeout`; returns
-        the exit status. Idempotent."""
+        """SIGINT (bpftrace prints its maps and detaches), repeated until it exits, SIGKILL
+        after `timeout` (then `killed` is set and there is no final dump); returns the exit
+        status. Idempotent."""
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            # bpftrace 0.17 sometimes misses a SIGINT sent just after attaching: send it
+            # again while it prints nothing; a second one while it prints its final dump
+            # would cut the dump short
+            seen = self._lines
             proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            while proc.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(RESEND)
+                if self._lines == seen:
+                    break
+                seen = self._lines
+        if proc.poll() is None:
+            self.killed = True
+            proc.kill()
+            proc.wait()
         self._join()
         return proc.returncode
 

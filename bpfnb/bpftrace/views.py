@@ -34,6 +34,7 @@ class BpftraceMap:
         self.decl = decl
         self.name = decl.name
         self._kview: kernel.ExternalMap | None = None
+        self._unreadable = False  # the kernel map's layout is not the one assumed
 
     def __repr__(self) -> str:
         fn = f"{self.decl.function}()" if self.decl.function else "value"
@@ -46,7 +47,7 @@ class BpftraceMap:
     @property
     def kernel_readable(self) -> bool:
         """True when reads while running come from the kernel (exact and current)."""
-        return kernel.readable(self.decl)
+        return kernel.readable(self.decl) and not self._unreadable
 
     def df(self) -> pd.DataFrame:
         """The map as a DataFrame: key column(s) then `value` (stats(): `count`, `average`,
@@ -90,6 +91,7 @@ class BpftraceMap:
             if map_id is None:
                 return None
             self._kview = kernel.open_kernel_map(self.decl, map_id)
+            self._unreadable = self._kview is None
         return self._kview
 
     def hist(self) -> pd.DataFrame:
