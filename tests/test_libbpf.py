@@ -486,7 +486,6 @@ def test_auto_picks_libbpf_here_and_bcc_for_bcc_only_programs() -> None:
     hack = '__attribute__((section("maps/sockhash"))) struct t_t t = {};'
     assert choose(hack) == Choice("bcc", "auto: the program declares maps through bcc's "
                                   "internal sections (bcc only)")
-    assert choose(COUNT_BY_PID, usdt=[object()]).backend == "bcc"
     assert choose(COUNT_BY_PID, "bcc").backend == "bcc"
     with pytest.raises(FeatureUnavailableError, match="only the bcc backend"):
         choose(hack, "libbpf")
@@ -512,3 +511,32 @@ def test_close_releases_every_fd() -> None:
     m.close()  # idempotent
     assert open_fds() == before
     assert m.attached == []
+
+
+USDT = """
+BPF_HASH(values, u64, u64);
+int on_recorded(struct pt_regs *ctx) {
+    u64 v = 0;
+    bpf_usdt_readarg(1, ctx, &v);
+    values.increment(v);
+    return 0;
+}
+"""
+
+
+def test_usdt_arguments_at_load_and_later(workload: Path) -> None:
+    require(features.uprobes())
+    from bpfnb.backends.bcc import Usdt
+
+    m = LibbpfModule(USDT, usdt=[Usdt("recorded", "on_recorded", str(workload))])
+    later = LibbpfModule(USDT.replace("values", "later"))
+    try:
+        later.attach_usdt("bpfnb:recorded", "on_recorded", str(workload), None)
+        run_workload(workload, "record", 4, 9, 4)
+        got = {k: v.value for k, v in items(m, "values")}
+        got_later = {k: v.value for k, v in items(later, "later")}
+        assert [str(a) for a in m.attached] == [f"usdt:{workload}:bpfnb:recorded"]
+    finally:
+        m.close()
+        later.close()
+    assert got == got_later == {4: 2, 9: 1}

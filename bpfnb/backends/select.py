@@ -20,7 +20,6 @@ BACKENDS = ("auto", "libbpf", "bcc")
 # constructs only bcc runs: (pattern, what the program does)
 BCC_ONLY = (
     (re.compile(r"section\s*\(\s*\"maps/"), "declares maps through bcc's internal sections"),
-    (re.compile(r"\bbpf_usdt_readarg"), "reads USDT probe arguments"),
     (re.compile(r"\bBPF_TABLE(?:_PINNED)?\s*\(\s*\"extern\"|\bBPF_TABLE_PINNED\b"),
      "shares or pins maps the bcc way"),
 )
@@ -67,7 +66,7 @@ def choose(source: str, backend: str = "auto", usdt: Sequence[Any] = ()) -> Choi
     if backend == "bcc":
         return Choice("bcc", "backend='bcc' was asked for")
     ready = libbpf_ready()
-    needs = "enables USDT probes at load" if usdt else bcc_only(source)
+    needs = bcc_only(source)
     if backend == "libbpf":
         if not ready:
             raise FeatureUnavailableError(f"The libbpf backend cannot run here: {ready.reason}. "
@@ -91,7 +90,7 @@ def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (
     if choice.backend == "libbpf":
         from .libbpf import LibbpfModule
 
-        return LibbpfModule(source, cflags, name=name), choice
+        return LibbpfModule(source, cflags, tuple(usdt), name=name), choice
     from .bcc import BccModule
 
     return BccModule(source, cflags, tuple(usdt)), choice

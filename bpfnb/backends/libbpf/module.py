@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes as ct
 import functools
 import os
+import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,13 @@ from typing import Any
 from ... import bpfsys, diagnose, features
 from ..._sys import libbpf
 from ...btf import is_raw
-from ...errors import AttachError, FeatureUnavailableError, PrivilegeError
+from ...errors import AttachError, PrivilegeError
 from ...perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
 from ..bcc import AttachPoint, Usdt
 from . import compiler
 from .objfile import BpfObject
-from .rewrite import LAZY, rewrite
+from .rewrite import LAZY, USDT_PRELUDE, rewrite
+from .usdt import provider as usdt_provider
 
 KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT = 2, 5, 7, 17
 _SECTION_KINDS = (("tracepoint/", "tracepoint"), ("tp/", "tracepoint"),
@@ -77,12 +79,11 @@ class LibbpfModule:
 
     def __init__(self, source: str, cflags: Sequence[str] = (), usdt: Sequence[Usdt] = (),
                  name: str = "bpfnb") -> None:
-        if usdt:
-            raise FeatureUnavailableError("USDT probes need the bcc backend for now; run the "
-                                          "cell with backend='bcc'.")
         _check_permission()
         diagnose.check_tracepoints(source)
-        text = rewrite(source)
+        text = rewrite(source, frozenset(u.function for u in usdt))
+        if USDT_PRELUDE in text.text:  # usdt.bpf.h includes linux/errno.h -> asm/errno.h
+            cflags = [*cflags, "-idirafter", f"/usr/include/{platform.machine()}-linux-gnu"]
         try:
             built = compiler.compile_c(text.text, tuple(cflags))
         except compiler.ClangError as e:
@@ -92,6 +93,12 @@ class LibbpfModule:
         self._events = text.events
         self._setup(BpfObject(built.obj, name, source,
                               autoload=lambda _n, sec: not sec.startswith(LAZY)))
+        try:
+            for u in usdt:
+                self.attach_usdt(u.probe, u.function, u.path, u.pid)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_object(cls, data: bytes, name: str,
@@ -171,7 +178,8 @@ class LibbpfModule:
                                   "program_fd(function, prog_type) first")
             extra = BpfObject(obj.data, obj.name, obj.source,
                               autoload=lambda n, _s: n == function,
-                              reuse={n: obj.map_fd(n) for n in obj.maps})
+                              reuse={n: obj.map_fd(n) for n in obj.maps
+                                     if not n.startswith("__bpf_usdt")})
             try:
                 obj.lib.bpf_program__set_type(extra.programs[function], prog_type)
                 extra.load()
@@ -235,8 +243,19 @@ class LibbpfModule:
             on_error=lambda msg: diagnose.uprobe_failure(function, binary, symbol or "", msg))
 
     def attach_usdt(self, probe: str, function: str, path: str | None, pid: int | None) -> None:
-        raise FeatureUnavailableError("USDT probes need the bcc backend for now; run the cell "
-                                      "with backend='bcc'.")
+        """Attach to USDT probe 'name' or 'provider:name' in `path` (or pid's executable)."""
+        binary = path or (f"/proc/{pid}/exe" if pid else None)
+        if binary is None:
+            raise AttachError(f"USDT probe {probe}: give the binary's path or a pid")
+        provider, name = usdt_provider(binary, probe)
+        missing = diagnose.probe_missing_feature("usdt", function, f"{binary}:{probe}")
+        if missing is not None:
+            raise missing
+        prog = self._program(function, KPROBE)
+        owner = self._extra.get(function, self.obj)
+        self._attach("usdt", f"{path or pid}:{provider}:{name}", function, lambda: owner.lib.
+                     bpf_program__attach_usdt(prog, pid if pid else -1, binary.encode(),
+                                              provider.encode(), name.encode(), None))
 
     def attach_perf_event(self, function: str, ev_type: int, ev_config: int, *,
                           sample_period: int, sample_freq: int, pid: int, cpu: int) -> None:
@@ -324,8 +343,6 @@ def _online_cpus() -> list[int]:
 
 def _perf_event_open(ev_type: int, config: int, period: int, freq: int, pid: int,
                      cpu: int) -> int:
-    import platform
-
     attr = _PerfAttr(type=ev_type, size=ct.sizeof(_PerfAttr), config=config,
                      sample_period=freq or period, flags=_FREQ if freq else 0)
     _libc.syscall.restype = ct.c_long

@@ -167,8 +167,21 @@ def event_types(source: str) -> dict[str, str]:
     return found
 
 
-def rewrite(source: str) -> Rewritten:
-    """The compilable libbpf C text of a BCC C cell (see the module docstring)."""
+USDT_PRELUDE = """#include <bpf/usdt.bpf.h>
+#define bpf_usdt_readarg(n, ctx, addr) \\
+    ({ long __a = 0; int __r = bpf_usdt_arg(ctx, (n) - 1, &__a); *(addr) = __a; __r; })
+#define bpf_usdt_readarg_p(n, ctx, buf, len) \\
+    ({ long __a = 0; int __r = bpf_usdt_arg(ctx, (n) - 1, &__a); \\
+       if (!__r) __r = bpf_probe_read_user(buf, len, (void *)__a); __r; })"""
+
+
+def needs_usdt(source: str) -> bool:
+    return bool(re.search(r"\bbpf_usdt_readarg", source))
+
+
+def rewrite(source: str, usdt_functions: frozenset[str] = frozenset()) -> Rewritten:
+    """The compilable libbpf C text of a BCC C cell (see the module docstring); functions
+    in `usdt_functions` are USDT handlers (libbpf's usdt.bpf.h is included then)."""
     check_kernel_derefs(source)
     out = Rewritten("")
     defs = {line: (col, name, params) for line, col, name, params in functions(source)}
@@ -182,7 +195,7 @@ def rewrite(source: str) -> Rewritten:
         directive = f'#line {i} "{CELL}"'
         if i in defs:
             _col, name, params = defs[i]
-            sec = _section(name)
+            sec = "usdt" if name in usdt_functions else _section(name)
             out.sections[name] = sec
             if sec.startswith("tracepoint/"):
                 out.tracepoints.append(tuple(sec.split("/")[1:3]))  # type: ignore[arg-type]
@@ -203,7 +216,8 @@ def rewrite(source: str) -> Rewritten:
     # clang puts a local variable's type in no BTF; a global pointer keeps each event type
     keep = [f"{c_type} *__bpfnb_event_{name} __attribute__((unused));"
             for name, c_type in out.events.items()]
-    out.text = "\n".join([*structs, *body, *keep, ""])
+    head = [USDT_PRELUDE] if usdt_functions or needs_usdt(source) else []
+    out.text = "\n".join([*head, *structs, *body, *keep, ""])
     return out
 
 
