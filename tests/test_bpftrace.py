@@ -2,45 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bpfnb import features, sysext, workload
-from bpfnb.bpftrace import bpftrace
+from bpfnb.bpftrace import BpftraceProgram, bpftrace
+from bpfnb.bpftrace.health import available
 from bpfnb.bpftrace.output import hist_frame, parse_line
 from bpfnb.bpftrace.process import find_bpftrace
 from bpfnb.errors import (
-    BpfnbError,
     CompileError,
     FeatureUnavailableError,
     PrivilegeError,
+    ReplayError,
     UnknownTargetError,
 )
 from conftest import WORKLOAD_SRC, build, run_workload
 
 
-def _bpftrace_missing() -> str | None:
-    try:
-        find_bpftrace()
-    except BpfnbError as e:
-        return str(e)
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def kernel() -> None:
-    for f in (features.can_load_bpf(), features.can_trace()):
+    for f in (features.can_load_bpf(), available()):
         if not f:
             pytest.skip(str(f))
-    reason = _bpftrace_missing()
-    if reason:
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +287,28 @@ def test_stop_right_after_start_keeps_the_final_dump() -> None:
         prog = bpftrace("BEGIN { @x = 7; }")
         assert prog.stop() == 0 and not prog.process.killed
         assert prog["@x"].df()["value"].tolist() == [7]
+
+
+def test_record_then_replay_without_privileges() -> None:
+    """The recorded run, replayed in a process running as user nobody (no bpftrace run)."""
+    with bpftrace(COUNTS, name="rec") as prog:
+        pid = workload.getpid(77, comm=COMM)
+    record = json.dumps(prog.record())
+    code = ("import json, sys; from bpfnb.bpftrace import BpftraceProgram; "
+            "p = BpftraceProgram.replay(json.load(sys.stdin)); "
+            "print(json.dumps([p['@m'].df().to_dict('list'), p['@m'].df().attrs['source'], "
+            "p.stacks('@k').total, p.running]))")
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code], input=record, capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [{"comm": [COMM], "pid": [pid], "value": [77]},
+                                      "final dump", 77, False]
+
+
+def test_replay_refuses_damaged_records() -> None:
+    for bad in ({}, {"engine": "bpftrace", "format": 1, "script": 1}, [1],
+                {"engine": "bpftrace", "format": 1, "script": "", "name": "x",
+                 "messages": [{"type": 3}]}):
+        with pytest.raises(ReplayError):
+            BpftraceProgram.replay(bad)

@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ProgramClosedError, UnknownMapError
-from . import errors, kernel
+from . import errors, kernel, transcript
 from .output import ERROR_TYPES, TEXT_TYPES, Message
 from .process import BpftraceProcess
 from .script import MapDecl, declarations
+from .transcript import Transcript
 from .views import BpftraceMap
 
 
@@ -23,23 +24,48 @@ class BpftraceProgram:
     the text it printed; `events()` that text line by line with times. Stop it with
     close() or a `with` block; the final map dump is kept after it ends."""
 
+    _timer: threading.Timer | None
+
     def __init__(self, script: str, name: str | None = None, duration: float | None = None,
                  args: Sequence[Any] = (), binary: str | None = None,
                  attach_timeout: float = 60.0) -> None:
+        process = BpftraceProcess(script, [str(a) for a in args], binary)
+        self._setup(script, name, [str(a) for a in args], process, duration)
+        process.start(attach_timeout)
+        _LIVE.add(self)
+        if duration is not None and process.running:
+            timer = threading.Timer(duration, self.stop)
+            timer.daemon = True
+            timer.start()
+            self._timer = timer
+
+    def _setup(self, script: str, name: str | None, args: list[str],
+               process: BpftraceProcess | Transcript, duration: float | None = None
+               ) -> None:
         self.script = script
         self.name = name or "bpftrace"
+        self.args = args
         self.duration = duration
         self.decls: dict[str, MapDecl] = declarations(script)
-        self.process = BpftraceProcess(script, [str(a) for a in args], binary)
+        self.process = process
         self._views: dict[str, BpftraceMap] = {}
         self._closed = False
-        self._timer: threading.Timer | None = None
-        self.process.start(attach_timeout)
-        _LIVE.add(self)
-        if duration is not None and self.process.running:
-            self._timer = threading.Timer(duration, self.stop)
-            self._timer.daemon = True
-            self._timer.start()
+        self._timer = None
+
+    # -- recording ------------------------------------------------------------------------
+    def record(self) -> dict[str, Any]:
+        """This run as JSON-able data (recordings store it; `replay` serves it back).
+        Record after the program ended to include its final dump."""
+        return transcript.to_dict(self.script, self.name, self.args, self.process)
+
+    @classmethod
+    def replay(cls, record: Any) -> BpftraceProgram:
+        """A finished program from `record()`'s data: maps, output and events as they were,
+        with no bpftrace and no privileges. ReplayError if the data is not such a record."""
+        script, name, args, tr = transcript.from_dict(record)
+        prog = cls.__new__(cls)
+        prog._setup(script, name, args, tr)
+        return prog
 
     # -- state ----------------------------------------------------------------------------
     @property
