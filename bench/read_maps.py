@@ -73,6 +73,20 @@ def syscall_floor(view: bpfnb.MapView, n: int) -> Callable[[], object]:
     return read
 
 
+def one_thread(view: bpfnb.MapView, fn: Callable[[], float]) -> float:
+    """fn() with parallel reads off (bpfnb.parallelread), as the syscall floor reads."""
+    from bpfnb import parallelread
+
+    saved = parallelread.MIN_ENTRIES
+    parallelread.MIN_ENTRIES = 1 << 62
+    view.release()  # a fresh reader
+    try:
+        return fn()
+    finally:
+        parallelread.MIN_ENTRIES = saved
+        view.release()
+
+
 def peak_extra(fn: Callable[[], object]) -> int:
     """Peak bytes allocated while fn runs (numpy and Python objects; tracemalloc)."""
     import gc
@@ -164,6 +178,7 @@ def main() -> None:
         struct_floor = best(syscall_floor(sv, n), args.repeat)
         struct_df = best(sv.df, args.repeat)
         struct_peak = peak_extra(sv.df)
+        single = one_thread(sv, lambda: best(sv.df, args.repeat))
         mm = prog["mmapped"]
         fill(mm, n, 1)
         floor = best(raw_floor(mm.fd, n, 1), args.repeat)
@@ -180,7 +195,8 @@ def main() -> None:
     print(f"\nHASH u32 -> 44-byte struct (7 u32 + char[16]), {n:,} entries: syscall floor "
           f"{struct_floor * 1e3:.0f} ms, MapView.df() {struct_df * 1e3:.0f} ms "
           f"({struct_df / struct_floor:.2f}x the floor); peak extra memory "
-          f"{struct_peak / 1e6:.0f} MB = {struct_peak / raw:.2f}x the raw {raw / 1e6:.0f} MB")
+          f"{struct_peak / 1e6:.0f} MB = {struct_peak / raw:.2f}x the raw {raw / 1e6:.0f} MB; "
+          f"one thread: MapView.df() {single * 1e3:.0f} ms ({single / struct_floor:.2f}x)")
 
 
 if __name__ == "__main__":
