@@ -491,6 +491,11 @@ def test_auto_picks_libbpf_here_and_bcc_for_bcc_only_programs() -> None:
         choose(hack, "libbpf")
     with pytest.raises(BpfnbError, match="unknown backend"):
         choose(COUNT_BY_PID, "llvm")
+    from bpfnb.backends.select import status
+
+    state = status()
+    assert state["auto picks"].startswith("libbpf (auto: kernel BTF, clang and libbpf v1.")
+    assert state["prelude for this kernel"] == "built"
     module, choice = make_module(COUNT_BY_PID)
     try:
         assert (type(module).__name__, choice.backend) == ("LibbpfModule", "libbpf")
@@ -540,3 +545,20 @@ def test_usdt_arguments_at_load_and_later(workload: Path) -> None:
         m.close()
         later.close()
     assert got == got_later == {4: 2, 9: 1}
+
+
+def test_rewrite_sections_for_bcc_probe_names() -> None:
+    from bpfnb.backends.libbpf.rewrite import rewrite
+
+    r = rewrite("int kprobe__sys_clone(struct pt_regs *ctx, unsigned long flags) { return 0; }\n"
+                "int kretprobe__vfs_read(struct pt_regs *ctx) { return 0; }\n"
+                "int tracepoint__sched__sched_switch(struct tracepoint__sched__sched_switch "
+                "*args) { return args->prev_pid; }\n"
+                "static inline int helper(void) { return 0; }\n"
+                "int on_xdp(struct xdp_md *ctx) { return XDP_PASS; }\n")
+    assert r.sections == {"kprobe__sys_clone": "ksyscall/clone",
+                          "kretprobe__vfs_read": "kretprobe/vfs_read",
+                          "tracepoint__sched__sched_switch": "tracepoint/sched/sched_switch",
+                          "on_xdp": "bpfnb/on_xdp"}
+    assert "int BPF_KSYSCALL(kprobe__sys_clone, unsigned long flags)" in r.text
+    assert r.tracepoints == [("sched", "sched_switch")]

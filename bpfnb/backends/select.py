@@ -58,7 +58,7 @@ def bcc_only(source: str) -> str | None:
     return next((why for pattern, why in BCC_ONLY if pattern.search(source)), None)
 
 
-def choose(source: str, backend: str = "auto", usdt: Sequence[Any] = ()) -> Choice:
+def choose(source: str, backend: str = "auto") -> Choice:
     """The engine for this program and the reason; FeatureUnavailableError when the one
     asked for cannot run here."""
     if backend not in BACKENDS:
@@ -86,7 +86,7 @@ def choose(source: str, backend: str = "auto", usdt: Sequence[Any] = ()) -> Choi
 def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (),
                 backend: str = "auto", name: str = "bpfnb") -> tuple[Any, Choice]:
     """Compile and load with the chosen engine: (BccModule or LibbpfModule, Choice)."""
-    choice = choose(source, backend, usdt)
+    choice = choose(source, backend)
     if choice.backend == "libbpf":
         from .libbpf import LibbpfModule
 
@@ -94,3 +94,32 @@ def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (
     from .bcc import BccModule
 
     return BccModule(source, cflags, tuple(usdt)), choice
+
+
+def status() -> dict[str, str]:
+    """Each engine's state on this machine, for the doctor: what auto picks and why."""
+    from .libbpf import compiler
+
+    ready = libbpf_ready()
+    out = {"kernel BTF": str(features.btf()),
+           "kernel headers (bcc)": str(features.kernel_headers())}
+    try:
+        out["clang"] = compiler.clang()
+    except FeatureUnavailableError as e:
+        out["clang"] = e.summary
+    try:
+        from .._sys import libbpf
+
+        out["libbpf"] = libbpf.version()
+    except OSError as e:
+        out["libbpf"] = str(e)
+    root = compiler.cache_root()
+    out["compile cache"] = str(root)
+    if ready:
+        entry = root / compiler.cache_key()
+        built = (entry / "prelude.h.pch").exists()
+        out["prelude for this kernel"] = "built" if built else \
+            "not built yet (the first libbpf cell builds it, ~2 s)"
+    auto = choose("")
+    out["auto picks"] = f"{auto.backend} ({auto.reason})"
+    return out

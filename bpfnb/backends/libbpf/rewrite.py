@@ -86,6 +86,9 @@ def _close_paren(masked: str, start: int) -> int:
 
 
 def _section(name: str) -> str:
+    for prefix, kind in (("kprobe__sys_", "ksyscall"), ("kretprobe__sys_", "kretsyscall")):
+        if name.startswith(prefix):  # bcc maps sys_X to the arch's syscall wrapper; libbpf too
+            return f"{kind}/{name[len(prefix):]}"
     for prefix, fmt in _NAMED:
         if name.startswith(prefix):
             rest = name[len(prefix):]
@@ -199,9 +202,10 @@ def rewrite(source: str, usdt_functions: frozenset[str] = frozenset()) -> Rewrit
             out.sections[name] = sec
             if sec.startswith("tracepoint/"):
                 out.tracepoints.append(tuple(sec.split("/")[1:3]))  # type: ignore[arg-type]
-            if sec.startswith("kprobe/") and "," in params and "\n" not in params:
+            macro = {"kprobe": "BPF_KPROBE", "ksyscall": "BPF_KSYSCALL"}.get(sec.split("/")[0])
+            if macro and "," in params and "\n" not in params:
                 extra = params.split(",", 1)[1].strip()
-                line = re.sub(rf"\bint\s+{name}\s*\([^)]*\)", f"int BPF_KPROBE({name}, {extra})",
+                line = re.sub(rf"\bint\s+{name}\s*\([^)]*\)", f"int {macro}({name}, {extra})",
                               line, count=1)
             body += [directive, f'SEC("{sec}")']
         body += [directive, _line(line, outers)]
