@@ -45,6 +45,8 @@ COUNTS = f"""tracepoint:syscalls:sys_enter_getpid /comm == "{COMM}"/ {{
   @c[comm] = count();
   @m[comm, pid] = count();
   @s = sum(pid);
+  @n = count();
+  @[comm] = count();
   @hk[comm] = hist(pid);
   @k[kstack] = count();
 }}"""
@@ -54,10 +56,10 @@ VALUES = [0, 1, 5, 7, 12, 150, 3_000_000_000]
 def test_counts_by_key_and_multikey_live_then_final() -> None:
     with bpftrace(COUNTS, name="counts") as prog:
         pid = workload.getpid(1234, comm=COMM)
-        live = {n: prog[n].df() for n in ("@c", "@m", "@s", "@hk")}
+        live = {n: prog[n].df() for n in ("@c", "@m", "@s", "@n", "@", "@hk")}
         assert {d.attrs["source"] for d in live.values()} == {"kernel"}
     assert not prog.running
-    final = {n: prog[n].df() for n in ("@c", "@m", "@s", "@hk")}
+    final = {n: prog[n].df() for n in ("@c", "@m", "@s", "@n", "@", "@hk")}
     assert {d.attrs["source"] for d in final.values()} == {"final dump"}
     for name in live:  # reads while running agree with bpftrace's own final dump
         assert live[name].to_dict("list") == final[name].to_dict("list")
@@ -67,6 +69,8 @@ def test_counts_by_key_and_multikey_live_then_final() -> None:
     assert m.to_dict("list") == {"comm": [COMM], "pid": [pid], "value": [1234]}
     assert str(m["pid"].dtype) == "int64"
     assert s["value"].tolist() == [1234 * pid]
+    assert final["@n"].to_dict("list") == {"value": [1234]}
+    assert final["@"].to_dict("list") == {"key": [COMM], "value": [1234]}
     hk = final["@hk"]
     low = 1 << (pid.bit_length() - 1)
     assert hk.to_dict("list") == {"key": [COMM], "low": [low], "high": [2 * low - 1],
@@ -119,14 +123,19 @@ def test_hist_lhist_stats_equal_bpftrace_text_output(wl: Path, tmp_path: Path) -
     # the same script in text mode beside it; its BEGIN line says its probes are attached
     text = subprocess.Popen([find_bpftrace(), "-e", script + '\nBEGIN { printf("ready\\n"); }'],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert text.stdout is not None
-    while "ready" not in text.stdout.readline():
-        assert text.poll() is None
-    with bpftrace(script) as prog:
-        run_workload(wl, "record", *VALUES)
-        live_h, live_l = prog["@h"].hist(), prog["@l"].hist()
-        text.send_signal(2)
-        printed = text.communicate(timeout=30)[0]
+    try:
+        assert text.stdout is not None
+        while "ready" not in text.stdout.readline():
+            assert text.poll() is None
+        with bpftrace(script) as prog:
+            run_workload(wl, "record", *VALUES)
+            live_h, live_l = prog["@h"].hist(), prog["@l"].hist()
+            text.send_signal(2)
+            printed = text.communicate(timeout=30)[0]
+    finally:
+        if text.poll() is None:  # leave no bpftrace behind, whatever failed
+            text.kill()
+            text.wait()
     h, lh = prog["@h"].hist(), prog["@l"].hist()
     assert h.to_dict("list") == live_h.to_dict("list")
     assert lh.to_dict("list") == live_l.to_dict("list")

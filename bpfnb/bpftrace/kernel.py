@@ -72,14 +72,16 @@ def open_kernel_map(decl: MapDecl, map_id: int) -> ExternalMap | None:
     fields = [(n, _CTYPES[kind]) for n, (_, _, kind) in zip(names, layout)]
     if decl.function in ("hist", "lhist", "avg", "stats"):
         fields.append(("slot", ct.c_uint64))
-    key: Any = type("Key", (ct.Structure,), {"_fields_": fields}) if fields else ct.c_uint64
-    value = ct.c_uint64 if decl.function in ("count", "hist", "lhist") else ct.c_int64
     fd = bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, map_id)
     try:
         info = bpfsys.map_info(fd)
     finally:
         os.close(fd)
-    if info.key_size != ct.sizeof(key) or info.value_size != ct.sizeof(value):
+    # an unkeyed count() is a one-slot per-CPU array (u32 index); others are hashes
+    key: Any = type("Key", (ct.Structure,), {"_fields_": fields}) if fields else \
+        {4: ct.c_uint32, 8: ct.c_uint64}.get(info.key_size)
+    value = ct.c_uint64 if decl.function in ("count", "hist", "lhist") else ct.c_int64
+    if key is None or info.key_size != ct.sizeof(key) or info.value_size != ct.sizeof(value):
         return None  # not the layout assumed: the printed output is the only truth
     return open_map(id=map_id, key=key, value=value, decode_enums=False)
 
