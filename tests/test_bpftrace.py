@@ -158,9 +158,12 @@ def test_printf_output_and_events() -> None:
               f'tracepoint:syscalls:sys_enter_getpid /comm == "{COMM}"/ '
               '{ printf("pid %d ", pid); printf("n=%d\\n", 1); }')
     with bpftrace(script) as prog:
+        shown: list[str] = []
+        prog.on_output(shown.append)          # "start" came before: it is replayed
         pid = workload.getpid(3, comm=COMM)
         time.sleep(0.3)
     assert prog.output == "start\n" + f"pid {pid} n=1\n" * 3
+    assert "".join(shown) == prog.output
     ev = prog.events()
     assert ev["line"].tolist() == ["start"] + [f"pid {pid} n=1"] * 3
     assert str(ev["time"].dtype).startswith("datetime64")

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import BpfnbError
 from . import errors
@@ -59,6 +59,9 @@ class BpftraceProcess:
         self.attach_ns: int | None = None  # start -> attached, in ns
         self.killed = False  # SIGINT went unanswered: no final dump
         self._lines = 0  # stdout lines read (stop() watches for activity)
+        self._listeners: list[Callable[[Message], None]] = []
+        #: exceptions listeners raised (kept so a bad listener never stops the reading)
+        self.listener_errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._attached = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
@@ -120,6 +123,12 @@ class BpftraceProcess:
                 if msg.type in MAP_TYPES and isinstance(msg.data, dict):
                     for name in msg.data:
                         self.latest[name] = msg
+                listeners = list(self._listeners)
+            for fn in listeners:
+                try:
+                    fn(msg)
+                except Exception as e:  # a display hook must not stop the reading
+                    self.listener_errors.append(e)
 
     def _read_err(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -130,6 +139,20 @@ class BpftraceProcess:
         """The messages so far (a copy)."""
         with self._lock:
             return list(self.messages)
+
+    def listen(self, fn: Callable[[Message], None], replay: bool = True) -> None:
+        """Call `fn(message)` for each message from now on (from the reader thread); with
+        `replay`, first for those already read, so nothing is missed or shown twice."""
+        with self._lock:
+            if replay:
+                for m in self.messages:
+                    fn(m)
+            self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[Message], None]) -> None:
+        with self._lock:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
 
     def latest_map(self, name: str) -> Message | None:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -149,6 +149,22 @@ class BpftraceProgram:
     def output(self) -> str:
         """Everything printf()/time()/cat()/join()/system() printed, as printed."""
         return "".join(m.text for m in self.process.snapshot() if m.type in TEXT_TYPES)
+
+    def on_output(self, fn: Callable[[str], None]) -> Callable[[], None]:
+        """Call `fn(text)` with everything printed so far, then with each new piece as it
+        arrives (from a reader thread): how a cell shows output live. Returns a function
+        that stops the calls. A replayed program has no new output: `fn` sees the past."""
+        def on_message(m: Message) -> None:
+            if m.type in TEXT_TYPES:
+                fn(m.text)
+
+        if isinstance(self.process, Transcript):
+            for m in self.process.snapshot():
+                on_message(m)
+            return lambda: None
+        process = self.process
+        process.listen(on_message)
+        return lambda: process.unlisten(on_message)
 
     def events(self) -> pd.DataFrame:
         """Printed output one line per row: `time` (when read), `type`, `line`."""
