@@ -148,10 +148,11 @@ def _assign(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any,
         _target(out, path)[0] = _scalar(dtype, obj, ".".join(path))
 
 
-def _target(out: np.ndarray, path: tuple[str, ...]) -> np.ndarray:
+def _target(out: np.ndarray, path: tuple[Any, ...]) -> np.ndarray:
+    """The column at `path`: field names, and index tuples for array elements (`m[1][2]`)."""
     t = out
     for p in path:
-        t = t[p]
+        t = t[(slice(None), *p)] if isinstance(p, tuple) else t[p]
     return t
 
 
@@ -283,7 +284,7 @@ def _leaf_dtype(dtype: np.dtype, column: str) -> np.dtype:
         if flat == column:
             t = dtype
             for p in path:
-                t = _sub(t, p)
+                t = t.base if isinstance(p, tuple) else _sub(t, p)
             return t.base if index is not None else t
     return dtype
 
@@ -297,18 +298,19 @@ def _py(value: Any) -> Any:
 
 
 def column_paths(dtype: np.dtype, base: str
-                 ) -> list[tuple[str, tuple[str, ...], int | None]]:
-    """(flat column name, field path, array index or None) in layout.flatten's order."""
-    out: list[tuple[str, tuple[str, ...], int | None]] = []
+                 ) -> list[tuple[str, tuple[Any, ...], int | None]]:
+    """(flat column name, path, None) in layout.flatten's order; a path holds field names
+    and, for the elements of small arrays (`m[1][2]`, `p[0].a`), index tuples."""
+    out: list[tuple[str, tuple[Any, ...], int | None]] = []
 
-    def walk(dt: np.dtype, name: str, path: tuple[str, ...]) -> None:
-        if dt.names is not None:
+    def walk(dt: np.dtype, name: str, path: tuple[Any, ...]) -> None:
+        if dt.shape and int(np.prod(dt.shape)) <= SPLIT_ARRAY_MAX:
+            for index in np.ndindex(*dt.shape):
+                walk(dt.base, name + "".join(f"[{i}]" for i in index), (*path, index))
+        elif dt.names is not None:
             for f in dt.names:
                 if not is_padding(f):
                     walk(_sub(dt, f), f"{name}.{f}" if name else f, (*path, f))
-        elif dt.shape and dt.base.kind != "S" and len(dt.shape) == 1 \
-                and dt.shape[0] <= SPLIT_ARRAY_MAX:
-            out.extend((f"{name}[{i}]", path, i) for i in range(dt.shape[0]))
         else:
             out.append((name, path, None))
 

@@ -238,3 +238,26 @@ def test_enum_names_round_trip_through_update_df():
         assert df.attrs["enums"]["key"] == {"RED": 1, "GREEN": 2, "BLUE": 40}
         assert view.update_df(df) == 2  # df() itself writes back unchanged
         assert view.df().sort_values("n", ignore_index=True).equals(df)
+
+
+ARRAYS = r"""
+struct inner { u8 x; u32 y; };
+struct arr_t { u16 m[2][3]; struct inner p[2]; char names[2][4]; };
+BPF_HASH(arrays, u32, struct arr_t, 8);
+int unused(void *ctx) { return 0; }
+"""
+
+
+def test_array_columns_round_trip_through_update_df():
+    with bpfnb.load(ARRAYS, name="arrays", attach=False) as prog:
+        view = prog["arrays"]
+        row = {"key": 1, "m[0][0]": 1, "m[0][1]": 2, "m[0][2]": 3, "m[1][0]": 4,
+               "m[1][1]": 5, "m[1][2]": 6, "p[0].x": 7, "p[0].y": 8, "p[1].x": 9,
+               "p[1].y": 10, "names[0]": "ab", "names[1]": "cde"}
+        assert view.update_df(pd.DataFrame([row])) == 1
+        df = view.df()
+        assert list(df.columns) == list(row)
+        assert df.astype(object).to_dict("records") == [row]
+        raw = bytes(np.asarray(view.read().values).tobytes())
+        assert raw[:12] == np.arange(1, 7, dtype="<u2").tobytes()  # C order: m[0][*] first
+        assert view.lookup(1)["p[1].y"] == 10
