@@ -6,6 +6,7 @@ import ctypes as ct
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -562,3 +563,36 @@ def test_rewrite_sections_for_bcc_probe_names() -> None:
                           "on_xdp": "bpfnb/on_xdp"}
     assert "int BPF_KSYSCALL(kprobe__sys_clone, unsigned long flags)" in r.text
     assert r.tracepoints == [("sched", "sched_switch")]
+
+
+def test_consts_set_per_load_on_one_cached_object() -> None:
+    src = """
+const volatile u32 target = 0;
+const volatile u64 weight = 1;
+BPF_HASH(counts, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (tgid != target) return 0;
+    counts.increment(tgid, weight);
+    return 0;
+}
+"""
+    from bpfnb.backends.libbpf.module import LibbpfModule as Module
+
+    results = []
+    for weight in (2, 5):
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()\n"
+                                 "import os\nfor _ in range(30): os.getpid()"],
+                                stdin=subprocess.PIPE)
+        m = Module(src, consts={"target": proc.pid, "weight": weight})
+        try:
+            m.autoattach()
+            proc.communicate(b"", timeout=60)
+            results.append(({k: v.value for k, v in items(m, "counts")}, proc.pid,
+                            m.cached_object, m.table_names()))
+        finally:
+            m.close()
+    (first, pid1, _, tables), (second, pid2, cached, _) = results
+    assert (first, second) == ({pid1: 60}, {pid2: 150})
+    assert cached  # the second load compiled nothing
+    assert tables == ["counts"]  # .rodata is not a table

@@ -78,7 +78,10 @@ class LibbpfModule:
     bpf = None  # no bcc object (bcc-only helpers look for it)
 
     def __init__(self, source: str, cflags: Sequence[str] = (), usdt: Sequence[Usdt] = (),
-                 name: str = "bpfnb") -> None:
+                 name: str = "bpfnb", consts: Mapping[str, Any] | None = None) -> None:
+        """Compile (or take from the cache), set `const volatile` globals from `consts`
+        (values that change per run belong there, not in -D flags: the object is reused),
+        load."""
         _check_permission()
         diagnose.check_tracepoints(source)
         text = rewrite(source, frozenset(u.function for u in usdt))
@@ -90,9 +93,10 @@ class LibbpfModule:
             raise diagnose.compile_error(source, e.output) from None
         self.compiler_output = built.output
         self.cold_compile = built.cold
+        self.cached_object = built.cached
         self._events = text.events
         self._setup(BpfObject(built.obj, name, source,
-                              autoload=lambda _n, sec: not sec.startswith(LAZY)))
+                              autoload=lambda _n, sec: not sec.startswith(LAZY)), consts)
         try:
             for u in usdt:
                 self.attach_usdt(u.probe, u.function, u.path, u.pid)
@@ -106,19 +110,12 @@ class LibbpfModule:
         """Load a libbpf CO-RE object built elsewhere (see load_object)."""
         _check_permission()
         self = cls.__new__(cls)
-        self.compiler_output, self.cold_compile = "", False
+        self.compiler_output, self.cold_compile, self.cached_object = "", False, False
         self._events = {}
-        obj = BpfObject(data, name)
-        try:
-            if consts:
-                obj.set_consts(consts)
-        except BaseException:
-            obj.close()
-            raise
-        self._setup(obj)
+        self._setup(BpfObject(data, name), consts)
         return self
 
-    def _setup(self, obj: BpfObject) -> None:
+    def _setup(self, obj: BpfObject, consts: Mapping[str, Any] | None = None) -> None:
         self.source = obj.source
         self.attached: list[AttachPoint] = []
         self._links: list[int] = []
@@ -126,6 +123,8 @@ class LibbpfModule:
         self._tables: dict[str, Table] = {}
         self.obj = obj
         try:
+            if consts:
+                obj.set_consts(consts)
             obj.load()
         except BaseException:
             obj.close()
