@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from bpfnb import bpfsys, features
 from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, load_object
-from bpfnb.backends.select import Choice
+from bpfnb.backends.select import Choice, libbpf_ready
 from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
 from bpfnb.maps import MapView
 from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
@@ -31,10 +30,7 @@ def run(n: int) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def _toolchain() -> None:
-    if not features.btf():
-        pytest.skip(str(features.btf()))
-    if shutil.which("clang") is None:
-        pytest.skip("clang: not installed (scripts/setup-system installs it)")
+    require(libbpf_ready())  # kernel BTF, clang, bpftool, libbpf.so.1
 
 
 def items(module, name: str) -> list[tuple]:
