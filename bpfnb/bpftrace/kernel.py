@@ -53,6 +53,8 @@ def readable(decl: MapDecl) -> bool:
     and (lhist) literal bounds."""
     if decl.function not in READABLE or decl.key_layout() is None:
         return False
+    if decl.function == "hist":
+        return len(decl.params) == 1  # hist(x, k) (0.20+) has finer buckets
     return decl.function != "lhist" or _lhist_bounds(decl) is not None
 
 
