@@ -18,9 +18,9 @@ from typing import Any
 
 from ... import bpfsys, diagnose, features
 from ..._sys import libbpf
+from ..._sys.perfevent import online_cpus, perf_event_open
 from ...btf import is_raw
-from ...errors import AttachError, PrivilegeError
-from ...perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
+from ...errors import AttachError, BpfnbError, PrivilegeError
 from ..bcc import AttachPoint, Usdt
 from . import compiler
 from .objfile import BpfObject
@@ -39,8 +39,6 @@ _INDEXED = frozenset(int(t) for t in (
     bpfsys.MapType.ARRAY_OF_MAPS, bpfsys.MapType.HASH_OF_MAPS, bpfsys.MapType.DEVMAP,
     bpfsys.MapType.CPUMAP, bpfsys.MapType.XSKMAP, bpfsys.MapType.SOCKMAP,
     bpfsys.MapType.SOCKHASH))
-_FREQ = 1 << 10  # perf_event_attr.freq
-_libc = ct.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Table:
     def event(self, data: Any) -> Any:
         """An event decoded from a buffer (as bcc's table.event); events.py uses its type."""
         if self.event_type is None:
-            raise AttachError(f"the type of {self.name!r}'s events is unknown; pass "
+            raise BpfnbError(f"the type of {self.name!r}'s events is unknown; pass "
                               "event_type=<ctypes struct>")
         return self.event_type.from_buffer_copy(bytes(data)[:ct.sizeof(self.event_type)])
 
@@ -260,9 +258,9 @@ class LibbpfModule:
                           sample_period: int, sample_freq: int, pid: int, cpu: int) -> None:
         prog = self._program(function, PERF_EVENT)
         target = f"type={ev_type},config={ev_config}"
-        cpus = [cpu] if cpu >= 0 else _online_cpus()
+        cpus = [cpu] if cpu >= 0 else online_cpus()
         for c in cpus:
-            pfd = _perf_event_open(ev_type, ev_config, sample_period, sample_freq, pid, c)
+            pfd = perf_event_open(ev_type, ev_config, sample_period, sample_freq, pid, c)
             call = functools.partial(_attach_perf, self.obj.lib, prog, pfd)
             self._attach("perf_event", target, function, call, record=c == cpus[-1])
 
@@ -328,29 +326,3 @@ def _attach_perf(lib: Any, prog: int, pfd: int) -> int | None:
         os.close(pfd)
         ct.set_errno(err)
     return link
-
-
-def _online_cpus() -> list[int]:
-    with open("/sys/devices/system/cpu/online") as f:
-        spec = f.read().strip()
-    cpus: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def _perf_event_open(ev_type: int, config: int, period: int, freq: int, pid: int,
-                     cpu: int) -> int:
-    attr = _PerfAttr(type=ev_type, size=ct.sizeof(_PerfAttr), config=config,
-                     sample_period=freq or period, flags=_FREQ if freq else 0)
-    _libc.syscall.restype = ct.c_long
-    fd = _libc.syscall(_NR_PERF_EVENT_OPEN[platform.machine()], ct.byref(attr), pid, cpu, -1,
-                       PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        err = ct.get_errno()
-        raise AttachError(f"perf_event_open(type={ev_type}, config={config}) on CPU {cpu} "
-                          f"failed: {os.strerror(err)}")
-    return int(fd)
-
-
