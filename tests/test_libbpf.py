@@ -592,3 +592,25 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
     assert (first, second) == ({pid1: 60}, {pid2: 150})
     assert cached  # the second load compiled nothing
     assert tables == ["counts"]  # .rodata is not a table
+
+
+TASK_PTR = "struct task_struct *t = (struct task_struct *)bpf_get_current_task();\n"
+
+
+@pytest.mark.parametrize(("line", "flagged"), [
+    ("u32 p = BPF_CORE_READ(t, tgid);", False),
+    ("bpf_probe_read_kernel(&p, 4, &t->pid);", False),
+    ("u64 a = (u64)&t->pid;", False),
+    ("if (x && t->pid) return 0;", True),
+    ("u32 p = t->tgid;", True),
+])
+def test_implicit_kernel_reads_are_flagged(line: str, flagged: bool) -> None:
+    from bpfnb.backends.libbpf.rewrite import check_kernel_derefs
+
+    if not flagged:
+        check_kernel_derefs(TASK_PTR + line)
+        return
+    with pytest.raises(CompileError, match=r"^Use BPF_CORE_READ\(t, (pid|tgid)\)"):
+        check_kernel_derefs(TASK_PTR + line)
+    packet = "struct ethhdr *eth = data;\nreturn eth->h_proto;"  # packet pointers are fine
+    check_kernel_derefs(packet)

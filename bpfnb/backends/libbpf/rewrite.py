@@ -40,7 +40,7 @@ LAZY = "bpfnb/"
 # arguments (PT_REGS_*, raw tracepoint args); packet and BTF pointers are fine
 _KERNEL_PTR = re.compile(r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*=\s*(?:\([^;]*\))?\s*"
                          r"(?:bpf_get_current_task\s*\(\)|PT_REGS_\w+\s*\(|ctx\s*->\s*args\s*\[)")
-_CORE_OK = re.compile(r"BPF_CORE_READ|bpf_core_read|bpf_probe_read|BPF_PROBE_READ|sizeof|&")
+_CORE_OK = re.compile(r"BPF_CORE_READ|bpf_core_read|bpf_probe_read|BPF_PROBE_READ|sizeof")
 
 
 @dataclass
@@ -137,8 +137,9 @@ def check_kernel_derefs(source: str) -> None:
         if re.search(r"\b(?:KFUNC_PROBE|KRETFUNC_PROBE|LSM_PROBE)\b", text):
             return  # BTF-typed programs may dereference directly; stop checking (heuristic)
         for m in use.finditer(text):
-            before = text[:m.start()]
-            if _CORE_OK.search(before[-40:]) or _CORE_OK.search(before):
+            before = text[:m.start()].rstrip()
+            address_of = before.endswith("&") and not before.endswith("&&")
+            if address_of or _CORE_OK.search(before):
                 continue
             var, member = m.group(1), m.group(2)
             msg = (f"Use BPF_CORE_READ({var}, {member}) to read struct {pointers[var]} "
