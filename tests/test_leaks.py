@@ -246,3 +246,15 @@ def test_ctrl_c_at_any_point_of_a_load_leaves_nothing_open() -> None:
     assert in_load >= 4              # most interrupts came while loading
     with bpfnb.load(SOURCE) as prog:          # and loading still works
         assert prog.map_names == ["big", "calls"]
+
+
+def test_a_load_failing_inside_bccs_constructor_leaves_nothing(workload: Any) -> None:
+    """bcc's BPF() creates the maps, then attaches USDT probes: a handler that is not in
+    the program fails there, and nothing but bcc's atexit hook held the maps."""
+    base = bpf_fds()
+    usdt = [bpfnb.Usdt("bpfnb:recorded", "no_such_function", path=str(workload))]
+    for _ in range(3):
+        with pytest.raises(bpfnb.BpfnbError):
+            bpfnb.load("BPF_HASH(seen, u64, u64);\nint on_recorded(void *ctx) { return 0; }",
+                       usdt=usdt)
+    assert bpf_fds() == base
