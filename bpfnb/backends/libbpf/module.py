@@ -9,6 +9,7 @@ first one's maps.
 from __future__ import annotations
 
 import ctypes as ct
+import errno
 import functools
 import os
 import platform
@@ -199,7 +200,7 @@ class LibbpfModule:
                 continue
             self._attach(kind[0], kind[1], function,
                          functools.partial(self.obj.lib.bpf_program__attach, prog),
-                         optional=kind[0] in ("uprobe", "uretprobe", "usdt", "iter", "tp_btf"))
+                         optional=kind[0] in ("uprobe", "uretprobe", "usdt", "iter"))
 
     def attach_btf(self, kind: str, function: str, target: str) -> None:
         prog = self._program(function)
@@ -271,8 +272,8 @@ class LibbpfModule:
             link = call()
         if not link:
             err = ct.get_errno()
-            if optional and err in (95, 3, 22):  # EOPNOTSUPP, ESRCH, EINVAL: no auto-attach
-                return
+            if optional and err in (errno.EOPNOTSUPP, errno.ESRCH, errno.EINVAL):
+                return  # a section with no target (SEC("uprobe")): attached explicitly later
             message = (log.text.strip().splitlines() or [os.strerror(err or 22)])[-1]
             if on_error is not None:
                 raise on_error(message)
