@@ -14,9 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from .btf import Bits
 from .colcheck import BadRows, check, column_values
 from .errors import KeyTypeError
-from .layout import SPLIT_ARRAY_MAX, enum_numbers, field_names, flatten, is_padding
+from .layout import (
+    SPLIT_ARRAY_MAX,
+    enum_numbers,
+    field_names,
+    flatten,
+    members,
+    set_bitfield,
+)
 
 LOCK_TYPE_NAMES = ("bpf_spin_lock", "bpf_timer")  # kernel-owned fields, hidden from users
 
@@ -145,7 +153,7 @@ def _assign(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any,
     elif dtype.shape:
         _assign_array(out, path, dtype, obj)
     else:
-        _target(out, path)[0] = _scalar(dtype, obj, ".".join(path))
+        _target(out, path)[0] = _scalar(dtype, _enum_number(obj, dtype.metadata), ".".join(path))
 
 
 def _target(out: np.ndarray, path: tuple[Any, ...]) -> np.ndarray:
@@ -159,9 +167,11 @@ def _target(out: np.ndarray, path: tuple[Any, ...]) -> np.ndarray:
 def _assign_struct(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any,
                    hidden: frozenset[str]) -> None:
     assert dtype.names is not None
-    fields = [f for f in dtype.names if not is_padding(f) and f not in hidden]
+    order = [(n, b) for n, b in members(dtype) if n not in hidden]
+    fields = [n for n, _ in order]  # fields and bit fields, in df()'s order
     if isinstance(obj, (ct.Structure, ct.Union)):
-        obj = {f: getattr(obj, f) for f in fields}
+        obj = {f: getattr(obj, f) for f, b in order if b is None}
+        fields = list(obj)
     if isinstance(obj, Mapping):
         parts = _nest(obj, fields, ".".join(path))
     elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
@@ -170,8 +180,49 @@ def _assign_struct(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj:
         parts = dict(zip(fields, obj))
     else:
         raise _Shape(f"a {type(obj).__name__} where a struct is wanted")
-    for f in fields:
-        _assign(out, (*path, f), _sub(dtype, f), parts[f])
+    for f, bits in order:
+        if bits is None:
+            _assign(out, (*path, f), _sub(dtype, f), parts[f])
+        elif f in parts:
+            where = ".".join((*path, f))
+            number = _enum_number(parts[f], {"enum": bits.enum})
+            value = _bit_value(bits, _scalar(_bits_dtype(bits), number, where), where)
+            _write_bits(out, path, bits, np.array([value]))
+
+
+def _bits_dtype(bits: Bits) -> np.dtype:
+    return np.dtype(f"{'i' if bits.signed else 'u'}{max(1, min(8, bits.size))}")
+
+
+def _enum_number(obj: Any, metadata: Any) -> Any:
+    """An enumerator name as its number (enum types carry {value: name} in metadata)."""
+    names = dict(metadata or {}).get("enum")
+    if names and isinstance(obj, str):
+        return enum_numbers(np.array([obj], dtype=object), names)[0]
+    return obj
+
+
+def _bit_value(bits: Bits, value: Any, where: str) -> Any:
+    """`value` if it fits the bit field, else _Shape."""
+    lo, hi = (-(1 << (bits.nbits - 1)), (1 << (bits.nbits - 1)) - 1) if bits.signed \
+        else (0, (1 << bits.nbits) - 1)
+    if not lo <= int(value) <= hi:
+        raise _Shape(f"{value} for {where} is outside its {bits.nbits}-bit field [{lo}, {hi}]")
+    return value
+
+
+def _write_bits(out: np.ndarray, path: tuple[Any, ...], bits: Bits, values: np.ndarray) -> None:
+    """Write a bit field of the struct at `path` in every element of `out` (contiguous)."""
+    offset, dt = 0, out.dtype
+    for p in path:
+        if isinstance(p, tuple):
+            offset += int(np.ravel_multi_index(p, dt.shape)) * dt.base.itemsize
+            dt = dt.base
+        else:
+            offset += (dt.fields or {})[p][1]
+            dt = _sub(dt, p)
+    raw = out.view(np.uint8).reshape(len(out), out.dtype.itemsize)
+    set_bitfield(raw, offset * 8 + bits.bit_offset, bits.nbits, values)
 
 
 def _sub(dtype: np.dtype, field: str) -> np.dtype:
@@ -284,6 +335,8 @@ def _leaf_dtype(dtype: np.dtype, column: str) -> np.dtype:
         if flat == column:
             t = dtype
             for p in path:
+                if isinstance(p, Bits):
+                    return _bits_dtype(p)
                 t = t.base if isinstance(p, tuple) else _sub(t, p)
             return t.base if index is not None else t
     return dtype
@@ -308,9 +361,12 @@ def column_paths(dtype: np.dtype, base: str
             for index in np.ndindex(*dt.shape):
                 walk(dt.base, name + "".join(f"[{i}]" for i in index), (*path, index))
         elif dt.names is not None:
-            for f in dt.names:
-                if not is_padding(f):
-                    walk(_sub(dt, f), f"{name}.{f}" if name else f, (*path, f))
+            for f, bits in members(dt):
+                col = f"{name}.{f}" if name else f
+                if bits is None:
+                    walk(_sub(dt, f), col, (*path, f))
+                else:
+                    out.append((col, (*path, bits), None))
         else:
             out.append((name, path, None))
 
@@ -321,6 +377,9 @@ def column_paths(dtype: np.dtype, base: str
 def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: Any,
                 name: str, map_name: str, bad: BadRows) -> None:
     """Check one column (bad rows go to `bad`) and, if it fits, write it into `out`."""
+    if path and isinstance(path[-1], Bits):
+        _set_bits_column(out, path, col, name, map_name, bad)
+        return
     target = _target(out, path) if path else out
     if index is not None:
         target = target[:, index]
@@ -352,3 +411,21 @@ def _checked_scalar(dtype: np.dtype, obj: Any) -> Any:
         return _scalar(dtype, obj, "")
     except _Shape as e:
         raise ValueError(str(e)) from None
+
+
+def _set_bits_column(out: np.ndarray, path: tuple[Any, ...], col: Any, name: str,
+                     map_name: str, bad: BadRows) -> None:
+    """A bit-field column: checked against its width, written into each element's bytes."""
+    bits = path[-1]
+    values, na = column_values(col)
+    if bits.enum and values.dtype.kind not in "iu":
+        values = enum_numbers(values, bits.enum)
+    checked = check(values, na, _bits_dtype(bits), name, bad, _checked_scalar)
+    if checked is None:
+        return
+    try:
+        for v in np.unique(checked).tolist():
+            _bit_value(bits, v, name)
+    except _Shape as e:
+        raise KeyTypeError(f"column {name!r} does not fit map {map_name!r}: {e}") from None
+    _write_bits(out, path[:-1], bits, checked)

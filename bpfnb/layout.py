@@ -131,17 +131,23 @@ def _join(name: str, field: str) -> str:
     return f"{name}.{field}" if name else field
 
 
+def members(dtype: np.dtype) -> list[tuple[str, Any]]:
+    """A record's columns in order: (field name, None) for fields (padding left out) and
+    (name, Bits) for bit fields, by offset (a union's members in declaration order)."""
+    fields = dict(dtype.fields or {})
+    found: list[tuple[int, str, Any]] = [
+        (fields[f][1] * 8, f, None) for f in dtype.names or () if not is_padding(f)]
+    found += [(b.bit_offset, b.name, b) for b in _bits(dtype)]
+    found.sort(key=lambda m: m[0])
+    return [(name, bits) for _, name, bits in found]
+
+
 def _record_columns(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None
                     ) -> dict[str, Any]:
     dtype = arr.dtype
-    fields = dict(dtype.fields or {})
-    members: list[tuple[int, str, Any]] = [
-        (fields[f][1] * 8, f, None) for f in dtype.names or () if not is_padding(f)]
-    members += [(b.bit_offset, b.name, b) for b in _bits(dtype)]
-    members.sort(key=lambda m: m[0])  # stable: a union's members keep their order
     raw = None
     out: dict[str, Any] = {}
-    for _pos, field, bits in members:
+    for field, bits in members(dtype):
         col = _join(name, field)
         if bits is None:
             out.update(flatten(arr[field], col, enums))
@@ -175,6 +181,21 @@ def bitfield(raw: np.ndarray, bit_offset: int, nbits: int, signed: bool, size: i
         sign = np.int64(1 << (nbits - 1))
         out = (out ^ sign) - sign
     return out.astype(f"<i{width}")
+
+
+def set_bitfield(raw: np.ndarray, bit_offset: int, nbits: int, values: np.ndarray) -> None:
+    """Write `values` (ints, two's complement kept to nbits) into a bit field of rows of
+    bytes (n, itemsize), leaving the other bits of those bytes as they are."""
+    first, shift = divmod(bit_offset, 8)
+    mask = (1 << nbits) - 1
+    field = np.asarray(values).astype(np.int64).view(np.uint64) & np.uint64(mask)
+    for i in range((shift + nbits + 7) // 8):
+        lo = 8 * i - shift  # bit of the field that lands on bit 0 of this byte
+        part_mask = ((mask << shift) >> (8 * i)) & 0xFF
+        part = (field >> np.uint64(lo)) if lo >= 0 else (field << np.uint64(-lo))
+        col = raw[:, first + i]
+        col &= np.uint8(~part_mask & 0xFF)
+        col |= (part & np.uint64(part_mask)).astype(np.uint8)
 
 
 def _array_columns(arr: np.ndarray, name: str, enums: dict[str, dict[str, int]] | None

@@ -238,6 +238,8 @@ def test_enum_names_round_trip_through_update_df():
         assert df.attrs["enums"]["key"] == {"RED": 1, "GREEN": 2, "BLUE": 40}
         assert view.update_df(df) == 2  # df() itself writes back unchanged
         assert view.df().sort_values("n", ignore_index=True).equals(df)
+        view.update("GREEN", {"col": "RED", "n": 3})
+        assert view.lookup("GREEN") == {"col": "RED", "n": 3}
 
 
 ARRAYS = r"""
@@ -261,3 +263,33 @@ def test_array_columns_round_trip_through_update_df():
         raw = bytes(np.asarray(view.read().values).tobytes())
         assert raw[:12] == np.arange(1, 7, dtype="<u2").tobytes()  # C order: m[0][*] first
         assert view.lookup(1)["p[1].y"] == 10
+
+
+BITS = r"""
+enum mode { OFF = 0, ON = 1, AUTO = 2 };
+struct flags_t { u8 lead; unsigned int lo:3, mid:9; int neg:5; enum mode md:2; u16 tail; };
+BPF_HASH(flags, u32, struct flags_t, 8);
+int unused(void *ctx) { return 0; }
+"""
+
+
+def test_bit_fields_round_trip_through_update_and_update_df():
+    from bpfnb.errors import KeyTypeError
+
+    with bpfnb.load(BITS, name="bits", attach=False) as prog:
+        view = prog["flags"]
+        row = {"key": 1, "lead": 255, "lo": 5, "mid": 300, "neg": -16, "md": "AUTO",
+               "tail": 65535}
+        assert view.update_df(pd.DataFrame([row])) == 1
+        df = view.df()
+        assert list(df.columns) == list(row)
+        assert df.astype(object).to_dict("records") == [row]
+        assert (df["lo"].dtype, df["neg"].dtype) == (np.uint32, np.int32)
+        view.update(2, {**view.lookup(1), "lo": 7, "neg": 15, "md": "ON"})
+        assert view.lookup(2) == {"lead": 255, "lo": 7, "mid": 300, "neg": 15, "md": "ON",
+                                  "tail": 65535}
+        assert view.update_df(view.df()) == 2
+        with pytest.raises(KeyTypeError, match="outside its 3-bit field"):
+            view.update(3, {k: v for k, v in row.items() if k != "key"} | {"lo": 8})
+        with pytest.raises(KeyTypeError, match="outside its 5-bit field"):
+            view.update_df(pd.DataFrame([{**row, "key": 4, "neg": 16}]))
