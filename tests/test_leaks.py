@@ -258,3 +258,31 @@ def test_a_load_failing_inside_bccs_constructor_leaves_nothing(workload: Any) ->
             bpfnb.load("BPF_HASH(seen, u64, u64);\nint on_recorded(void *ctx) { return 0; }",
                        usdt=usdt)
     assert bpf_fds() == base
+
+
+def test_closing_a_tree_closes_layouts_styles_and_what_outputs_show() -> None:
+    import ipywidgets as W
+
+    from bpfnb.widgettree import close_descendants
+
+    base = models()
+    shown = W.Button(description="inside an Output")
+    out = W.Output()
+    out.append_display_data(shown)
+    root = W.VBox([W.HBox([W.IntSlider(), out]), W.HTML("x")])
+    assert models() - base >= 12
+    close_descendants(root)
+    root.close()
+    assert models() == base
+
+
+def test_top_view_closes_its_widgets_and_fonts() -> None:
+    base_models, base_fonts = models(), font_fds()
+    view = bpfnb.top(every=0.2)
+    view.widget()
+    view.stop()
+    view.start()                        # a new refresh thread, drawing with its own fonts
+    wait_for(lambda: view._poller.status.refreshes >= 2)
+    assert models() > base_models and font_fds() > base_fonts
+    view.close()
+    assert models() == base_models and font_fds() <= base_fonts
