@@ -290,7 +290,7 @@ def _positive(seconds: float) -> float:
 # -- registry -------------------------------------------------------------------------------
 
 _registry: dict[int, Poller] = {}
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()   # re-entrant: a __del__ (GC) may close views
 
 
 def _register(poller: Poller) -> None:
