@@ -51,6 +51,13 @@ class _Checker:
             raise self.fail(where, f"is {type(v).__name__}, not {names}")
         return v
 
+    def time(self, v: Any, where: str) -> int:
+        """A time in ns since the epoch (what numpy's datetime64[ns] holds)."""
+        self.typed(v, int, where)
+        if not 0 <= v < 1 << 63:
+            raise self.fail(where, f"{v} is not a time in ns")
+        return v
+
     def list_of(self, v: Any, kind: Any, where: str) -> list[Any]:
         self.typed(v, list, where)
         for i, x in enumerate(v):
@@ -110,7 +117,13 @@ def _check_table(c: _Checker, name: str, kind: str, t: Any, snaps: int) -> None:
             if not 0 <= s < snaps:
                 raise c.fail(f"{pw}.snapshots", f"names snapshot {s} of {snaps}")
     for k, a in c.dict_of(t.get("attrs", {}), f"{where}.attrs").items():
-        c.dict_of(a, f"{where}.attrs[{k!r}]")
+        aw = f"{where}.attrs[{k!r}]"
+        c.dict_of(a, aw)
+        for field in ("seconds", "rate"):  # events() adds these up
+            if field in a:
+                c.typed(a[field], (int, float), f"{aw}.{field}")
+        if a.get("lost") is not None:
+            c.typed(a["lost"], int, f"{aw}.lost")
 
 
 def check(meta: Any, path: Any, format: str, version: int) -> dict[str, Any]:
@@ -128,9 +141,12 @@ def check(meta: Any, path: Any, format: str, version: int) -> dict[str, Any]:
             c.typed(meta[key], str, key)
     c.list_of(meta.get("cflags", []), str, "cflags")
     c.list_of(meta.get("cpus", []), int, "cpus")
-    c.typed(meta.get("started_ns", 0), int, "started_ns")
+    c.time(meta.get("started_ns", 0), "started_ns")
     c.dict_of(meta.get("kernel", {}), "kernel")
-    snaps = len(c.list_of(meta.get("snapshots"), int, "snapshots"))
+    times = c.list_of(meta.get("snapshots"), int, "snapshots")
+    for i, t in enumerate(times):
+        c.time(t, f"snapshots[{i}]")
+    snaps = len(times)
     names = c.list_of(meta.get("map_names"), str, "map_names")
     if len(set(names)) != len(names):
         raise c.fail("map_names", "names a map twice")

@@ -403,7 +403,7 @@ class ReplayMapView:
                               f"recording: {e}; peek the live program instead") from None
         if not len(df):
             raise translate(OSError(errno.ENOENT, "peek"), ops.ctx("peek"))
-        names = [c for c in df.attrs.get("value_columns", []) if c in df.columns]
+        names = [c for c in _str_list(df.attrs.get("value_columns")) if c in df.columns]
         value = ops.value.from_columns({c: df[c].to_numpy()[:1] for c in names}, names, 1)
         return ops.decode_value(value)
 
@@ -482,12 +482,18 @@ def _hidden_type(view: ReplayMapView) -> Any:
     live df() left out of the recorded frames) as Codec finds them: by their C type name."""
     tables = view._store.meta.get("tables", {}).get(view.name, {})
     attrs = list(tables.get("df", {}).get("attrs", {}).values())
-    shown = {c.split(".")[0].split("[")[0] for a in attrs for c in a.get("value_columns", [])}
+    shown = {c.split(".")[0].split("[")[0] for a in attrs
+             for c in _str_list(a.get("value_columns"))}
     hidden = [f for f in view.value_dtype.names or () if not is_padding(f) and f not in shown]
     if not attrs or not hidden:
         return None
     lock = type(LOCK_TYPE_NAMES[0], (), {})
     return type("struct", (), {"_fields_": [(f, lock) for f in hidden]})
+
+
+def _str_list(v: Any) -> list[str]:
+    """The strings of a list read from a recording's attrs (anything else: none)."""
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
 
 
 def _find(keys: np.ndarray, key: np.ndarray, lpm: bool) -> int | None:
