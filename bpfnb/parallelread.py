@@ -88,21 +88,33 @@ def read_hash(fd: int, max_entries: int, key_dtype: np.dtype, value_shape: tuple
               out: tuple[np.ndarray, np.ndarray] | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Read a hash map with workers starting at evenly spaced buckets. With `out` (reusable
-    buffers of max_entries), the result is a view of them and each chunk is freed as soon
-    as it is copied there."""
+    buffers of max_entries) each worker reads straight into its own region of them (no
+    copy, no fresh pages), and the result is a view of `out`, compacted in place; what
+    does not fit a region goes to chunks of the worker's own."""
     buckets = 1 << max(0, (max_entries - 1).bit_length())  # the kernel's n_buckets
     starts = [buckets * i // workers for i in range(workers)] + [buckets]
     parts = [_Part() for _ in range(workers)]
+    cap = len(out[0]) // workers if out is not None else 0
 
     def job(i: int) -> Callable[[], None]:
         def read() -> None:
             part, stop, chunk = parts[i], starts[i + 1], CHUNK
             token_in = None if starts[i] == 0 else np.array([starts[i]], np.uint32)
             token_out = np.zeros(2, np.uint32)
-            keys = np.empty(chunk, key_dtype)
-            values = np.empty((chunk, *value_shape), value_dtype)
+            own: tuple[np.ndarray, np.ndarray] | None = None
+            pos = 0
             try:
                 while True:
+                    direct = out is not None and cap - pos >= chunk
+                    if direct:
+                        assert out is not None
+                        at = i * cap + pos
+                        keys, values = out[0][at:at + chunk], out[1][at:at + chunk]
+                    else:
+                        if own is None or len(own[0]) < chunk:
+                            own = (np.empty(chunk, key_dtype),
+                                   np.empty((chunk, *value_shape), value_dtype))
+                        keys, values = own
                     try:
                         n, done = bpfsys.batch(bpfsys.Cmd.MAP_LOOKUP_BATCH, fd, token_in,
                                                token_out, keys, values, chunk)
@@ -110,11 +122,14 @@ def read_hash(fd: int, max_entries: int, key_dtype: np.dtype, value_shape: tuple
                         if e.errno != errno.ENOSPC:  # a bucket larger than the chunk
                             raise
                         chunk *= 2
-                        keys = np.empty(chunk, key_dtype)
-                        values = np.empty((chunk, *value_shape), value_dtype)
                         continue
-                    part.keys.append(keys[:n].copy())
-                    part.values.append(values[:n].copy())
+                    if direct:
+                        part.keys.append(keys[:n])
+                        part.values.append(values[:n])
+                        pos += n
+                    else:
+                        part.keys.append(keys[:n].copy())
+                        part.values.append(values[:n].copy())
                     if done or (i < workers - 1 and int(token_out[0]) >= stop):
                         break
                     token_in, token_out = token_out, np.zeros(2, np.uint32)
@@ -128,28 +143,20 @@ def read_hash(fd: int, max_entries: int, key_dtype: np.dtype, value_shape: tuple
             raise part.error
     for i in range(workers - 1):
         _drop_overlap(parts[i], parts[i + 1])
-    keys = [k for p in parts for k in p.keys]
-    values = [v for p in parts for v in p.values]
-    parts.clear()  # the chunks are now only in keys/values, freed as they are copied out
-    if not keys:
-        return np.zeros(0, key_dtype), np.zeros((0, *value_shape), value_dtype)
-    total = sum(len(k) for k in keys)
-    if out is None or len(out[0]) < total:
+    chunks = [(k, v) for p in parts for k, v in zip(p.keys, p.values)]
+    parts.clear()
+    total = sum(len(k) for k, _ in chunks)
+    if out is None:
         out = (np.empty(total, key_dtype), np.empty((total, *value_shape), value_dtype))
-    return _concat_freeing(keys, out[0]), _concat_freeing(values, out[1])
-
-
-def _concat_freeing(chunks: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-    """np.concatenate into `out` that drops each chunk once copied."""
-    total = sum(len(c) for c in chunks)
-    out = out[:total]
+    # chunks inside `out` first, in address order (each moves down or stays), then the rest
+    inside = [c for c in chunks if np.may_share_memory(c[0], out[0])]
+    rest = [c for c in chunks if not np.may_share_memory(c[0], out[0])]
     at = 0
-    chunks.reverse()
-    while chunks:
-        chunk = chunks.pop()
-        out[at:at + len(chunk)] = chunk
-        at += len(chunk)
-    return out
+    for k, v in inside + rest:
+        out[0][at:at + len(k)] = k
+        out[1][at:at + len(k)] = v
+        at += len(k)
+    return out[0][:total], out[1][:total]
 
 
 def _isin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
