@@ -343,17 +343,34 @@ def _decode(raw: bytes) -> str | bytes:
 
 
 def sum_cpus(values: np.ndarray) -> np.ndarray:
-    """Sum per-CPU values (shape (n, cpus)) over CPUs, keeping integer widths."""
+    """Sum per-CPU values (shape (n, cpus)) over CPUs, keeping integer widths. Counters are
+    summed (nested struct fields and bit fields too, a bit field wrapping at its width);
+    what names rather than counts (enums, pointers, bool, char[]) is CPU 0's."""
     dtype = values.dtype
     if dtype.names is None:
-        return values.sum(axis=1, dtype=dtype) if dtype.kind in "iuf" else values[:, 0]
+        return values.sum(axis=1, dtype=dtype) if _summable(dtype) else values[:, 0]
     out = np.zeros(values.shape[0], dtype=dtype)
     fields = dict(dtype.fields or {})
     for field in dtype.names:
         col = values[field]
         fdtype = fields[field][0]
-        if fdtype.base.kind in "iuf" and fdtype.names is None:
+        if fdtype.names is not None and not fdtype.shape:
+            out[field] = sum_cpus(col)
+        elif _summable(fdtype.base) and not is_padding(field):
             out[field] = col.sum(axis=1, dtype=fdtype.base)
         else:
             out[field] = col[:, 0]
+    bits = [b for b in _bits(dtype) if not b.enum]
+    if bits:
+        n, ncpu = values.shape
+        raw_in = np.ascontiguousarray(values).view(np.uint8).reshape(n, ncpu, dtype.itemsize)
+        raw_out = out.view(np.uint8).reshape(n, dtype.itemsize)
+        for b in bits:
+            total = sum(bitfield(raw_in[:, c], b.bit_offset, b.nbits, b.signed, 8)
+                        for c in range(ncpu))
+            set_bitfield(raw_out, b.bit_offset, b.nbits, np.asarray(total))
     return out
+
+
+def _summable(dtype: np.dtype) -> bool:
+    return dtype.kind in "iuf" and not _meta(dtype)

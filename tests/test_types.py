@@ -293,3 +293,38 @@ def test_bit_fields_round_trip_through_update_and_update_df():
             view.update(3, {k: v for k, v in row.items() if k != "key"} | {"lo": 8})
         with pytest.raises(KeyTypeError, match="outside its 5-bit field"):
             view.update_df(pd.DataFrame([{**row, "key": 4, "neg": 16}]))
+
+
+PERCPU = r"""
+enum color { RED = 1, GREEN = 2, BLUE = 40 };
+struct pc_t { u32 hits:10, other:6; enum color col; u64 total; struct { u32 a; } nest; };
+BPF_PERCPU_HASH(pc, u32, struct pc_t, 4);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    char comm[16];
+    bpf_get_current_comm(&comm, sizeof(comm));
+    if (comm[0] != 'b' || comm[1] != 'p' || comm[2] != 'f' || comm[6] != 'w') return 0;
+    u32 k = 0;
+    struct pc_t zero = {};
+    struct pc_t *v = pc.lookup_or_try_init(&k, &zero);
+    if (v) { v->hits += 1; v->col = BLUE; v->total += 1; v->nest.a += 2; }
+    return 0;
+}
+"""
+
+
+def test_per_cpu_struct_sums_counters_and_keeps_names(workload):
+    from bpfnb import bpfsys
+
+    cpus = sorted(__import__("os").sched_getaffinity(0))[:2]
+    with bpfnb.load(PERCPU, name="percpu_types") as prog:
+        for cpu, calls in zip(cpus, (5, 7)):
+            run_workload(workload, "getpid", calls, cpu=cpu)
+        total = 5 + (7 if len(cpus) > 1 else 0)
+        df = prog["pc"].df()
+        assert df.astype(object).to_dict("records") == [
+            {"key": 0, "hits": total, "other": 0, "col": "BLUE", "total": total,
+             "nest.a": 2 * total}]
+        long = prog["pc"].df(per_cpu=True)
+        per_cpu = long[long["hits"] > 0].sort_values("cpu")
+        assert per_cpu["hits"].tolist() == [5, 7][:len(cpus)]
+        assert len(long) == len(bpfsys.possible_cpus())
