@@ -49,8 +49,8 @@ def measure(size: int, every: float, rate: bool, seconds: float) -> dict[str, An
     import numpy as np
 
     import bpfnb
-    from bpfnb import bpfsys
-    from bpfnb.widgets import live_view
+    from bpfnb._sys import bpfsys
+    from bpfnb.live.poller.widgets import live_view
 
     prog = bpfnb.load(PROGRAM.replace("SIZE", str(size)), name=f"bench{size}")
     try:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import bpfnb
-from bpfnb import bpfsys
+from bpfnb._sys import bpfsys
 
 SOURCE = """
 BPF_HASH(hash, u32, u64, {n});
@@ -74,8 +74,8 @@ def syscall_floor(view: bpfnb.MapView, n: int) -> Callable[[], object]:
 
 
 def one_thread(view: bpfnb.MapView, fn: Callable[[], float]) -> float:
-    """fn() with parallel reads off (bpfnb.parallelread), as the syscall floor reads."""
-    from bpfnb import parallelread
+    """fn() with parallel reads off (bpfnb.data.parallelread), as the syscall floor reads."""
+    from bpfnb.data import parallelread
 
     saved = parallelread.MIN_ENTRIES
     parallelread.MIN_ENTRIES = 1 << 62

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from bpfnb.stacks import Stacks
-from bpfnb.symbols import KALLSYMS, Symbolizer
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.symbols.symbolizer.symbolizer import KALLSYMS, Symbolizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOW_ALIASES = False

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backends.bcc import AttachPoint, Usdt
-from .doctor import DoctorReport, doctor, skip_reason
-from .errors import (
+from bpfnb.backends.bcc import AttachPoint, Usdt
+from bpfnb.doctor import DoctorReport, doctor, skip_reason
+from bpfnb.errors import (
     AttachError,
     BpfnbError,
     CompileError,
@@ -27,16 +27,16 @@ from .errors import (
     UnknownTargetError,
     VerifierError,
 )
-from .external import ExternalMap, open_map, pin, pinned, unpin
-from .functions import Function
-from .inventory import ProgramStats, links, maps, programs
-from .maps import MapInfo, MapView
-from .profiling import profile, profile_source, stacks
-from .program import Program, close_all, load, open_programs
-from .recording import Recording, record
-from .replay import ReplayMapView, ReplayProgram, replay
-from .stacks import Stacks
-from .symbols import Symbolizer
+from bpfnb.machine.external import ExternalMap, open_map, pin, pinned, unpin
+from bpfnb.machine.inventory import ProgramStats, links, maps, programs
+from bpfnb.map.view import MapInfo, MapView
+from bpfnb.profiler.profiling import profile, profile_source, stacks
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.program.core import Program, close_all, load, open_programs
+from bpfnb.program.functions import Function
+from bpfnb.store.recording import Recording, record
+from bpfnb.store.replay import ReplayMapView, ReplayProgram, replay
+from bpfnb.symbols.symbolizer import Symbolizer
 
 __version__ = "0.1.0"
 
@@ -91,22 +91,31 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """`bpfnb.plot`: the plotting module, imported on first use (it loads matplotlib)."""
+    if name == "plot":
+        from bpfnb.render import plot
+
+        return plot
+    raise AttributeError(f"module 'bpfnb' has no attribute {name!r}")
+
+
 def top(every: float = 1.0, **kwargs: Any) -> Any:
     """A bpftop-like live view of every BPF program's run rate and CPU share."""
-    from .topview import top as _top
+    from bpfnb.live.top import top as _top
 
     return _top(every=every, **kwargs)
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext bpfnb`: register the %%bpf magics."""
-    from .magics import load_extension
+    from bpfnb.jupyter.magics import load_extension
 
     load_extension(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext bpfnb`: detach and free every program the notebook holds."""
-    from .magics import unload_extension
+    from bpfnb.jupyter.magics import unload_extension
 
     unload_extension(ipython)

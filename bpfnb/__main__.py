@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from . import features
+from bpfnb._sys import features
 
 
 def feature_rows() -> list[tuple[str, str]]:
@@ -33,7 +33,7 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .doctor import cleanup_stale_probes, doctor, probe_owners  # the module, not bpfnb's
+    from bpfnb.doctor import cleanup_stale_probes, doctor, probe_owners
 
     if args.cleanup:
         removed = cleanup_stale_probes()
@@ -48,8 +48,8 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_install_kernel(args: argparse.Namespace) -> int:
-    from . import kernelspec
-    from .safedirs import UnsafePathError
+    from bpfnb._sys.safedirs import UnsafePathError
+    from bpfnb.jupyter import kernelspec
 
     try:
         if args.uninstall:

@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import features
-from .atomicfile import atomic_write
-from .errors import BpfnbError, CompileError, PrivilegeError
+from bpfnb._sys import features
+from bpfnb.data.atomicfile import atomic_write
+from bpfnb.errors import BpfnbError, CompileError, PrivilegeError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .program import Program
+    from bpfnb.program.core import Program
 
 CACHE_VERSION = 2
 STATUSES = ("ok", "no", "warn", "info")
@@ -137,14 +137,14 @@ def _attach_btf(kind: str, function: str, target: str) -> Callable[[Program], No
 
 
 def _attach_xdp(prog: Program) -> None:
-    from .netns import NetNs
+    from bpfnb.testing.netns import NetNs
 
     with NetNs(f"bpfnb-doctor-{os.getpid()}") as ns:
         prog.function("doctor_xdp", "xdp").attach_xdp("lo", mode="generic", netns=ns).close()
 
 
 def _attach_cgroup_skb(prog: Program) -> None:
-    from .cgroupfs import Cgroup
+    from bpfnb._sys.cgroupfs import Cgroup
 
     with Cgroup(f"bpfnb-doctor-{os.getpid()}") as cg:
         prog.function("doctor_skb", "cgroup_skb").attach_cgroup(cg, "ingress").close()
@@ -199,7 +199,7 @@ def _ms(start: float) -> float:
 
 def _run_group(kinds: tuple[str, ...]) -> list[ProbeResult]:
     """Compile `kinds` as one program, attach each, then free everything."""
-    from .program import load
+    from bpfnb.program.core import load
 
     prog = load(_source(kinds), name="bpfnb_doctor", attach=False)
     try:

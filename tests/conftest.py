@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import features
+from bpfnb._sys import features
 
 HERE = Path(__file__).parent
 WORKLOAD_SRC = HERE / "workload" / "workload.c"

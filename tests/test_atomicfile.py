@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from bpfnb.atomicfile import atomic_write
+from bpfnb.data.atomicfile import atomic_write
 
 
 @pytest.fixture

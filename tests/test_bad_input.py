@@ -16,7 +16,7 @@ import pytest
 
 import bpfnb
 from bpfnb.errors import BpfnbError, KeyTypeError, MapError
-from bpfnb.external import BPFFS_ROOT, open_map, pin, unpin
+from bpfnb.machine.external import BPFFS_ROOT, open_map, pin, unpin
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -113,7 +113,7 @@ def test_update_df_accepts_good_frames_of_every_dtype(prog):
 
 def test_update_df_refuses_unknown_cpu(prog):
     m = prog["pc"]
-    ncpu = len(bpfnb.bpfsys.possible_cpus())
+    ncpu = len(bpfnb._sys.bpfsys.possible_cpus())
     df = pd.DataFrame({"key": np.uint32([1, 1]), "cpu": [0, ncpu + 5],
                        "value": np.uint64([1, 2])})
     with pytest.raises(KeyTypeError, match=f"row 1, column 'cpu': {ncpu + 5} is not a "):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import features, sysext, workload
+from bpfnb._sys import features, sysext
 from bpfnb.bpftrace import BpftraceProgram, bpftrace
 from bpfnb.bpftrace.health import available
 from bpfnb.bpftrace.output import hist_frame, parse_line
@@ -25,6 +25,7 @@ from bpfnb.errors import (
     ReplayError,
     UnknownTargetError,
 )
+from bpfnb.testing import workload
 from conftest import WORKLOAD_SRC, build, run_workload
 
 
@@ -244,7 +245,7 @@ def test_newer_release_json_shapes() -> None:
 
 
 def test_live_view_shows_current_kernel_counts() -> None:
-    widgets = pytest.importorskip("bpfnb.widgets", reason="the live view needs ipywidgets")
+    widgets = pytest.importorskip("bpfnb.live.widgets", reason="the live view needs ipywidgets")
     with bpftrace(COUNTS) as prog:
         view = prog["@m"].live(every=0.05)
         assert isinstance(view, widgets.LiveView)

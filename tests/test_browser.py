@@ -181,7 +181,7 @@ ROUND_TRIP = """async () => {
 }"""
 RUNNING = """async () => {
     const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-    const expr = "sorted(p.name for p in __import__('bpfnb.live').live.running())";
+    const expr = "sorted(p.name for p in __import__('bpfnb.live.poller').live.running())";
     const reply = await k.requestExecute({code: '', silent: true,
                                           user_expressions: {names: expr}}).done;
     return reply.content.user_expressions.names.data['text/plain'];

@@ -1,4 +1,4 @@
-"""bpfnb.cellstore: values of recorded cells come back equal and of the same type (dtypes,
+"""bpfnb.store.cellstore: values of recorded cells come back equal and of the same type (dtypes,
 indexes, attrs, time zones), what cannot be stored is named, saves are atomic, corrupt files
 say what to do, and NotRecorded placeholders explain themselves."""
 
@@ -23,10 +23,10 @@ import pytest
 
 import bpfnb
 from bpfnb import errors
-from bpfnb.cellstore import FORMAT, INDEX, CellStore, NotRecorded, RecordedCell, same
 from bpfnb.errors import ReplayError
-from bpfnb.recording import _pa, encode_frame
-from bpfnb.stacks import Stacks
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.store.cellstore import FORMAT, INDEX, CellStore, NotRecorded, RecordedCell, same
+from bpfnb.store.recording import _pa, encode_frame
 
 OUTPUTS = [{"output_type": "stream", "name": "stdout", "text": "hello\n"},
            {"output_type": "display_data", "data": {"text/plain": "x", "application/json":
@@ -633,14 +633,14 @@ def test_placeholder_in_ipython_display():
 def test_recording_one_cell_keeps_the_other_cells(tmp_path, monkeypatch):
     """BPFNB_RECORD=1 and one %%recorded cell run: the store had 7 cells, it has 7 after
     (the one run replaced), not just that one."""
-    from bpfnb.session import Mode, NotebookSession
+    from bpfnb.jupyter.session import Mode, NotebookSession
 
     store = CellStore(tmp_path / "cells.zip")
     for i in range(7):
         store.put(f"k{i}", [], {"x": i, "df": pd.DataFrame({"a": [i]})})
     store.save()
     monkeypatch.setenv("BPFNB_RECORD", "1")
-    monkeypatch.setattr("bpfnb.session.replay_reason", lambda: None)  # BPF loads: record
+    monkeypatch.setattr("bpfnb.jupyter.session.replay_reason", lambda: None)  # BPF loads: record
     session = NotebookSession()
     try:
         assert session.use(tmp_path) is Mode.RECORD

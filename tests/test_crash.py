@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import features, sysext
+from bpfnb._sys import features, sysext
 from bpfnb.doctor import cleanup_stale_probes, doctor, stale_probes
-from bpfnb.inventory import programs
+from bpfnb.machine.inventory import programs
 
 pytestmark = pytest.mark.usefixtures("kernel")
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import bpfnb
-from bpfnb import features, sysext
 from bpfnb.__main__ import main
+from bpfnb._sys import features, sysext
 from bpfnb.doctor import (
     KINDS,
     STATUSES,
@@ -33,7 +33,7 @@ from bpfnb.doctor import (
     skip_reason,
     stale_probes,
 )
-from bpfnb.inventory import programs
+from bpfnb.machine.inventory import programs
 from conftest import resources
 
 pytestmark = pytest.mark.usefixtures("kernel")
@@ -54,7 +54,7 @@ def leftovers() -> list[str]:
     """Netns, cgroups and programs the doctor's probes would leave if cleanup failed."""
     netns = [n for n in os.listdir("/run/netns") if n.startswith("bpfnb-doctor")] \
         if os.path.isdir("/run/netns") else []
-    from bpfnb.cgroupfs import cgroup2_root
+    from bpfnb._sys.cgroupfs import cgroup2_root
 
     root = cgroup2_root()
     cgroups = [n for n in os.listdir(root) if n.startswith("bpfnb-doctor")] if root else []

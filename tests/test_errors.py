@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import bpfnb
-from bpfnb import features
+from bpfnb._sys import features
 from conftest import bpf_fd_count
 
 pytestmark = pytest.mark.usefixtures("kernel")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import bpfsys
+from bpfnb._sys import bpfsys
 from bpfnb.errors import BpfnbError, MapError
-from bpfnb.external import ExternalMap, open_map, pin, pinned, unpin
-from bpfnb.inventory import ProgramStats, links, maps, programs, stats_sysctl
+from bpfnb.machine.external import ExternalMap, open_map, pin, pinned, unpin
+from bpfnb.machine.inventory import ProgramStats, links, maps, programs, stats_sysctl
 
 COMM_LEN = 16
 BPFTRACE_SCRIPT = "tracepoint:syscalls:sys_enter_getpid { @counts[comm] = count(); }"
@@ -215,7 +215,7 @@ def test_maps_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
 def test_links_match_bpftool(bcc_prog: tuple[object, int, int], pin_dir: Path) -> None:
     import bcc
 
-    from bpfnb import sysext
+    from bpfnb._sys import sysext
 
     raw = bcc.BPF(text=b"RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }")
     try:
@@ -293,8 +293,8 @@ def test_btf_struct_keyed_map(bcc_prog: tuple[object, int, int]) -> None:
 
 
 def test_btf_lays_out_every_kernel_struct() -> None:
-    from bpfnb import sysext
-    from bpfnb.btf import Btf, BtfKind
+    from bpfnb._sys import sysext
+    from bpfnb._sys.btf import Btf, BtfKind
 
     path = Path("/sys/kernel/btf/vmlinux")
     if not path.exists():
@@ -329,7 +329,7 @@ def test_btf_lays_out_every_kernel_struct() -> None:
 
 def test_live_view_of_an_external_map(bcc_prog: tuple[object, int, int]) -> None:
     pytest.importorskip("ipywidgets")
-    from bpfnb.widgets import live_view
+    from bpfnb.live.poller.widgets import live_view
 
     _b, _prog_id, map_id = bcc_prog
     comm = _comm("l")
@@ -510,8 +510,8 @@ def test_stats_rates_follow_a_workload(bcc_prog: tuple[object, int, int]) -> Non
 
 
 def test_top_renders_a_static_snapshot_and_stops(bcc_prog: tuple[object, int, int]) -> None:
-    from bpfnb.live import running
-    from bpfnb.topview import top
+    from bpfnb.live.poller.poller import running
+    from bpfnb.live.poller.top import top
 
     _b, prog_id, _map_id = bcc_prog
     view = top(every=0.2, limit=500)

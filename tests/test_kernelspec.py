@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from bpfnb import features, kernelspec
+from bpfnb._sys import features
+from bpfnb.jupyter import kernelspec
 
 CAPS = ("bpf", "perfmon")  # no dac_read_search: tracefs is group-readable
 N = 1000
@@ -58,11 +59,11 @@ result = {"cap_eff": cap_eff, "uid": os.getuid(), "euid": os.geteuid(),
           "raw": count("raw_counts"), "tp": count("tp_counts")}
 prog.close()
 import importlib.util, multiprocessing, subprocess, sys
-from bpfnb.capabilities import status_masks
+from bpfnb._sys.capabilities import status_masks
 result["cap_bnd"] = status_masks()["CapBnd"]
 result["planted"] = importlib.util.find_spec("bpfnb_planted") is not None
 result["cwd_on_path"] = any(p in ("", ".", os.getcwd()) for p in sys.path)
-child = subprocess.run([sys.executable, "-c", "from bpfnb.capabilities import status_masks; "
+child = subprocess.run([sys.executable, "-c", "from bpfnb._sys.capabilities import status_masks; "
                         "print(status_masks())"], capture_output=True, text=True, check=True)
 result["child"] = eval(child.stdout)
 with multiprocessing.get_context("spawn").Pool(1) as pool:

@@ -6,8 +6,9 @@ import ctypes as ct
 
 import numpy as np
 
-from bpfnb import diagnose, frames, layout
-from bpfnb.mapread import _unique_keys
+from bpfnb.backends import diagnose
+from bpfnb.data import frames, layout
+from bpfnb.data.mapread import _unique_keys
 
 
 class Inner(ct.Structure):

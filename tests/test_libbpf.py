@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb import bpfsys, features
+from bpfnb._sys import bpfsys, features
 from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, load_object
 from bpfnb.backends.select import Choice, libbpf_ready
 from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
-from bpfnb.maps import MapView
-from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from bpfnb.map.view import MapView
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import COUNT_BY_PID, open_fds, require, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")

@@ -249,7 +249,7 @@ def test_iterate_fallback_matches_batch(counts, workload):
     batch = view.df().sort_values(["pid", "comm"]).reset_index(drop=True)
     reader = view.reader
     keys, values = reader._read_iterate()
-    from bpfnb import frames
+    from bpfnb.data import frames
 
     it = frames.frame(keys, values.reshape(len(values)), {}).sort_values(["pid", "comm"])
     assert it.reset_index(drop=True).equals(batch)
@@ -274,13 +274,14 @@ BPF_ARRAY(big_array, u64, 300001);
 
 
 def _fill(view, keys, values):
-    from bpfnb import bpfsys
+    from bpfnb._sys import bpfsys
 
     bpfsys.batch(bpfsys.Cmd.MAP_UPDATE_BATCH, view.fd, None, None, keys, values, len(keys))
 
 
 def test_large_maps_read_in_parallel_exactly():
-    from bpfnb import bpfsys, parallelread
+    from bpfnb._sys import bpfsys
+    from bpfnb.data import parallelread
 
     with bpfnb.load(BIG, attach=False) as prog:
         n = 180_000

@@ -10,7 +10,7 @@ import pytest
 
 import bpfnb
 from bpfnb.errors import UnsupportedMapError
-from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 
 pytestmark = pytest.mark.usefixtures("kernel")
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import bpfnb
-from bpfnb import mapfeatures
-from bpfnb.cgroupfs import Cgroup
+from bpfnb._sys import mapfeatures
+from bpfnb._sys.cgroupfs import Cgroup
+from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, MapFullError, UnsupportedMapError
-from bpfnb.functions import function
-from bpfnb.maptypes.lpm import longest_match
-from bpfnb.rawtable import view
-from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from bpfnb.map.kinds.lpm import longest_match
+from bpfnb.program.core.functions import function
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
@@ -363,7 +363,7 @@ def test_cgroup_storage_rows_by_cgroup_and_attach_type(cgroup):
             pc = view(p, "per_cpu")
             assert pc.df().sort_values("attach")["value"].tolist() == [25, 0]
             long = pc.df(per_cpu=True)
-            assert len(long) == 2 * len(bpfnb.bpfsys.possible_cpus())
+            assert len(long) == 2 * len(bpfnb._sys.bpfsys.possible_cpus())
             assert long.groupby("attach")["value"].sum().to_dict() == {"egress": 25,
                                                                       "ingress": 0}
     finally:

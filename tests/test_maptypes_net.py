@@ -12,12 +12,13 @@ import time
 import pytest
 
 import bpfnb
-from bpfnb import mapcreate, mapfeatures, sockdiag
+from bpfnb._sys import mapfeatures, sockdiag
+from bpfnb._sys.xsk import XdpSocket
+from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyTypeError, UnsupportedMapError
-from bpfnb.functions import function
-from bpfnb.netns import NetNs, mac_of, remove_link, veth
-from bpfnb.rawtable import view
-from bpfnb.xsk import XdpSocket
+from bpfnb.map import create as mapcreate
+from bpfnb.program.core.functions import function
+from bpfnb.testing.netns import NetNs, mac_of, remove_link, veth
 from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")

@@ -11,7 +11,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from bpfnb import cgroupfs, mapfeatures, netns
+from bpfnb._sys import cgroupfs, mapfeatures
+from bpfnb.testing import netns
 from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")

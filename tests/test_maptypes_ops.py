@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb import mapfeatures
-from bpfnb.cgroupfs import Cgroup
+from bpfnb._sys import mapfeatures
+from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.errors import (
     KeyExistsError,
     KeyNotFoundError,
@@ -25,8 +25,8 @@ from bpfnb.errors import (
     MapFullError,
     UnsupportedMapError,
 )
-from bpfnb.functions import function
-from bpfnb.workload import COMM_FILTER, comm_cflags, getpid
+from bpfnb.program.core.functions import function
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
@@ -164,7 +164,7 @@ def test_array_rules(prog):
 
 def test_per_cpu_values(prog):
     m = prog["pc"]
-    ncpu = len(bpfnb.bpfsys.possible_cpus())
+    ncpu = len(bpfnb._sys.bpfsys.possible_cpus())
     m[1] = 5
     m[2] = list(range(1, ncpu + 1))
     assert m[1] == 5 and m.lookup(1, per_cpu=True) == [5] + [0] * (ncpu - 1)

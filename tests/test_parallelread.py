@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import bpfnb
-from bpfnb import bpfsys, parallelread
+from bpfnb._sys import bpfsys
+from bpfnb.data import parallelread
 
 pytestmark = pytest.mark.usefixtures("kernel")
 

@@ -1,4 +1,4 @@
-"""bpfnb.plot: percentiles, bucket labels, the numbers each plot draws, the df.bpf accessor."""
+"""bpfnb.render.plot: percentiles, bucket labels, what each plot draws, the df.bpf accessor."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import QuadMesh
 
-from bpfnb import plot
-from bpfnb.plot import (
+from bpfnb.render import plot
+from bpfnb.render.plot import (
     bucket_label,
     bucket_labels,
     figure_png,
@@ -464,7 +464,7 @@ def test_many_bars_keep_at_most_40_key_labels() -> None:
 
 
 def test_hist_of_a_frames_hist_frame() -> None:
-    from bpfnb.frames import hist_frame
+    from bpfnb.data.frames import hist_frame
 
     raw = pd.DataFrame({"slot": np.array([1, 3, 4], np.uint32),
                         "value": np.array([2, 6, 2], np.uint64)})

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpfnb import features, profile_source
-from bpfnb.stacks import Stacks
-from bpfnb.symbols import Symbolizer
+from bpfnb import profile_source
+from bpfnb._sys import features
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.symbols.symbolizer.symbolizer import Symbolizer
 
 WORKLOAD = Path(__file__).parent / "workload" / "callchain.c"
 

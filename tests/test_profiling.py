@@ -1,4 +1,4 @@
-"""bpfnb.profile / %bpf_profile / bpfnb.stacks on a workload with known call chains."""
+"""bpfnb.profile / %bpf_profile / bpfnb.profiler.stacks on a workload with known call chains."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_stacks_from_user_program_with_custom_field_names(callchain):
         with bpfnb.load(src, cflags=[f"-DTARGET={proc.pid}"], attach=False) as prog:
             prog.attach_perf_event("on_sample", sample_freq=99)
             time.sleep(1.0)
-            st = bpfnb.stacks(prog["samples"], prog["traces"], pid="tgid", comm="task")
+            st = bpfnb.profiler.stacks(prog["samples"], prog["traces"], pid="tgid", comm="task")
     finally:
         proc.wait(timeout=30)
     df = st.df()
@@ -109,7 +109,7 @@ def test_missing_stacks_are_counted():
         import os
 
         os.getppid()
-        st = bpfnb.stacks(prog["counts"], prog["stack_traces"])
+        st = bpfnb.profiler.stacks(prog["counts"], prog["stack_traces"])
     assert "[missing user stack: EEXIST]" in st.folded()
     assert st.df()["count"].sum() == 5
 

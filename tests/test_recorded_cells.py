@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb.cellstore import CellStore, NotRecorded
-from bpfnb.stacks import Stacks
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.store.cellstore import CellStore, NotRecorded
 
 OUTPUTS = [{"output_type": "stream", "name": "stdout", "text": "hello\n"},
            {"output_type": "display_data", "data": {"text/plain": "x"}, "metadata": {}}]

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb import frames
+from bpfnb.data import frames
 from bpfnb.errors import ReplayError, UnknownMapError
-from bpfnb.recording import Recorder, decode_table, encode_frame, record
-from bpfnb.replay import replay
+from bpfnb.store.recording import Recorder, decode_table, encode_frame, record
+from bpfnb.store.replay import replay
 from conftest import run_workload
 
 ROOT = Path(__file__).parent.parent
@@ -69,7 +69,7 @@ def live_frames(prog: bpfnb.Program) -> dict[str, pd.DataFrame]:
         if view.per_cpu:
             out[f"{name}/cpu"] = view.df(per_cpu=True).copy()
     out["dist/hist"] = prog["dist"].hist()
-    out["stacks"] = bpfnb.stacks(prog["counts"], prog["stack_traces"], name="counts").df()
+    out["stacks"] = bpfnb.profiler.stacks(prog["counts"], prog["stack_traces"], name="counts").df()
     return out
 
 
@@ -181,7 +181,7 @@ def test_unknown_map_and_closed(recorded):
 
 def test_live_view_steps_through_snapshots(recorded):
     pytest.importorskip("ipywidgets")
-    from bpfnb import live
+    from bpfnb.live.poller import poller as live
 
     path, _, seen, _, _ = recorded
     prog = replay(path)
@@ -261,7 +261,7 @@ def test_interrupted_save_keeps_previous_file(tmp_path, monkeypatch, workload):
 
 CHILD = """
 import sys, bpfnb
-from bpfnb.recording import record
+from bpfnb.store.recording import record
 src = open(sys.argv[1]).read()
 with bpfnb.load(src, name="child") as prog:
     record(prog, sys.argv[2], every=0.01, duration=60, checkpoint=0,
@@ -484,7 +484,7 @@ swapper/0;secondary_startup_64;cpu_startup_entry;do_idle;default_idle 20
 
 
 def test_stacks_save_load_round_trip(tmp_path, recorded):
-    from bpfnb.stacks import Stacks
+    from bpfnb.profiler.stacks import Stacks
 
     with replay(recorded[0]) as prog:
         real = prog.stacks("counts")

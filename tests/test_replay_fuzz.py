@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb import safezip
-from bpfnb.cellstore import CellStore
+from bpfnb.data import safezip
 from bpfnb.errors import ReplayError
-from bpfnb.recording import record
-from bpfnb.replay import replay
-from bpfnb.stacks import Stacks
+from bpfnb.profiler.stacks import Stacks
+from bpfnb.store.cellstore import CellStore
+from bpfnb.store.recording import record
+from bpfnb.store.replay import replay
 from conftest import run_workload
 
 SOURCE = r"""

@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import bpfnb
-from bpfnb import features
+from bpfnb._sys import features
 from conftest import COUNT_BY_PID as CELL
 from conftest import run_workload
 

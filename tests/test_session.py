@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import bpfnb
-from bpfnb import features
+from bpfnb._sys import features
 from conftest import COUNT_BY_PID, resources, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")

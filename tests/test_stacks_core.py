@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bpfnb import flame
-from bpfnb.stacks import StackDiff, Stacks, missing_frame
+from bpfnb.profiler.stacks import StackDiff, Stacks, missing_frame
+from bpfnb.render import flame
 
 FOLDED = """\
 bash;main [bash];read [libc.so.6];entry_SYSCALL_64;do_syscall_64;ksys_read 5

@@ -14,11 +14,11 @@ import pytest
 from IPython.utils.capture import capture_output
 
 import bpfnb
-from bpfnb import features
-from bpfnb.cellstore import CellStore
-from bpfnb.inert import inert_bundle
-from bpfnb.maps import MapInfo
-from bpfnb.session import NotebookSession, cell_key
+from bpfnb._sys import features
+from bpfnb.jupyter.session import NotebookSession, cell_key
+from bpfnb.map.view import MapInfo
+from bpfnb.store.cellstore import CellStore
+from bpfnb.store.inert import inert_bundle
 from conftest import COUNT_BY_PID, run_workload
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(40))).decode()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb.btf import MapLayoutError
+from bpfnb._sys.btf import MapLayoutError
 from conftest import run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
@@ -206,8 +206,8 @@ def test_floats(workload):
 
 
 def test_size_mismatch_is_an_error():
-    from bpfnb import mapcreate
-    from bpfnb.maps import MapView
+    from bpfnb.map import create as mapcreate
+    from bpfnb.map.view import MapView
 
     view = mapcreate.create("hash", ct.c_uint32, ct.c_uint64, 4)  # no BTF
     try:
@@ -313,7 +313,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 
 
 def test_per_cpu_struct_sums_counters_and_keeps_names(workload):
-    from bpfnb import bpfsys
+    from bpfnb._sys import bpfsys
 
     cpus = sorted(__import__("os").sched_getaffinity(0))[:2]
     with bpfnb.load(PERCPU, name="percpu_types") as prog:

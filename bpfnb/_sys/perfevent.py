@@ -6,8 +6,8 @@ import ctypes as ct
 import os
 import platform
 
-from ..errors import AttachError
-from ..perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
+from bpfnb._sys.perfbuf import _NR_PERF_EVENT_OPEN, PERF_FLAG_FD_CLOEXEC, _PerfAttr
+from bpfnb.errors import AttachError
 
 FREQ = 1 << 10  # perf_event_attr flag: sample_period holds a frequency
 _libc = ct.CDLL(None, use_errno=True)

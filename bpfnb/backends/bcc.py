@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import diagnose, features
-from ..errors import (
+from bpfnb._sys import features
+from bpfnb.backends import diagnose
+from bpfnb.errors import (
     AttachError,
     BpfnbError,
     FeatureUnavailableError,

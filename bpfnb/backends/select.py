@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import features
-from ..errors import BpfnbError, FeatureUnavailableError
+from bpfnb._sys import features
+from bpfnb.errors import BpfnbError, FeatureUnavailableError
 
 BACKENDS = ("auto", "libbpf", "bcc")
 # constructs only bcc runs: (pattern, what the program does)
@@ -36,7 +36,7 @@ def libbpf_ready() -> features.Feature:
     btf = features.btf()
     if not btf:
         return features.Feature("libbpf", False, btf.reason)
-    from .libbpf import compiler
+    from bpfnb.backends.libbpf import compiler
 
     try:
         compiler.clang()
@@ -44,7 +44,7 @@ def libbpf_ready() -> features.Feature:
         return features.Feature("libbpf", False, "clang is not installed")
     if shutil.which("bpftool", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
         return features.Feature("libbpf", False, "bpftool is not installed")
-    from .._sys import libbpf
+    from bpfnb._sys import libbpf
 
     try:
         version = libbpf.version()
@@ -88,17 +88,17 @@ def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (
     """Compile and load with the chosen engine: (BccModule or LibbpfModule, Choice)."""
     choice = choose(source, backend)
     if choice.backend == "libbpf":
-        from .libbpf import LibbpfModule
+        from bpfnb.backends.libbpf import LibbpfModule
 
         return LibbpfModule(source, cflags, tuple(usdt), name=name), choice
-    from .bcc import BccModule
+    from bpfnb.backends.bcc import BccModule
 
     return BccModule(source, cflags, tuple(usdt)), choice
 
 
 def status() -> dict[str, str]:
     """Each engine's state on this machine, for the doctor: what auto picks and why."""
-    from .libbpf import compiler
+    from bpfnb.backends.libbpf import compiler
 
     ready = libbpf_ready()
     out = {"kernel BTF": str(features.btf()),
@@ -108,7 +108,7 @@ def status() -> dict[str, str]:
     except FeatureUnavailableError as e:
         out["clang"] = e.summary
     try:
-        from .._sys import libbpf
+        from bpfnb._sys import libbpf
 
         out["libbpf"] = libbpf.version()
     except OSError as e:

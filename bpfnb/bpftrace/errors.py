@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-from .. import diagnose, features
-from ..errors import (
+from bpfnb._sys import features
+from bpfnb.backends import diagnose
+from bpfnb.bpftrace.script import Marked
+from bpfnb.errors import (
     AttachError,
     BpfnbError,
     CompileError,
@@ -13,7 +15,6 @@ from ..errors import (
     PrivilegeError,
     UnknownTargetError,
 )
-from .script import Marked
 
 # stdin:3:5-10: ERROR: msg   |   stdin:1-2: ERROR: msg   |   ERROR: msg
 _LOCATED = re.compile(r"^(?:stdin|[^:\s]+\.bt):(?P<line>\d+)(?::(?P<col>\d+))?(?:-\d+)?: "

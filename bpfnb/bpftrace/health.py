@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import features
-from ..errors import BpfnbError
-from .process import find_bpftrace, version
+from bpfnb._sys import features
+from bpfnb.bpftrace.process import find_bpftrace, version
+from bpfnb.errors import BpfnbError
 
 
 def available(binary: str | None = None) -> features.Feature:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import bpfsys
-from ..external import ExternalMap, open_map
-from . import output
-from .script import MapDecl
+from bpfnb._sys import bpfsys
+from bpfnb.bpftrace import output
+from bpfnb.bpftrace.script import MapDecl
+from bpfnb.machine.external import ExternalMap, open_map
 
 READABLE = frozenset({"count", "sum", "avg", "stats", "hist", "lhist"})
 _CTYPES = {"str": ct.c_char * 16, "int": ct.c_int64}

@@ -12,10 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import BpfnbError
-from . import errors
-from .output import MAP_TYPES, Message, parse_line
-from .script import MARKER, with_marker
+from bpfnb.bpftrace import errors
+from bpfnb.bpftrace.output import MAP_TYPES, Message, parse_line
+from bpfnb.bpftrace.script import MARKER, with_marker
+from bpfnb.errors import BpfnbError
 
 STOP_TIMEOUT = 10.0
 RESEND = 0.5

@@ -10,13 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ProgramClosedError, UnknownMapError
-from . import errors, kernel, transcript
-from .output import ERROR_TYPES, TEXT_TYPES, Message
-from .process import BpftraceProcess
-from .script import MapDecl, declarations
-from .transcript import Transcript
-from .views import BpftraceMap
+from bpfnb.bpftrace import errors, kernel, transcript
+from bpfnb.bpftrace.output import ERROR_TYPES, TEXT_TYPES, Message
+from bpfnb.bpftrace.process import BpftraceProcess
+from bpfnb.bpftrace.script import MapDecl, declarations
+from bpfnb.bpftrace.transcript import Transcript
+from bpfnb.bpftrace.views import BpftraceMap
+from bpfnb.errors import ProgramClosedError, UnknownMapError
 
 
 class BpftraceProgram:

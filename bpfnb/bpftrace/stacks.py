@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import UnsupportedMapError
-from ..stacks import Stacks
-from .script import STACK_KEYS
+from bpfnb.bpftrace.script import STACK_KEYS
+from bpfnb.errors import UnsupportedMapError
+from bpfnb.profiler.stacks import Stacks
 
 if TYPE_CHECKING:
-    from .views import BpftraceMap
+    from bpfnb.bpftrace.views import BpftraceMap
 
 KERNEL_MARK = "_[k]"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ReplayError
-from .output import MAP_TYPES, Message
+from bpfnb.bpftrace.output import MAP_TYPES, Message
+from bpfnb.errors import ReplayError
 
 FORMAT = 1
 

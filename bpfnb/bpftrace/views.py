@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import UnsupportedMapError
-from ..mapread import Snapshot
-from ..maps import MapInfo
-from . import kernel, output
-from .script import MapDecl
+from bpfnb.bpftrace import kernel, output
+from bpfnb.bpftrace.script import MapDecl
+from bpfnb.data.mapread import Snapshot
+from bpfnb.errors import UnsupportedMapError
+from bpfnb.map.view import MapInfo
 
 if TYPE_CHECKING:
-    from ..stacks import Stacks
-    from .program import BpftraceProgram
+    from bpfnb.bpftrace.program import BpftraceProgram
+    from bpfnb.profiler.stacks import Stacks
 
 #: df.attrs["source"]: where the rows came from
 KERNEL, FINAL, PRINTED, NONE = "kernel", "final dump", "printed", "none"
@@ -104,7 +104,7 @@ class BpftraceMap:
 
     def stacks(self) -> Stacks:
         """A kstack/ustack-keyed map as a Stacks (flame graphs, folded, speedscope, diff)."""
-        from .stacks import to_stacks
+        from bpfnb.bpftrace.stacks import to_stacks
 
         return to_stacks(self)
 
@@ -147,7 +147,7 @@ class BpftraceMap:
 
     def live(self, every: float = 1.0, top: int = 20, **options: Any) -> Any:
         """A live-refreshing table and bar plot of df() (needs ipywidgets)."""
-        from ..widgets import live_view  # lazy: core modules do not import ipywidgets
+        from bpfnb.live.widgets import live_view
 
         options.setdefault("plot", "bars")
         return live_view(self, every=every, top=top, **options)  # type: ignore[arg-type]

@@ -20,8 +20,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...atomicfile import atomic_write
-from ...errors import FeatureUnavailableError
+from bpfnb.data.atomicfile import atomic_write
+from bpfnb.errors import FeatureUnavailableError
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 COMPAT_H = Path(__file__).with_name("compat.h")

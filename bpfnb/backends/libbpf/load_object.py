@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .module import LibbpfModule
+from bpfnb.backends.libbpf.module import LibbpfModule
 
 
 def load_object(path_or_bytes: str | os.PathLike[str] | bytes, name: str | None = None,

@@ -17,16 +17,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ... import bpfsys, diagnose, features
-from ..._sys import libbpf
-from ..._sys.perfevent import online_cpus, perf_event_open
-from ...btf import is_raw
-from ...errors import AttachError, BpfnbError, PrivilegeError
-from ..bcc import AttachPoint, Usdt
-from . import compiler
-from .objfile import BpfObject
-from .rewrite import LAZY, USDT_PRELUDE, rewrite
-from .usdt import provider as usdt_provider
+from bpfnb._sys import bpfsys, features, libbpf
+from bpfnb._sys.btf import is_raw
+from bpfnb._sys.perfevent import online_cpus, perf_event_open
+from bpfnb.backends import diagnose
+from bpfnb.backends.bcc import AttachPoint, Usdt
+from bpfnb.backends.libbpf import compiler
+from bpfnb.backends.libbpf.objfile import BpfObject
+from bpfnb.backends.libbpf.rewrite import LAZY, USDT_PRELUDE, rewrite
+from bpfnb.backends.libbpf.usdt import provider as usdt_provider
+from bpfnb.errors import AttachError, BpfnbError, PrivilegeError
 
 KPROBE, TRACEPOINT, PERF_EVENT, RAW_TRACEPOINT = 2, 5, 7, 17
 _SECTION_KINDS = (("tracepoint/", "tracepoint"), ("tp/", "tracepoint"),

@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ... import diagnose
-from ..._sys import libbpf
-from ...btf import Btf, BtfError, BtfKind, raw_type
-from ...errors import BpfnbError, KeyTypeError
+from bpfnb._sys import libbpf
+from bpfnb._sys.btf import Btf, BtfError, BtfKind, raw_type
+from bpfnb.backends import diagnose
+from bpfnb.errors import BpfnbError, KeyTypeError
 
 _FAILED = re.compile(r"prog '(\w+)': (?:BPF program load failed|failed to load): .*?(-?\d+)?$",
                      re.M)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ...diagnose import CELL, source_line
-from ...errors import CompileError
-from .tpformat import struct_for
+from bpfnb.backends.diagnose import CELL, source_line
+from bpfnb.backends.libbpf.tpformat import struct_for
+from bpfnb.errors import CompileError
 
 METHODS = ("lookup_or_try_init", "lookup_or_init", "lookup", "update", "insert", "delete",
            "atomic_increment", "increment", "perf_submit_skb", "perf_submit", "ringbuf_output",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ... import features
-from ...errors import FeatureUnavailableError
+from bpfnb._sys import features
+from bpfnb.errors import FeatureUnavailableError
 
 _FIELD = re.compile(r"^\s*field:(.*?);\s*offset:(\d+);\s*size:(\d+);\s*signed:(\d+);", re.M)
 _C_WORDS = {"const", "volatile", "unsigned", "signed", "char", "short", "int", "long", "void",
@@ -56,7 +56,7 @@ def struct_for(category: str, event: str) -> str:
         with open(f"{root}/events/{category}/{event}/format") as f:
             text = f.read()
     except OSError as e:
-        from ...diagnose import unknown_tracepoint
+        from bpfnb.backends.diagnose import unknown_tracepoint
 
         raise unknown_tracepoint(f"{category}:{event}") from e
     members, pos, packed = [], 0, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from ...errors import UnknownTargetError
+from bpfnb.errors import UnknownTargetError
 
 _NT_STAPSDT = 3
 

@@ -1,0 +1,176 @@
+"""Attach programs where bcc's auto-attach does not reach: cgroups, XDP, sockmaps.
+
+Cgroup and XDP attachments are BPF links (the kernel detaches them when the link fd
+closes, even if this process dies); sockmap programs use BPF_PROG_ATTACH/DETACH.
+Every attachment is detached when its program closes.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import socket
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from bpfnb._sys import bpfsys
+from bpfnb.errors import AttachError
+
+CMD_PROG_ATTACH, CMD_PROG_DETACH, CMD_LINK_CREATE = 8, 9, 28
+
+ATTACH_TYPES = {
+    "ingress": 0,  # BPF_CGROUP_INET_INGRESS
+    "egress": 1,  # BPF_CGROUP_INET_EGRESS
+    "sock_create": 2,
+    "sock_ops": 3,
+    "stream_parser": 4,  # BPF_SK_SKB_STREAM_PARSER
+    "stream_verdict": 5,  # BPF_SK_SKB_STREAM_VERDICT
+    "device": 6,
+    "msg_verdict": 7,  # BPF_SK_MSG_VERDICT
+    "xdp": 37,  # BPF_XDP
+    "skb_verdict": 38,  # BPF_SK_SKB_VERDICT
+}
+ATTACH_NAMES = {v: k for k, v in ATTACH_TYPES.items()}
+XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}  # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE
+
+
+class _LinkAttr(ct.Structure):
+    _fields_ = [("prog_fd", ct.c_uint32), ("target", ct.c_uint32), ("attach_type", ct.c_uint32),
+                ("flags", ct.c_uint32), ("rest", ct.c_uint64 * 6)]
+
+
+class _AttachAttr(ct.Structure):
+    _fields_ = [("target_fd", ct.c_uint32), ("attach_bpf_fd", ct.c_uint32),
+                ("attach_type", ct.c_uint32), ("attach_flags", ct.c_uint32),
+                ("replace_bpf_fd", ct.c_uint32), ("rest", ct.c_uint32 * 7)]
+
+
+def attach_type(name: str | int) -> int:
+    if isinstance(name, int):
+        return name
+    if name not in ATTACH_TYPES:
+        raise AttachError(f"unknown attach type {name!r}; known: {', '.join(ATTACH_TYPES)}")
+    return ATTACH_TYPES[name]
+
+
+class Attachment:
+    """One program attached somewhere; `close()` detaches (idempotent)."""
+
+    def __init__(self, what: str, detach: Callable[[], None], owner: Any = None) -> None:
+        self.what = what
+        self._detach: Callable[[], None] | None = detach
+        if owner is not None:
+            _by_owner.setdefault(id(owner), []).append(self)
+            weakref.finalize(owner, _forget, id(owner))
+
+    @property
+    def attached(self) -> bool:
+        return self._detach is not None
+
+    def close(self) -> None:
+        detach, self._detach = self._detach, None
+        if detach is not None:
+            detach()
+
+    def __enter__(self) -> Attachment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Attachment {self.what}{'' if self.attached else ' (detached)'}>"
+
+
+_by_owner: dict[int, list[Attachment]] = {}
+
+
+def _forget(key: int) -> None:
+    for att in _by_owner.pop(key, []):
+        att.close()
+
+
+def close_owned(owner: Any) -> None:
+    """Detach everything attached on behalf of `owner` (a Program closing)."""
+    _forget(id(owner))
+
+
+def _fail(what: str, e: OSError) -> AttachError:
+    return AttachError(f"cannot attach {what}: {os.strerror(e.errno or 0)} (errno {e.errno})")
+
+
+def link_create(prog_fd: int, target: int, kind: int, flags: int = 0) -> int:
+    """BPF_LINK_CREATE: the link's fd (closing it detaches)."""
+    return bpfsys.bpf(CMD_LINK_CREATE, _LinkAttr(prog_fd=prog_fd, target=target,
+                                                 attach_type=kind, flags=flags))
+
+
+def _link(what: str, prog_fd: int, target: int, kind: int, flags: int, owner: Any,
+          create: Callable[[Callable[[], int]], int] | None = None) -> Attachment:
+    def make() -> int:
+        return link_create(prog_fd, target, kind, flags)
+
+    try:
+        fd = create(make) if create is not None else make()
+    except OSError as e:
+        raise _fail(what, e) from None
+    return Attachment(what, lambda: os.close(fd), owner)
+
+
+def attach_cgroup(prog_fd: int, cgroup_fd: int, direction: str = "ingress", *,
+                  label: str = "", owner: Any = None) -> Attachment:
+    """Attach a cgroup_skb (or other cgroup) program to a cgroup directory fd."""
+    kind = attach_type(direction)
+    return _link(f"cgroup {label or cgroup_fd} {ATTACH_NAMES.get(kind, kind)}", prog_fd,
+                 cgroup_fd, kind, 0, owner)
+
+
+def attach_xdp(prog_fd: int, ifindex: int, *, mode: str = "generic", label: str = "",
+               owner: Any = None,
+               run: Callable[[Callable[[], int]], int] | None = None) -> Attachment:
+    """Attach an XDP program to an interface (run=... creates the link in a netns)."""
+    if mode not in XDP_FLAGS:
+        raise AttachError(f"XDP mode must be one of {', '.join(XDP_FLAGS)}")
+    return _link(f"xdp {label or ifindex} ({mode})", prog_fd, ifindex, ATTACH_TYPES["xdp"],
+                 XDP_FLAGS[mode], owner, create=run)
+
+
+def attach_to_map(prog_fd: int, map_fd: int, kind: str | int, *, label: str = "",
+                  owner: Any = None) -> Attachment:
+    """BPF_PROG_ATTACH to a map (sockmap/sockhash verdict and parser programs)."""
+    k = attach_type(kind)
+    what = f"map {label or map_fd} {ATTACH_NAMES.get(k, k)}"
+    map_dup = os.dup(map_fd)  # the detach must still find the map if the view is gone
+    try:
+        bpfsys.bpf(CMD_PROG_ATTACH, _AttachAttr(target_fd=map_dup, attach_bpf_fd=prog_fd,
+                                                attach_type=k))
+    except OSError as e:
+        os.close(map_dup)
+        raise _fail(what, e) from None
+    prog_dup = os.dup(prog_fd)
+    lock = threading.Lock()
+
+    def detach() -> None:
+        with lock:
+            try:
+                bpfsys.bpf(CMD_PROG_DETACH, _AttachAttr(target_fd=map_dup,
+                                                        attach_bpf_fd=prog_dup, attach_type=k))
+            except OSError:
+                pass  # already gone with its map
+            finally:
+                os.close(map_dup)
+                os.close(prog_dup)
+
+    return Attachment(what, detach, owner)
+
+
+def ifindex(name: str | int) -> int:
+    """An interface's index in this process's network namespace."""
+    if isinstance(name, int):
+        return name
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        raise AttachError(f"no network interface {name!r} here (`ip link` lists them)") from None

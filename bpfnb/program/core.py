@@ -1,0 +1,280 @@
+"""Program: one loaded BPF program, its attachments and maps; closes cleanly, once."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+from bpfnb._sys.interrupts import HoldInterrupts
+from bpfnb.backends.bcc import AttachPoint, BccModule, Usdt
+from bpfnb.errors import BpfnbError, ProgramClosedError, UnknownMapError
+from bpfnb.map.view import MapView
+
+if TYPE_CHECKING:
+    from bpfnb.program.functions import Function
+
+PERF_TYPES = {"hardware": 0, "software": 1}
+PERF_CONFIGS = {
+    "software": {"cpu-clock": 0, "task-clock": 1, "page-faults": 2, "context-switches": 3,
+                 "cpu-migrations": 4, "minor-faults": 5, "major-faults": 6},
+    "hardware": {"cpu-cycles": 0, "instructions": 1, "cache-references": 2, "cache-misses": 3,
+                 "branch-instructions": 4, "branch-misses": 5},
+}
+
+_open_programs: weakref.WeakSet[Program] = weakref.WeakSet()
+_close_hooks: list[Any] = []  # callables run with a program before it closes (live views)
+
+
+class Program:
+    """A compiled, loaded and (by default) attached BCC C program.
+
+    `prog["map"]` is a MapView; `prog.close()` detaches and frees everything. Also a
+    context manager.
+    """
+
+    def __init__(self, source: str, name: str | None = None, cflags: Sequence[str] = (),
+                 attach: bool = True, usdt: Iterable[Usdt] = ()) -> None:
+        self.name = name or "bpf"
+        self.source = source
+        self.cflags = tuple(cflags)
+        self._lock = threading.RLock()
+        self._views: dict[str, MapView] = {}
+        self._module: BccModule | None = None
+        # Ctrl-C waits for the load to end, then closes what it built: bcc's maps and
+        # programs are fds that nothing would hold after an interrupt mid-way
+        with HoldInterrupts(undo=self.close):
+            module = BccModule(source, self.cflags, tuple(usdt))
+            try:
+                if attach:
+                    module.autoattach()
+                self._map_names = module.table_names()
+            except BaseException:
+                module.close()
+                raise
+            self._module = module
+            _open_programs.add(self)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._module is None
+
+    @property
+    def module(self) -> BccModule:
+        if self._module is None:
+            raise ProgramClosedError(f"program {self.name!r} is closed; run its cell again")
+        return self._module
+
+    @property
+    def attach_points(self) -> list[AttachPoint]:
+        return [] if self._module is None else list(self._module.attached)
+
+    @property
+    def functions(self) -> list[str]:
+        return self.module.functions()
+
+    # -- maps -------------------------------------------------------------------------
+    @property
+    def map_names(self) -> list[str]:
+        return list(self._map_names)
+
+    @property
+    def maps(self) -> dict[str, MapView]:
+        return {n: self[n] for n in self._map_names}
+
+    def __getitem__(self, name: str) -> MapView:
+        with self._lock:
+            if name in self._views:
+                return self._views[name]
+            if name not in self._map_names:
+                names = ", ".join(self._map_names) or "none"
+                raise UnknownMapError(f"no map {name!r} in program {self.name!r}; "
+                                      f"its maps are: {names}")
+            try:
+                table = self.module.table(name)
+            except Exception:  # bcc 0.26's Python lacks sockmap/sockhash/cgroup storage
+                from bpfnb.backends.rawtable import raw_table
+
+                table = raw_table(self.module.bpf, name)
+            leaf = getattr(table, "sLeaf", table.Leaf)
+            key = getattr(table, "Key", None)
+            view = MapView(name, table.map_fd,
+                           key, leaf, owner=lambda: not self.closed)
+            self._views[name] = view
+            return view
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._map_names
+
+    def __iter__(self) -> Any:
+        return iter(self._map_names)
+
+    # -- attaching --------------------------------------------------------------------
+    def attach_tracepoint(self, tracepoint: str, fn_name: str) -> Program:
+        """Attach `fn_name` to 'category:event'."""
+        self.module.attach_tracepoint(tracepoint, fn_name)
+        return self
+
+    def attach_raw_tracepoint(self, tracepoint: str, fn_name: str) -> Program:
+        self.module.attach_raw_tracepoint(tracepoint, fn_name)
+        return self
+
+    def attach_kprobe(self, event: str, fn_name: str) -> Program:
+        self.module.attach_kprobe(event, fn_name)
+        return self
+
+    def attach_kretprobe(self, event: str, fn_name: str) -> Program:
+        self.module.attach_kprobe(event, fn_name, ret=True)
+        return self
+
+    def attach_kfunc(self, fn_name: str, ret: bool = False) -> Program:
+        """Attach a KFUNC_PROBE/KRETFUNC_PROBE function (fentry/fexit; target from its name)."""
+        kind = "kretfunc" if ret else "kfunc"
+        self.module.attach_btf(kind, fn_name, fn_name.removeprefix(f"{kind}__"))
+        return self
+
+    def attach_lsm(self, fn_name: str) -> Program:
+        """Attach an LSM_PROBE function (hook from its name)."""
+        self.module.attach_btf("lsm", fn_name, fn_name.removeprefix("lsm__"))
+        return self
+
+    def attach_uprobe(self, name: str, sym: str | None = None, fn_name: str = "",
+                      pid: int = -1, addr: int | None = None, sym_off: int = 0) -> Program:
+        """Run `fn_name` when `sym` in binary/library `name` (path, or 'c' for libc) runs."""
+        self.module.attach_uprobe(name, sym, fn_name, ret=False, pid=pid, addr=addr,
+                                  sym_off=sym_off)
+        return self
+
+    def attach_uretprobe(self, name: str, sym: str | None = None, fn_name: str = "",
+                         pid: int = -1, addr: int | None = None) -> Program:
+        self.module.attach_uprobe(name, sym, fn_name, ret=True, pid=pid, addr=addr, sym_off=0)
+        return self
+
+    def attach_usdt(self, probe: str, fn_name: str, path: str | None = None,
+                    pid: int | None = None) -> Program:
+        """Attach to a USDT probe. Handlers that read probe arguments need the probe at
+        load time instead: `bpfnb.load(src, usdt=[Usdt(probe, fn, path)])`."""
+        self.module.attach_usdt(probe, fn_name, path, pid)
+        return self
+
+    def attach_perf_event(self, fn_name: str, type: str | int = "software",
+                          config: str | int = "cpu-clock", sample_freq: int | None = None,
+                          sample_period: int | None = None, pid: int = -1,
+                          cpu: int = -1) -> Program:
+        """Sample with a perf event on every CPU (default: software cpu-clock at 99 Hz)."""
+        ev_type = PERF_TYPES[type] if isinstance(type, str) else type
+        if isinstance(config, str):
+            kind = type if isinstance(type, str) else "software"
+            if config not in PERF_CONFIGS.get(kind, {}):
+                raise BpfnbError(f"unknown {kind} perf event {config!r}; known: "
+                                 f"{', '.join(PERF_CONFIGS.get(kind, {}))}")
+            ev_config = PERF_CONFIGS[kind][config]
+        else:
+            ev_config = config
+        if sample_freq is None and sample_period is None:
+            sample_freq = 99
+        self.module.attach_perf_event(fn_name, ev_type, ev_config,
+                                      sample_period=sample_period or 0,
+                                      sample_freq=sample_freq or 0, pid=pid, cpu=cpu)
+        return self
+
+    def function(self, name: str, prog_type: int | str | None = None) -> Function:
+        """Load C function `name` as a BPF program (tail-call slots, cgroup/XDP/sockmap
+        attach); the type is inferred when not given."""
+        from bpfnb.program.functions import function
+
+        return function(self, name, prog_type)
+
+    def program_fd(self, fn_name: str, prog_type: int) -> int:
+        """Load function `fn_name` as a program of `prog_type`; return its fd."""
+        return self.module.program_fd(fn_name, prog_type)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach every probe, free every map. Safe to call twice; Ctrl-C waits for it."""
+        with HoldInterrupts(), self._lock:
+            if self._module is None:
+                return
+            for hook in list(_close_hooks):
+                hook(self)
+            for view in self._views.values():
+                view.release()
+            self._views.clear()
+            module, self._module = self._module, None
+            module.close()
+            _open_programs.discard(self)
+
+    def __enter__(self) -> Program:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Name, attach points, maps and their entry counts (for `%bpf ls`)."""
+        if self.closed:
+            return {"name": self.name, "state": "closed", "attached": "", "maps": ""}
+        maps = []
+        for n in self._map_names:
+            try:
+                maps.append(f"{n} ({len(self[n])})")
+            except Exception:
+                maps.append(n)
+        return {"name": self.name, "state": "loaded",
+                "attached": ", ".join(str(a) for a in self.attach_points),
+                "maps": ", ".join(maps)}
+
+    def _repr_html_(self) -> str:
+        """A small card: attach points, and each map's type and size (text/plain: repr)."""
+        if self.closed:
+            return f"<p><b>{escape(self.name)}</b>: closed</p>"
+        points = ", ".join(f"<code>{escape(str(a))}</code>" for a in self.attach_points)
+        rows = "".join(self._map_row(n) for n in self._map_names)
+        table = ("<table><tr><th>map</th><th>type</th><th>key</th><th>value</th>"
+                 f"<th>max entries</th></tr>{rows}</table>") if rows else ""
+        return (f"<p><b>{escape(self.name)}</b> attached to {points or 'nothing yet'}; "
+                f"<code>{escape(self.name)}[\"map\"].df()</code> reads a map.</p>{table}")
+
+    def _map_row(self, name: str) -> str:
+        try:
+            i = self[name].info
+        except BpfnbError as e:
+            return (f"<tr><td><code>{escape(name)}</code></td>"
+                    f"<td colspan=4>{escape(str(e))}</td></tr>")
+        cells = (i.type, f"{i.key_size} B", f"{i.value_size} B", f"{i.max_entries:,}")
+        return (f"<tr><td><code>{escape(name)}</code></td>"
+                + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Program {self.name}: closed>"
+        points = ", ".join(str(a) for a in self.attach_points) or "nothing attached"
+        return f"<Program {self.name}: {points}; maps: {', '.join(self._map_names) or 'none'}>"
+
+
+def load(source: str, name: str | None = None, cflags: Sequence[str] = (), attach: bool = True,
+         usdt: Iterable[Usdt] = ()) -> Program:
+    """Compile, load and (unless attach=False) auto-attach a BCC C program."""
+    return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt)
+
+
+def open_programs() -> list[Program]:
+    return [p for p in list(_open_programs) if not p.closed]
+
+
+def close_all() -> None:
+    """Close every program this process holds (extension unload, interpreter exit)."""
+    for prog in open_programs():
+        prog.close()
+
+
+atexit.register(close_all)

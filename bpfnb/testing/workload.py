@@ -1,0 +1,42 @@
+"""Workloads with known answers for notebooks: a process that makes exactly N getpid()
+calls under a name programs can filter on (no compiler needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from bpfnb.errors import BpfnbError
+
+COMM = "bpfnb-nb"
+_CODE = """
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)   # PR_SET_NAME
+for _ in range(int(sys.argv[2])):
+    os.getpid()
+"""
+
+
+def getpid(n: int, comm: str = COMM, cgroup: Any = None, cpu: int | None = None) -> int:
+    """Run a process named `comm` that calls getpid() exactly n times (after naming itself);
+    in `cgroup` (a bpfnb Cgroup) or pinned to `cpu` if given. Returns its pid."""
+    args = [sys.executable, "-c", _CODE, comm, str(n)]
+    if cpu is not None:
+        args = ["taskset", "-c", str(cpu), *args]
+    proc = cgroup.popen(args) if cgroup is not None else subprocess.Popen(args)
+    if proc.wait(timeout=120) != 0:
+        raise BpfnbError(f"the workload exited with status {proc.returncode}")
+    return proc.pid
+
+
+# C for a program that should see only one command name: compile with comm_cflags(name)
+COMM_FILTER = ("u64 comm_[2] = {}; bpf_get_current_comm(comm_, sizeof(comm_)); "
+               "if (comm_[0] != COMM_LO || comm_[1] != COMM_HI) return 0;")
+
+
+def comm_cflags(comm: str) -> list[str]:
+    """-D flags defining COMM_LO/COMM_HI, the 16 bytes of `comm` as two u64 (COMM_FILTER)."""
+    raw = comm.encode()[:15].ljust(16, b"\0")
+    lo, hi = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+    return [f"-DCOMM_LO={lo:#x}ULL", f"-DCOMM_HI={hi:#x}ULL"]
