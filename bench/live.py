@@ -50,7 +50,7 @@ def measure(size: int, every: float, rate: bool, seconds: float) -> dict[str, An
 
     import bpfnb
     from bpfnb._sys import bpfsys
-    from bpfnb.live.poller.widgets import live_view
+    from bpfnb.live.widgets import live_view
 
     prog = bpfnb.load(PROGRAM.replace("SIZE", str(size)), name=f"bench{size}")
     try:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from bpfnb.profiler.stacks import Stacks
-from bpfnb.symbols.symbolizer.symbolizer import KALLSYMS, Symbolizer
+from bpfnb.symbols.symbolizer import KALLSYMS, Symbolizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOW_ALIASES = False

@@ -329,7 +329,7 @@ def test_btf_lays_out_every_kernel_struct() -> None:
 
 def test_live_view_of_an_external_map(bcc_prog: tuple[object, int, int]) -> None:
     pytest.importorskip("ipywidgets")
-    from bpfnb.live.poller.widgets import live_view
+    from bpfnb.live.widgets import live_view
 
     _b, _prog_id, map_id = bcc_prog
     comm = _comm("l")
@@ -510,8 +510,8 @@ def test_stats_rates_follow_a_workload(bcc_prog: tuple[object, int, int]) -> Non
 
 
 def test_top_renders_a_static_snapshot_and_stops(bcc_prog: tuple[object, int, int]) -> None:
-    from bpfnb.live.poller.poller import running
-    from bpfnb.live.poller.top import top
+    from bpfnb.live.poller import running
+    from bpfnb.live.top import top
 
     _b, prog_id, _map_id = bcc_prog
     view = top(every=0.2, limit=500)

@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb.live.poller import poller as live
-from bpfnb.live.poller import widgets
-from bpfnb.program.core import core
+from bpfnb.live import poller as live
+from bpfnb.live import widgets
+from bpfnb.program import core
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -264,7 +264,7 @@ def test_a_load_failing_inside_bccs_constructor_leaves_nothing(workload: Any) ->
 def test_closing_a_tree_closes_layouts_styles_and_what_outputs_show() -> None:
     import ipywidgets as W
 
-    from bpfnb.live.poller.widgettree import close_descendants
+    from bpfnb.live.widgettree import close_descendants
 
     base = models()
     shown = W.Button(description="inside an Output")

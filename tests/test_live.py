@@ -23,9 +23,9 @@ import pytest
 
 import bpfnb
 from bpfnb._sys import bpfsys
-from bpfnb.live.poller import poller as live
-from bpfnb.live.poller import widgets
-from bpfnb.live.poller.poller import History, Poller, Rates, StopPolling
+from bpfnb.live import poller as live
+from bpfnb.live import widgets
+from bpfnb.live.poller import History, Poller, Rates, StopPolling
 from bpfnb.map.view import MapView
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01-live.ipynb"
@@ -399,7 +399,7 @@ def test_magics_stop_and_unload_stop_views(child: Workload, shell: Any) -> None:
 def test_interpreter_exit_stops_views_quietly(child: Workload) -> None:
     script = textwrap.dedent(f"""
         import time, bpfnb
-        from bpfnb.live.poller import widgets
+        from bpfnb.live import widgets
         prog = bpfnb.load({GETPID!r}, cflags=["-DTARGET=1"])
         views = [widgets.live_view(prog["calls"], every=0.01, rate=True),
                  widgets.live_view(prog["pid_dist"], every=0.01)]

@@ -18,7 +18,7 @@ from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, MapFullError, UnsupportedMapError
 from bpfnb.map.kinds.lpm import longest_match
-from bpfnb.program.core.functions import function
+from bpfnb.program.functions import function
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import require
 

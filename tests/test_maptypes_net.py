@@ -17,7 +17,7 @@ from bpfnb._sys.xsk import XdpSocket
 from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyTypeError, UnsupportedMapError
 from bpfnb.map import create as mapcreate
-from bpfnb.program.core.functions import function
+from bpfnb.program.functions import function
 from bpfnb.testing.netns import NetNs, mac_of, remove_link, veth
 from conftest import require
 

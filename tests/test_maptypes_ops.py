@@ -25,7 +25,7 @@ from bpfnb.errors import (
     MapFullError,
     UnsupportedMapError,
 )
-from bpfnb.program.core.functions import function
+from bpfnb.program.functions import function
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import require
 

@@ -17,7 +17,7 @@ import pytest
 from bpfnb import profile_source
 from bpfnb._sys import features
 from bpfnb.profiler.stacks import Stacks
-from bpfnb.symbols.symbolizer.symbolizer import Symbolizer
+from bpfnb.symbols.symbolizer import Symbolizer
 
 WORKLOAD = Path(__file__).parent / "workload" / "callchain.c"
 

@@ -181,7 +181,7 @@ def test_unknown_map_and_closed(recorded):
 
 def test_live_view_steps_through_snapshots(recorded):
     pytest.importorskip("ipywidgets")
-    from bpfnb.live.poller import poller as live
+    from bpfnb.live import poller as live
 
     path, _, seen, _, _ = recorded
     prog = replay(path)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpfnb.symbols.symbolizer import symbolizer as symbols
-from bpfnb.symbols.symbolizer.symbolizer import Symbolizer, SymbolTable
+from bpfnb.symbols import symbolizer as symbols
+from bpfnb.symbols.symbolizer import Symbolizer, SymbolTable
 
 WORKLOAD = Path(__file__).parent / "workload" / "callchain.c"
 
