@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb._sys import features, sysext
+from bpfnb._sys import bpfobjs, features
 from bpfnb.bpftrace import BpftraceProgram, bpftrace
 from bpfnb.bpftrace.health import available
 from bpfnb.bpftrace.output import hist_frame, parse_line
@@ -221,11 +221,11 @@ def test_stop_leaves_no_process_or_probe() -> None:
     pid = prog.pid
     assert pid is not None
     mine = _prog_ids_of(pid)
-    assert mine and mine <= set(sysext.ids(sysext.Kind.PROG))
+    assert mine and mine <= set(bpfobjs.ids(bpfobjs.Kind.PROG))
     assert prog.attach_seconds > 0
     prog.close()
     assert not os.path.exists(f"/proc/{pid}")
-    assert not mine & set(sysext.ids(sysext.Kind.PROG))   # other helpers' programs may come
+    assert not mine & set(bpfobjs.ids(bpfobjs.Kind.PROG))   # other helpers' programs may come
     assert prog["@c"].df().attrs["source"] == "final dump"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfnb._sys import features, sysext
+from bpfnb._sys import bpfobjs, features
 from bpfnb.doctor import cleanup_stale_probes, doctor, stale_probes
 from bpfnb.machine.inventory import programs
 
@@ -54,7 +54,7 @@ time.sleep(600)
 
 
 def prog_ids() -> set[int]:
-    return set(sysext.ids(sysext.Kind.PROG))
+    return set(bpfobjs.ids(bpfobjs.Kind.PROG))
 
 
 def tracefs_lines(pid: int) -> list[str]:

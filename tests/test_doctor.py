@@ -21,7 +21,7 @@ import pytest
 
 import bpfnb
 from bpfnb.__main__ import main
-from bpfnb._sys import features, sysext
+from bpfnb._sys import bpfobjs, features
 from bpfnb.doctor import (
     KINDS,
     STATUSES,
@@ -47,7 +47,7 @@ DIRECT = {  # an auto-attached program per kind, to compare the doctor with
 
 
 def prog_ids() -> set[int]:
-    return set(sysext.ids(sysext.Kind.PROG))
+    return set(bpfobjs.ids(bpfobjs.Kind.PROG))
 
 
 def leftovers() -> list[str]:

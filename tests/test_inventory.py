@@ -215,7 +215,7 @@ def test_maps_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
 def test_links_match_bpftool(bcc_prog: tuple[object, int, int], pin_dir: Path) -> None:
     import bcc
 
-    from bpfnb._sys import sysext
+    from bpfnb._sys import bpfobjs
 
     raw = bcc.BPF(text=b"RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }")
     try:
@@ -240,9 +240,9 @@ def test_links_match_bpftool(bcc_prog: tuple[object, int, int], pin_dir: Path) -
         assert progs.loc[prog_id, "attached"] == ["raw_tracepoint:sched_switch"]
 
         # pinned() tells links and programs apart
-        with sysext.opened(sysext.Kind.LINK, link_id) as lfd:
+        with bpfobjs.opened(bpfobjs.Kind.LINK, link_id) as lfd:
             pin(lfd, str(pin_dir / "link"))
-        with sysext.opened(sysext.Kind.PROG, prog_id) as pfd:
+        with bpfobjs.opened(bpfobjs.Kind.PROG, prog_id) as pfd:
             pin(pfd, str(pin_dir / "prog"))
         listed = pinned(str(pin_dir)).set_index("kind")
         assert listed.loc["link", "id"] == link_id
@@ -293,7 +293,7 @@ def test_btf_struct_keyed_map(bcc_prog: tuple[object, int, int]) -> None:
 
 
 def test_btf_lays_out_every_kernel_struct() -> None:
-    from bpfnb._sys import sysext
+    from bpfnb._sys import bpfattrs, bpfobjs
     from bpfnb._sys.btf import Btf, BtfKind
 
     path = Path("/sys/kernel/btf/vmlinux")
@@ -316,15 +316,15 @@ def test_btf_lays_out_every_kernel_struct() -> None:
             ctype = dict(ctype._fields_)[name]
         return off
 
-    assert sysext.LINK_NAME_SLOTS[1] == (at("raw_tracepoint", "tp_name"),
+    assert bpfobjs.LINK_NAME_SLOTS[1] == (at("raw_tracepoint", "tp_name"),
                                          at("raw_tracepoint", "tp_name_len"))
-    assert sysext.LINK_NAME_SLOTS[4] == (at("iter", "target_name"),
+    assert bpfobjs.LINK_NAME_SLOTS[4] == (at("iter", "target_name"),
                                          at("iter", "target_name_len"))
-    assert sysext.LINK_NAME_SLOTS[12] == (at("uprobe_multi", "path"),
+    assert bpfobjs.LINK_NAME_SLOTS[12] == (at("uprobe_multi", "path"),
                                           at("uprobe_multi", "path_size"))
     perf = ("perf_event", "_anon0", "tracepoint")
-    assert (at(*perf, "tp_name"), at(*perf, "name_len")) == sysext.PERF_NAME_SLOT
-    assert ct.sizeof(info) <= sysext.LINK_INFO_SIZE
+    assert (at(*perf, "tp_name"), at(*perf, "name_len")) == bpfobjs.PERF_NAME_SLOT
+    assert ct.sizeof(info) <= bpfattrs.LINK_INFO_SIZE
 
 
 def test_live_view_of_an_external_map(bcc_prog: tuple[object, int, int]) -> None:

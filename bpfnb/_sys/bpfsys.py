@@ -1,6 +1,9 @@
-"""The bpf(2) system call through ctypes: map element and batch ops, object info, ids.
+"""The bpf(2) system call through ctypes: every command number, the map and program types,
+map element and batch ops, object info, ids, pins.
 
-Functions raise OSError with the kernel's errno; callers translate it into bpfnb errors.
+Functions raise OSError with the kernel's errno; `bpfnb._sys.errnos.translate` turns one
+into a bpfnb error. The attr structs are in `bpfattrs`, object walks in `bpfobjs`, links
+and attachments in `bpflink`.
 """
 
 from __future__ import annotations
@@ -11,32 +14,53 @@ import os
 import platform
 from typing import Any
 
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
-_libc = ct.CDLL(None, use_errno=True)
-_libc.syscall.restype = ct.c_long
+from bpfnb._sys.bpfattrs import (
+    OBJ_NAME_LEN,  # noqa: F401  (callers size names with bpfsys.OBJ_NAME_LEN)
+    BatchAttr,
+    ElemAttr,
+    IdAttr,
+    InfoAttr,
+    MapInfo,
+    ObjAttr,
+    ProgInfo,
+    StatsAttr,
+)
+from bpfnb._sys.libc import libc
 
-OBJ_NAME_LEN = 16
 ENOTSUPP = 524  # kernel-internal "operation not supported", leaks to user space
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
 
 class Cmd(enum.IntEnum):
+    """enum bpf_cmd: every command the package issues."""
+
+    MAP_CREATE = 0
     MAP_LOOKUP_ELEM = 1
     MAP_UPDATE_ELEM = 2
     MAP_DELETE_ELEM = 3
     MAP_GET_NEXT_KEY = 4
     OBJ_PIN = 6
     OBJ_GET = 7
+    PROG_ATTACH = 8
+    PROG_DETACH = 9
     PROG_GET_NEXT_ID = 11
     MAP_GET_NEXT_ID = 12
     PROG_GET_FD_BY_ID = 13
     MAP_GET_FD_BY_ID = 14
     OBJ_GET_INFO_BY_FD = 15
+    BTF_GET_FD_BY_ID = 19
+    TASK_FD_QUERY = 20
     MAP_LOOKUP_AND_DELETE_ELEM = 21
     MAP_FREEZE = 22
+    BTF_GET_NEXT_ID = 23
     MAP_LOOKUP_BATCH = 24
     MAP_LOOKUP_AND_DELETE_BATCH = 25
     MAP_UPDATE_BATCH = 26
     MAP_DELETE_BATCH = 27
+    LINK_CREATE = 28
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
     ENABLE_STATS = 32
 
 
@@ -122,65 +146,17 @@ PERCPU_TYPES = frozenset(
 BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK = 0, 1, 2, 4
 BPF_F_MMAPABLE = 1 << 10
 
-
-class _ElemAttr(ct.Structure):
-    _fields_ = [("map_fd", ct.c_uint32), ("_pad", ct.c_uint32), ("key", ct.c_uint64),
-                ("value", ct.c_uint64), ("flags", ct.c_uint64)]
-
-
-class _BatchAttr(ct.Structure):
-    _fields_ = [("in_batch", ct.c_uint64), ("out_batch", ct.c_uint64), ("keys", ct.c_uint64),
-                ("values", ct.c_uint64), ("count", ct.c_uint32), ("map_fd", ct.c_uint32),
-                ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
+# types whose keys are indexes 0..max_entries-1 that always exist
+ARRAYS = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY,
+                    MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY, MapType.ARRAY_OF_MAPS,
+                    MapType.DEVMAP, MapType.CPUMAP, MapType.XSKMAP, MapType.SOCKMAP})
+QUEUES = frozenset({MapType.QUEUE, MapType.STACK})
 
 
-class _InfoAttr(ct.Structure):
-    _fields_ = [("bpf_fd", ct.c_uint32), ("info_len", ct.c_uint32), ("info", ct.c_uint64)]
+class BatchError(OSError):
+    """A MAP_*_BATCH call failed after `done` elements (the kernel's count)."""
 
-
-class _IdAttr(ct.Structure):
-    _fields_ = [("id", ct.c_uint32), ("next_id", ct.c_uint32), ("open_flags", ct.c_uint32)]
-
-
-class _ObjAttr(ct.Structure):
-    _fields_ = [("pathname", ct.c_uint64), ("bpf_fd", ct.c_uint32), ("file_flags", ct.c_uint32)]
-
-
-class _StatsAttr(ct.Structure):
-    _fields_ = [("type", ct.c_uint32)]
-
-
-class MapInfo(ct.Structure):
-    _fields_ = [
-        ("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
-        ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32),
-        ("name", ct.c_char * OBJ_NAME_LEN), ("ifindex", ct.c_uint32),
-        ("btf_vmlinux_value_type_id", ct.c_uint32), ("netns_dev", ct.c_uint64),
-        ("netns_ino", ct.c_uint64), ("btf_id", ct.c_uint32), ("btf_key_type_id", ct.c_uint32),
-        ("btf_value_type_id", ct.c_uint32), ("btf_vmlinux_id", ct.c_uint32),
-        ("map_extra", ct.c_uint64),
-    ]
-
-
-class ProgInfo(ct.Structure):
-    _fields_ = [
-        ("type", ct.c_uint32), ("id", ct.c_uint32), ("tag", ct.c_uint8 * 8),
-        ("jited_prog_len", ct.c_uint32), ("xlated_prog_len", ct.c_uint32),
-        ("jited_prog_insns", ct.c_uint64), ("xlated_prog_insns", ct.c_uint64),
-        ("load_time", ct.c_uint64), ("created_by_uid", ct.c_uint32), ("nr_map_ids", ct.c_uint32),
-        ("map_ids", ct.c_uint64), ("name", ct.c_char * OBJ_NAME_LEN), ("ifindex", ct.c_uint32),
-        ("gpl_compatible", ct.c_uint32), ("netns_dev", ct.c_uint64), ("netns_ino", ct.c_uint64),
-        ("nr_jited_ksyms", ct.c_uint32), ("nr_jited_func_lens", ct.c_uint32),
-        ("jited_ksyms", ct.c_uint64), ("jited_func_lens", ct.c_uint64), ("btf_id", ct.c_uint32),
-        ("func_info_rec_size", ct.c_uint32), ("func_info", ct.c_uint64),
-        ("nr_func_info", ct.c_uint32), ("nr_line_info", ct.c_uint32), ("line_info", ct.c_uint64),
-        ("jited_line_info", ct.c_uint64), ("nr_jited_line_info", ct.c_uint32),
-        ("line_info_rec_size", ct.c_uint32), ("jited_line_info_rec_size", ct.c_uint32),
-        ("nr_prog_tags", ct.c_uint32), ("prog_tags", ct.c_uint64), ("run_time_ns", ct.c_uint64),
-        ("run_cnt", ct.c_uint64), ("recursion_misses", ct.c_uint64),
-        ("verified_insns", ct.c_uint32), ("attach_btf_obj_id", ct.c_uint32),
-        ("attach_btf_id", ct.c_uint32),
-    ]
+    done: int = 0
 
 
 def _syscall_number() -> int:
@@ -195,7 +171,7 @@ _NR = _syscall_number()
 
 def bpf(cmd: int, attr: ct.Structure) -> int:
     """Call bpf(cmd, &attr, sizeof attr); return its result or raise OSError(errno)."""
-    ret = _libc.syscall(_NR, ct.c_int(cmd), ct.byref(attr), ct.c_uint(ct.sizeof(attr)))
+    ret = libc.syscall(_NR, ct.c_int(cmd), ct.byref(attr), ct.c_uint(ct.sizeof(attr)))
     if ret < 0:
         err = ct.get_errno()
         raise OSError(err, os.strerror(err) if err != ENOTSUPP else "Operation not supported")
@@ -212,27 +188,27 @@ def addr(buf: Any) -> int:
 
 
 def lookup(fd: int, key: Any, value: Any, flags: int = 0) -> None:
-    bpf(Cmd.MAP_LOOKUP_ELEM, _ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
+    bpf(Cmd.MAP_LOOKUP_ELEM, ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
 
 
 def update(fd: int, key: Any, value: Any, flags: int = BPF_ANY) -> None:
-    bpf(Cmd.MAP_UPDATE_ELEM, _ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
+    bpf(Cmd.MAP_UPDATE_ELEM, ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
 
 
 def delete(fd: int, key: Any) -> None:
-    bpf(Cmd.MAP_DELETE_ELEM, _ElemAttr(map_fd=fd, key=addr(key)))
+    bpf(Cmd.MAP_DELETE_ELEM, ElemAttr(map_fd=fd, key=addr(key)))
 
 
 def lookup_and_delete(fd: int, key: Any, value: Any, flags: int = 0) -> None:
     bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM,
-        _ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
+        ElemAttr(map_fd=fd, key=addr(key), value=addr(value), flags=flags))
 
 
 def next_key(fd: int, key: Any, next_key_buf: Any) -> bool:
     """Store the key after `key` (the first key if `key` is None); False at the end."""
     try:
         bpf(Cmd.MAP_GET_NEXT_KEY,
-            _ElemAttr(map_fd=fd, key=addr(key), value=addr(next_key_buf)))
+            ElemAttr(map_fd=fd, key=addr(key), value=addr(next_key_buf)))
     except OSError as e:
         if e.errno == 2:  # ENOENT
             return False
@@ -242,22 +218,25 @@ def next_key(fd: int, key: Any, next_key_buf: Any) -> bool:
 
 def batch(cmd: int, fd: int, in_batch: Any, out_batch: Any, keys: Any, values: Any,
           count: int, elem_flags: int = 0) -> tuple[int, bool]:
-    """One MAP_*_BATCH call. Returns (elements done, reached the end)."""
-    attr = _BatchAttr(in_batch=addr(in_batch), out_batch=addr(out_batch), keys=addr(keys),
+    """One MAP_*_BATCH call. Returns (elements done, reached the end); other errors raise
+    BatchError, whose `done` says how many elements went through before it."""
+    attr = BatchAttr(in_batch=addr(in_batch), out_batch=addr(out_batch), keys=addr(keys),
                       values=addr(values), count=count, map_fd=fd, elem_flags=elem_flags)
     try:
         bpf(cmd, attr)
     except OSError as e:
         if e.errno == 2:  # ENOENT: no more elements; attr.count holds the last chunk
             return int(attr.count), True
-        raise
+        err = BatchError(e.errno, e.strerror)
+        err.done = int(attr.count)
+        raise err from None
     return int(attr.count), False
 
 
 def obj_info(fd: int, info: ct.Structure) -> ct.Structure:
     """Fill a MapInfo or ProgInfo for the object behind fd."""
     bpf(Cmd.OBJ_GET_INFO_BY_FD,
-        _InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
+        InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=ct.addressof(info)))
     return info
 
 
@@ -278,7 +257,7 @@ def prog_info(fd: int, map_ids: Any = None) -> ProgInfo:
 
 def next_id(cmd: int, start: int) -> int | None:
     """The next prog/map id after `start`, or None."""
-    attr = _IdAttr(id=start)
+    attr = IdAttr(id=start)
     try:
         bpf(cmd, attr)
     except OSError as e:
@@ -289,22 +268,22 @@ def next_id(cmd: int, start: int) -> int | None:
 
 
 def fd_by_id(cmd: int, obj_id: int) -> int:
-    return bpf(cmd, _IdAttr(id=obj_id))
+    return bpf(cmd, IdAttr(id=obj_id))
 
 
 def obj_pin(fd: int, path: str) -> None:
     p = ct.create_string_buffer(os.fsencode(path))
-    bpf(Cmd.OBJ_PIN, _ObjAttr(pathname=ct.addressof(p), bpf_fd=fd))
+    bpf(Cmd.OBJ_PIN, ObjAttr(pathname=ct.addressof(p), bpf_fd=fd))
 
 
 def obj_get(path: str) -> int:
     p = ct.create_string_buffer(os.fsencode(path))
-    return bpf(Cmd.OBJ_GET, _ObjAttr(pathname=ct.addressof(p)))
+    return bpf(Cmd.OBJ_GET, ObjAttr(pathname=ct.addressof(p)))
 
 
 def enable_stats() -> int:
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): stats stay on while the returned fd is open."""
-    return bpf(Cmd.ENABLE_STATS, _StatsAttr(type=0))
+    return bpf(Cmd.ENABLE_STATS, StatsAttr(type=0))
 
 
 def possible_cpus() -> list[int]:

@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfnb._sys import sysext
+from bpfnb._sys import bpfobjs, bpfsys, errnos
 from bpfnb.errors import BpfnbError
 
 BTF_MAGIC = 0xEB9F
@@ -186,10 +186,10 @@ class Btf:
     @classmethod
     def _fetch(cls, btf_id: int) -> Btf:
         try:
-            with sysext.opened(sysext.Kind.BTF, btf_id) as fd:
-                info, data, name = sysext.btf_data(fd)
+            with bpfobjs.opened(bpfobjs.Kind.BTF, btf_id) as fd:
+                info, data, name = bpfobjs.btf_data(fd)
         except OSError as e:
-            raise sysext.translate(e, f"read BTF object {btf_id}") from e
+            raise errnos.translate(e, f"read BTF object {btf_id}") from e
         if info.kernel_btf and name != "vmlinux":
             raise BtfError(f"BTF object {btf_id} is kernel module BTF ({name}), which builds "
                            "on vmlinux BTF; bpfnb decodes standalone map BTF only")
@@ -526,8 +526,6 @@ def prefer_btf(fd: int, key: Any, value: Any) -> tuple[Any, Any, list[str]]:
     """The key and value types to read map `fd` with: its BTF types where it has BTF
     (bcc, libbpf and bpftrace maps do), else the given ctypes types (bcc's description).
     Returns (key, value, notes); a type whose size is not the map's raises MapLayoutError."""
-    from bpfnb._sys import bpfsys
-
     info = bpfsys.map_info(fd)
     found = map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id,
                       info.key_size, info.value_size) if info.btf_id else None

@@ -8,7 +8,8 @@ import os
 import struct
 from pathlib import Path
 
-from bpfnb.errors import BpfnbError
+from bpfnb._sys.libc import libc
+from bpfnb.errors import CapabilityError
 
 CAPS = {"chown": 0, "dac_override": 1, "dac_read_search": 2, "fowner": 3, "kill": 5,
         "setgid": 6, "setuid": 7, "setpcap": 8, "net_bind_service": 10, "net_admin": 12,
@@ -19,11 +20,6 @@ _VFS_CAP_REVISION_2, _VFS_CAP_FLAGS_EFFECTIVE = 0x02000000, 0x1
 _CAPABILITY_VERSION_3 = 0x20080522
 _PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 _SYS_CAPGET, _SYS_CAPSET = 125, 126  # x86_64
-_libc = ct.CDLL(None, use_errno=True)
-
-
-class CapabilityError(BpfnbError):
-    """A capability name is unknown or the process could not change its capability sets."""
 
 
 def parse_caps(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -112,7 +108,7 @@ def _capset(effective: int, permitted: int) -> None:
     header = struct.pack("<Ii", _CAPABILITY_VERSION_3, 0)
     eff, prm = (effective & 0xFFFFFFFF, effective >> 32), (permitted & 0xFFFFFFFF, permitted >> 32)
     data = struct.pack("<6I", eff[0], prm[0], 0, eff[1], prm[1], 0)  # inheritable: none
-    _check(_libc.syscall(_SYS_CAPSET, ct.c_char_p(header), ct.c_char_p(data)), "capset")
+    _check(libc.syscall(_SYS_CAPSET, ct.c_char_p(header), ct.c_char_p(data)), "capset")
 
 
 def confine(keep: int) -> None:
@@ -123,8 +119,8 @@ def confine(keep: int) -> None:
     permitted = status_masks()["CapPrm"]
     _capset(permitted, permitted)
     for bit in range(_last_cap() + 1):
-        _check(_libc.prctl(_PR_CAPBSET_DROP, bit, 0, 0, 0), f"dropping capability {bit} "
+        _check(libc.prctl(_PR_CAPBSET_DROP, bit, 0, 0, 0), f"dropping capability {bit} "
                "from the bounding set")
-    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+    _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
            "clearing the ambient capabilities")
     _capset(permitted & keep, permitted & keep)

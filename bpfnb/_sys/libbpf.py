@@ -15,10 +15,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from bpfnb._sys.libc import libc
+
 _lib: Any = None
-_libc = ct.CDLL(None, use_errno=True)
-_libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
-_libc.vsnprintf.restype = ct.c_int
 _local = threading.local()
 _print_lock = threading.Lock()
 
@@ -119,10 +118,10 @@ def version() -> str:
 @PRINT_FN
 def _print(level: int, fmt: bytes, ap: int) -> int:
     buf = ct.create_string_buffer(4096)
-    n = _libc.vsnprintf(buf, len(buf), fmt, ap)
+    n = libc.vsnprintf(buf, len(buf), fmt, ap)
     if n >= len(buf):  # long lines (verifier log chunks): format again, big enough
         buf = ct.create_string_buffer(n + 1)
-        _libc.vsnprintf(buf, len(buf), fmt, ap)
+        libc.vsnprintf(buf, len(buf), fmt, ap)
     sink = getattr(_local, "sink", None)
     if sink is not None and level <= 2:
         sink.append(buf.value.decode("utf-8", "replace"))

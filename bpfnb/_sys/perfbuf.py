@@ -4,33 +4,20 @@ ring mmapped and parsed with numpy (sample runs cut out in one step), lost recor
 
 from __future__ import annotations
 
-import ctypes as ct
 import mmap
 import os
-import platform
 import select
 
 import numpy as np
 
-_NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "ppc64le": 319, "s390x": 331,
-                       "riscv64": 241}
+from bpfnb._sys.perfevent import PerfEventAttr, open_event
+
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
-PERF_FLAG_FD_CLOEXEC = 1 << 3
 ATTR_WATERMARK = 1 << 14
 PERF_RECORD_LOST, PERF_RECORD_SAMPLE = 2, 9
 DATA_HEAD, DATA_TAIL = 1024, 1032  # offsets in struct perf_event_mmap_page
-
-_libc = ct.CDLL(None, use_errno=True)
-_libc.syscall.restype = ct.c_long
-
-
-class _PerfAttr(ct.Structure):
-    _fields_ = [("type", ct.c_uint32), ("size", ct.c_uint32), ("config", ct.c_uint64),
-                ("sample_period", ct.c_uint64), ("sample_type", ct.c_uint64),
-                ("read_format", ct.c_uint64), ("flags", ct.c_uint64),
-                ("wakeup", ct.c_uint32), ("bp_type", ct.c_uint32), ("rest", ct.c_uint64 * 12)]
 
 
 def _round8(n: int) -> int:
@@ -39,17 +26,13 @@ def _round8(n: int) -> int:
 
 def open_output_event(cpu: int, wakeup_bytes: int) -> int:
     """perf_event_open(PERF_COUNT_SW_BPF_OUTPUT) on one CPU; its fd."""
-    nr = _NR_PERF_EVENT_OPEN.get(platform.machine())
-    if nr is None:
-        raise OSError(f"perf_event_open syscall number unknown for {platform.machine()}")
-    attr = _PerfAttr(type=PERF_TYPE_SOFTWARE, size=ct.sizeof(_PerfAttr),
-                     config=PERF_COUNT_SW_BPF_OUTPUT, sample_period=1,
-                     sample_type=PERF_SAMPLE_RAW, flags=ATTR_WATERMARK, wakeup=wakeup_bytes)
-    fd = _libc.syscall(nr, ct.byref(attr), -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)
-    if fd < 0:
-        err = ct.get_errno()
-        raise OSError(err, f"perf_event_open on CPU {cpu}: {os.strerror(err)}")
-    return int(fd)
+    attr = PerfEventAttr(type=PERF_TYPE_SOFTWARE, config=PERF_COUNT_SW_BPF_OUTPUT,
+                         sample_period=1, sample_type=PERF_SAMPLE_RAW, flags=ATTR_WATERMARK,
+                         wakeup=wakeup_bytes)
+    try:
+        return open_event(attr, -1, cpu)
+    except OSError as e:
+        raise OSError(e.errno, f"perf_event_open on CPU {cpu}: {e.strerror}") from None
 
 
 class CpuBuffer:
@@ -73,23 +56,30 @@ class CpuBuffer:
 
     def consume(self, size: int) -> tuple[np.ndarray, int]:
         """Raw payloads (n, size) of the samples in the ring and the lost-event count."""
-        head = int(self._meta[DATA_HEAD // 8])
-        tail = int(self._meta[DATA_TAIL // 8])
-        if head == tail:
-            return np.zeros((0, size), np.uint8), 0
-        start, length = tail % self.size, head - tail
-        if start + length <= self.size:
-            data = self._ring[start:start + length].copy()
-        else:
-            first = self.size - start
-            data = np.concatenate([self._ring[start:], self._ring[:length - first]])
-        self._meta[DATA_TAIL // 8] = head
-        return parse(data, size)
+        return drain(self._meta, self._ring, size)
 
     def close(self) -> None:
         del self._meta, self._ring
         self._map.close()
         os.close(self.fd)
+
+
+def drain(meta: np.ndarray, ring: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Samples (n, size) and lost count between data_tail and data_head of a perf ring, then
+    data_tail moved to data_head. `meta` is the header page as uint64s, `ring` the data
+    pages as uint8s (a power-of-two size; records wrap around its end)."""
+    head = int(meta[DATA_HEAD // 8])
+    tail = int(meta[DATA_TAIL // 8])
+    if head == tail:
+        return np.zeros((0, size), np.uint8), 0
+    start, length = tail % len(ring), head - tail
+    if start + length <= len(ring):
+        data = ring[start:start + length].copy()
+    else:
+        first = len(ring) - start
+        data = np.concatenate([ring[start:], ring[:length - first]])
+    meta[DATA_TAIL // 8] = head
+    return parse(data, size)
 
 
 def parse(data: np.ndarray, size: int) -> tuple[np.ndarray, int]:

@@ -52,49 +52,55 @@ class RingBuffer:
     def consume(self, size: int, limit: int | None = None) -> tuple[np.ndarray, int]:
         """Committed records as an (n, size) uint8 array of payloads (shorter ones zero
         padded, longer cut), and how many discarded records were skipped."""
-        parts: list[np.ndarray] = []
-        discarded = 0
-        got = 0
-        stride = _round8(size + HDR)
-        cons = int(self._cons[0])
-        prod = int(self._prod[0])
-        while cons < prod and (limit is None or got < limit):
-            off = cons & self.mask
-            region = self._data[off:off + (prod - cons)]
-            n = len(region) // stride
-            if limit is not None:
-                n = min(n, limit - got)
-            if n:  # the common case: a run of records of the event's size
-                block = region[:n * stride].reshape(n, stride)
-                lens = block[:, :4].copy().view(np.uint32).ravel()
-                bad = np.flatnonzero(lens != size)
-                k = int(bad[0]) if len(bad) else n
-                if k:
-                    parts.append(block[:k, HDR:HDR + size].copy())
-                    got += k
-                    cons += k * stride
-                    continue
-            # one record that is busy, discarded or of another size
-            length = int(region[:4].view(np.uint32)[0])
-            if length & BUSY:
-                break
-            real = length & ~(BUSY | DISCARD)
-            if length & DISCARD:
-                discarded += 1
-            else:
-                row = np.zeros((1, size), np.uint8)
-                take = min(real, size)
-                row[0, :take] = region[HDR:HDR + take]
-                parts.append(row)
-                got += 1
-            cons += _round8(real + HDR)
-        self._cons[0] = cons  # hand the space back to the producer
-        if not parts:
-            return np.zeros((0, size), np.uint8), discarded
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), discarded
+        return drain(self._cons, self._prod, self._data, size, limit)
 
     def close(self) -> None:
         self._poll.close()
         del self._cons, self._prod, self._data
         self._cons_map.close()
         self._data_map.close()
+
+
+def drain(cons: np.ndarray, prod: np.ndarray, data: np.ndarray, size: int,
+          limit: int | None = None) -> tuple[np.ndarray, int]:
+    """RingBuffer.consume over plain arrays: `cons`/`prod` hold the positions (one uint64
+    each; cons is advanced), `data` the data area mapped twice in a row (2 * ring size)."""
+    parts: list[np.ndarray] = []
+    discarded = got = 0
+    stride = _round8(size + HDR)
+    mask = len(data) // 2 - 1
+    pos, end = int(cons[0]), int(prod[0])
+    while pos < end and (limit is None or got < limit):
+        off = pos & mask
+        region = data[off:off + (end - pos)]
+        n = len(region) // stride
+        if limit is not None:
+            n = min(n, limit - got)
+        if n:  # the common case: a run of records of the event's size
+            block = region[:n * stride].reshape(n, stride)
+            lens = block[:, :4].copy().view(np.uint32).ravel()
+            bad = np.flatnonzero(lens != size)
+            k = int(bad[0]) if len(bad) else n
+            if k:
+                parts.append(block[:k, HDR:HDR + size].copy())
+                got += k
+                pos += k * stride
+                continue
+        # one record that is busy, discarded or of another size
+        length = int(region[:4].view(np.uint32)[0])
+        if length & BUSY:
+            break
+        real = length & ~(BUSY | DISCARD)
+        if length & DISCARD:
+            discarded += 1
+        else:
+            row = np.zeros((1, size), np.uint8)
+            take = min(real, size)
+            row[0, :take] = region[HDR:HDR + take]
+            parts.append(row)
+            got += 1
+        pos += _round8(real + HDR)
+    cons[0] = pos  # hand the space back to the producer
+    if not parts:
+        return np.zeros((0, size), np.uint8), discarded
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), discarded

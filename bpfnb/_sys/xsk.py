@@ -17,6 +17,7 @@ import socket
 
 import numpy as np
 
+from bpfnb._sys.libc import libc
 from bpfnb.errors import BpfnbError, FeatureUnavailableError
 
 AF_XDP, SOL_XDP = 44, 283
@@ -25,7 +26,6 @@ XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING, XDP_STATISTICS = 5, 6, 7
 XDP_COPY = 1 << 1
 PGOFF_RX_RING, UMEM_PGOFF_FILL_RING = 0, 0x100000000
 
-_libc = ct.CDLL(None, use_errno=True)
 
 
 class _UmemReg(ct.Structure):
@@ -81,7 +81,7 @@ class XdpSocket:
             raise
 
     def _setsockopt(self, opt: int, value: ct.Structure | ct.c_int) -> None:
-        _check(_libc.setsockopt(self.sock.fileno(), SOL_XDP, opt, ct.byref(value),
+        _check(libc.setsockopt(self.sock.fileno(), SOL_XDP, opt, ct.byref(value),
                                 ct.sizeof(value)), f"setsockopt({opt})")
 
     def _setup(self, frames: int, frame_size: int) -> None:
@@ -94,7 +94,7 @@ class XdpSocket:
             self._setsockopt(opt, ct.c_int(frames))
         off = _MmapOffsets()
         size = ct.c_uint32(ct.sizeof(off))
-        _check(_libc.getsockopt(self.sock.fileno(), SOL_XDP, XDP_MMAP_OFFSETS, ct.byref(off),
+        _check(libc.getsockopt(self.sock.fileno(), SOL_XDP, XDP_MMAP_OFFSETS, ct.byref(off),
                                 ct.byref(size)), "getsockopt(XDP_MMAP_OFFSETS)")
         fill = self._ring(UMEM_PGOFF_FILL_RING, off.fr.desc + frames * 8)
         prod = np.frombuffer(fill, np.uint32, count=1, offset=off.fr.producer)
@@ -105,7 +105,7 @@ class XdpSocket:
         self._rx_prod = np.frombuffer(rx, np.uint32, count=1, offset=off.rx.producer)
         addr = _SockaddrXdp(family=AF_XDP, flags=XDP_COPY, ifindex=self.ifindex,
                             queue_id=self.queue)
-        _check(_libc.bind(self.sock.fileno(), ct.byref(addr), ct.sizeof(addr)),
+        _check(libc.bind(self.sock.fileno(), ct.byref(addr), ct.sizeof(addr)),
                f"bind to ifindex {self.ifindex} queue {self.queue}")
 
     def _ring(self, offset: int, length: int) -> mmap.mmap:
@@ -124,7 +124,7 @@ class XdpSocket:
     def stats(self) -> dict[str, int]:
         st = _Stats()
         size = ct.c_uint32(ct.sizeof(st))
-        _check(_libc.getsockopt(self.sock.fileno(), SOL_XDP, XDP_STATISTICS, ct.byref(st),
+        _check(libc.getsockopt(self.sock.fileno(), SOL_XDP, XDP_STATISTICS, ct.byref(st),
                                 ct.byref(size)), "getsockopt(XDP_STATISTICS)")
         return {field[0]: int(getattr(st, field[0])) for field in _Stats._fields_}
 

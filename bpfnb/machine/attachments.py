@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bpfnb._sys import sysext
+from bpfnb._sys import bpfobjs
 from bpfnb._sys.features import tracefs
 
 LINK_TYPES = ("UNSPEC", "RAW_TRACEPOINT", "TRACING", "CGROUP", "ITER", "NETNS", "XDP",
@@ -159,7 +159,7 @@ _DESCRIBE: dict[int, Callable[[bytes, str], str]] = {
 
 def link_record(fd: int) -> LinkRecord:
     """Describe the link behind `fd`."""
-    raw, name = sysext.link_info(fd)
+    raw, name = bpfobjs.link_info(fd)
     link_type = _u32(raw, 0)
     describe = _DESCRIBE.get(link_type)
     target = describe(raw, name) if describe else ""
@@ -168,10 +168,10 @@ def link_record(fd: int) -> LinkRecord:
 
 def all_links() -> list[LinkRecord]:
     """Every bpf link on the machine (raises OSError like bpfsys)."""
-    return [link_record(fd) for _id, fd in sysext.each(sysext.Kind.LINK)]
+    return [link_record(fd) for _id, fd in bpfobjs.each(bpfobjs.Kind.LINK)]
 
 
-_FD_QUERY: dict[int, Callable[[sysext.FdQuery], str]] = {
+_FD_QUERY: dict[int, Callable[[bpfobjs.FdQuery], str]] = {
     0: lambda q: f"raw_tracepoint:{q.name}",
     1: lambda q: tracepoint_label(q.name),
     2: lambda q: _probe("kprobe", q.name, q.probe_offset, q.probe_addr),
@@ -181,7 +181,7 @@ _FD_QUERY: dict[int, Callable[[sysext.FdQuery], str]] = {
 }
 
 
-def describe_fd_query(q: sysext.FdQuery) -> str:
+def describe_fd_query(q: bpfobjs.FdQuery) -> str:
     """`tracepoint:syscalls:sys_enter_getpid` and the like for a BPF_TASK_FD_QUERY answer."""
     describe = _FD_QUERY.get(q.fd_type)
     return describe(q) if describe else f"{_name(FD_TYPES, q.fd_type)}:{q.name}"

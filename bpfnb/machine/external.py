@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpfnb._sys import bpfsys, sysext
+from bpfnb._sys import bpfobjs, bpfsys, errnos
 from bpfnb._sys.btf import MapTypes, is_raw, map_types, raw_type
 from bpfnb.data.mapread import Snapshot
 from bpfnb.errors import BpfnbError, MapError, ProgramClosedError
@@ -249,7 +249,7 @@ def _open_fd(map_id: int | None, pinned: str | None, name: str | None) -> tuple[
         try:
             fd = bpfsys.obj_get(pinned)
         except OSError as e:
-            raise sysext.translate(e, f"open the pinned object {pinned}") from e
+            raise errnos.translate(e, f"open the pinned object {pinned}") from e
         kind = _fd_kind(fd)
         if kind != "map":
             os.close(fd)
@@ -262,7 +262,7 @@ def _open_fd(map_id: int | None, pinned: str | None, name: str | None) -> tuple[
     try:
         return bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, int(map_id)), f"id {map_id}"
     except OSError as e:
-        raise sysext.translate(e, f"open BPF map id {map_id}") from e
+        raise errnos.translate(e, f"open BPF map id {map_id}") from e
 
 
 def _id_by_name(name: str) -> int:
@@ -272,10 +272,10 @@ def _id_by_name(name: str) -> int:
     wanted = wanted[: bpfsys.OBJ_NAME_LEN - 1]
     found: dict[int, str] = {}
     try:
-        for map_id, fd in sysext.each(sysext.Kind.MAP):
+        for map_id, fd in bpfobjs.each(bpfobjs.Kind.MAP):
             found[map_id] = bpfsys.map_info(fd).name.decode(errors="replace")
     except OSError as e:
-        raise sysext.translate(e, "list the machine's BPF maps") from e
+        raise errnos.translate(e, "list the machine's BPF maps") from e
     hits = [i for i, n in found.items() if n == wanted]
     if len(hits) == 1:
         return hits[0]
@@ -420,7 +420,7 @@ def pin(obj: Any, path: str) -> str:
             os.rmdir(d)
         template = _PIN_ERRORS.get(e.errno or 0)
         if template is None:
-            raise sysext.translate(e, f"pin at {path}") from e
+            raise errnos.translate(e, f"pin at {path}") from e
         raise BpfnbError(template.format(path=path)) from e
     return path
 

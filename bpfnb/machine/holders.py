@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from bpfnb._sys import sysext
+from bpfnb._sys import bpfobjs
 from bpfnb.machine.attachments import describe_fd_query
 
 _ANON = {"anon_inode:bpf-prog": "prog", "anon_inode:bpf-map": "map",
@@ -67,7 +67,7 @@ def scan(perf: bool = True) -> Holders:
     """Walk every process's fds. `perf=False` skips the perf event queries."""
     holders = Holders()
     me = os.getpid()
-    transient = sysext.transient_fds()
+    transient = bpfobjs.transient_fds()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -79,7 +79,7 @@ def scan(perf: bool = True) -> Holders:
             if kind == "perf":
                 held |= perf and _perf(holders, pid, fd)
                 continue
-            info = sysext.fdinfo(fd, pid)
+            info = bpfobjs.fdinfo(fd, pid)
             obj_id = info.get(_ID_KEYS[kind])
             if obj_id is None:
                 continue
@@ -93,7 +93,7 @@ def scan(perf: bool = True) -> Holders:
 
 
 def _perf(holders: Holders, pid: int, fd: int) -> bool:
-    q = sysext.task_fd_query(pid, fd)
+    q = bpfobjs.task_fd_query(pid, fd)
     if q is None or not q.prog_id:
         return False
     holders.perf[q.prog_id].add(describe_fd_query(q))

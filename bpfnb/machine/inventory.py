@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpfnb._sys import bpfsys, sysext
+from bpfnb._sys import bpfobjs, bpfsys, errnos
 from bpfnb._sys.btf import Btf
 from bpfnb.errors import BpfnbError, PrivilegeError
 from bpfnb.machine.attachments import LinkRecord, all_links
@@ -74,7 +74,7 @@ def _listing(what: str) -> Iterator[None]:
     except OSError as e:
         if isinstance(e, BpfnbError):
             raise
-        raise sysext.translate(e, f"list the machine's BPF {what}") from e
+        raise errnos.translate(e, f"list the machine's BPF {what}") from e
 
 
 # -- program names -------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _prog_row(fd: int, boot_ns: int, holders: Holders | None,
         "loaded_at": boot_ns + info.load_time, "uid": info.created_by_uid,
         "btf_id": info.btf_id, "map_ids": _prog_map_ids(fd, info),
         "bytes_xlated": info.xlated_prog_len, "bytes_jited": info.jited_prog_len,
-        "bytes_memlock": int(sysext.fdinfo(fd).get("memlock", 0)),
+        "bytes_memlock": int(bpfobjs.fdinfo(fd).get("memlock", 0)),
         "verified_insns": info.verified_insns, "run_cnt": info.run_cnt,
         "run_time_ns": info.run_time_ns,
         "avg_run_ns": info.run_time_ns / info.run_cnt if info.run_cnt else float("nan"),
@@ -200,7 +200,7 @@ def programs(processes: bool = True) -> pd.DataFrame:
             links_of.setdefault(link.prog_id, []).append(link)
         boot_ns = boot_epoch_ns()
         rows = [_prog_row(fd, boot_ns, holders, links_of)
-                for _id, fd in sysext.each(sysext.Kind.PROG)]
+                for _id, fd in bpfobjs.each(bpfobjs.Kind.PROG)]
     _forget_names(r["id"] for r in rows)
     df = _frame(rows, _PROG_DTYPES)
     df.attrs.update(kind="programs", read_ns=time.time_ns(), stats_sysctl=stats_sysctl())
@@ -218,7 +218,7 @@ def _links_or_empty() -> list[LinkRecord]:
 
 def _map_row(fd: int, holders: Holders | None, users: dict[int, list[int]]) -> dict[str, Any]:
     info = bpfsys.map_info(fd)
-    extra = sysext.fdinfo(fd)
+    extra = bpfobjs.fdinfo(fd)
     pids = holders.pids("map", info.id) if holders else []
     return {
         "id": info.id, "name": info.name.decode(errors="replace"),
@@ -235,7 +235,7 @@ def _map_row(fd: int, holders: Holders | None, users: dict[int, list[int]]) -> d
 def _map_users() -> dict[int, list[int]]:
     """map id -> ids of the programs using it."""
     users: dict[int, list[int]] = {}
-    for prog_id, fd in sysext.each(sysext.Kind.PROG):
+    for prog_id, fd in bpfobjs.each(bpfobjs.Kind.PROG):
         for map_id in _prog_map_ids(fd, bpfsys.prog_info(fd)):
             users.setdefault(map_id, []).append(prog_id)
     return users
@@ -247,7 +247,7 @@ def maps(processes: bool = True) -> pd.DataFrame:
     with _listing("maps"):
         holders = scan(perf=False) if processes else None
         users = _map_users()
-        rows = [_map_row(fd, holders, users) for _id, fd in sysext.each(sysext.Kind.MAP)]
+        rows = [_map_row(fd, holders, users) for _id, fd in bpfobjs.each(bpfobjs.Kind.MAP)]
     df = _frame(rows, _MAP_DTYPES)
     df.attrs.update(kind="maps", read_ns=time.time_ns())
     return df
@@ -401,7 +401,7 @@ class ProgramStats:
         """(time_ns, {id: counters}) now."""
         table: dict[int, _Counters] = {}
         with _listing("programs"):
-            for prog_id, fd in sysext.each(sysext.Kind.PROG):
+            for prog_id, fd in bpfobjs.each(bpfobjs.Kind.PROG):
                 info = bpfsys.prog_info(fd)
                 table[prog_id] = _Counters(program_name(fd, info), prog_type_name(info.type),
                                            info.run_cnt, info.run_time_ns)

@@ -8,18 +8,9 @@ import os
 from typing import Any
 
 from bpfnb._sys import bpfsys
+from bpfnb._sys.bpfattrs import MapCreateAttr
 from bpfnb.errors import BpfnbError
 from bpfnb.map.view import MapView
-
-CMD_MAP_CREATE = 0
-
-
-class _CreateAttr(ct.Structure):
-    _fields_ = [("map_type", ct.c_uint32), ("key_size", ct.c_uint32),
-                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32),
-                ("map_flags", ct.c_uint32), ("inner_map_fd", ct.c_uint32),
-                ("numa_node", ct.c_uint32), ("map_name", ct.c_char * bpfsys.OBJ_NAME_LEN),
-                ("map_ifindex", ct.c_uint32), ("rest", ct.c_uint32 * 12)]
 
 
 def create(map_type: bpfsys.MapType | str, key_type: Any, value_type: Any, max_entries: int,
@@ -27,11 +18,11 @@ def create(map_type: bpfsys.MapType | str, key_type: Any, value_type: Any, max_e
     """A new map as a MapView; `view.release()` closes its fd (the map goes when unused)."""
     mtype = bpfsys.MapType[map_type.upper()] if isinstance(map_type, str) else map_type
     key_size = ct.sizeof(key_type) if key_type is not None else 0
-    attr = _CreateAttr(map_type=int(mtype), key_size=key_size,
+    attr = MapCreateAttr(map_type=int(mtype), key_size=key_size,
                        value_size=ct.sizeof(value_type), max_entries=max_entries,
                        map_flags=flags, map_name=name.encode()[:bpfsys.OBJ_NAME_LEN - 1])
     try:
-        fd = bpfsys.bpf(CMD_MAP_CREATE, attr)
+        fd = bpfsys.bpf(bpfsys.Cmd.MAP_CREATE, attr)
     except OSError as e:
         raise BpfnbError(f"cannot create a {mtype.name} map ({key_size}-byte key, "
                          f"{ct.sizeof(value_type)}-byte value, {max_entries} entries): "

@@ -6,7 +6,6 @@ per-element fallback where the kernel has no batch op for the map type.
 
 from __future__ import annotations
 
-import ctypes as ct
 import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,24 +14,19 @@ import numpy as np
 import pandas as pd
 
 from bpfnb._sys import bpfsys
+from bpfnb._sys.bpfsys import QUEUES
+from bpfnb._sys.errnos import OpContext, translate
 from bpfnb.data import frames
 from bpfnb.data.codec import Codec
 from bpfnb.data.colcheck import BadRows, column_values, shown
 from bpfnb.data.layout import padded, sum_cpus
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, UnsupportedMapError
-from bpfnb.map.errnos import QUEUES, OpContext, translate
 
 if TYPE_CHECKING:
     from bpfnb.map.view import MapView
 
 FLAGS = {"any": bpfsys.BPF_ANY, "noexist": bpfsys.BPF_NOEXIST, "exist": bpfsys.BPF_EXIST}
 _NO_BATCH = {errno.EOPNOTSUPP, bpfsys.ENOTSUPP, errno.ENOTSUP}
-
-
-class _BatchAttr(ct.Structure):  # union bpf_attr, batch part (kernel ABI)
-    _fields_ = [("in_batch", ct.c_uint64), ("out_batch", ct.c_uint64), ("keys", ct.c_uint64),
-                ("values", ct.c_uint64), ("count", ct.c_uint32), ("map_fd", ct.c_uint32),
-                ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
 
 
 class MapOps:
@@ -268,17 +262,15 @@ class MapOps:
         """
         if len(keys) == 0:
             return 0
-        attr = _BatchAttr(keys=bpfsys.addr(keys), values=bpfsys.addr(values),
-                          count=len(keys), map_fd=self.view.fd, elem_flags=elem_flags)
         try:
-            bpfsys.bpf(cmd, attr)
-        except OSError as e:
-            done = int(attr.count)
-            if e.errno in _NO_BATCH or e.errno == errno.ENOENT:
-                return done
-            key = self._shown(keys[done:done + 1]) if done < len(keys) else None
+            done, _end = bpfsys.batch(cmd, self.view.fd, None, None, keys, values, len(keys),
+                                      elem_flags)
+        except bpfsys.BatchError as e:
+            if e.errno in _NO_BATCH:
+                return e.done
+            key = self._shown(keys[e.done:e.done + 1]) if e.done < len(keys) else None
             raise translate(e, self.ctx(op, key, flags)) from None
-        return len(keys)
+        return done  # all of them, or fewer where ENOENT stopped the batch
 
     def _shown(self, raw: np.ndarray) -> Any:
         try:

@@ -1,4 +1,5 @@
-"""Attach programs where bcc's auto-attach does not reach: cgroups, XDP, sockmaps.
+"""Attach programs where bcc's auto-attach does not reach: cgroups, XDP, sockmaps (the
+syscalls are in `bpfnb._sys.bpflink`; this module owns the attachments' lifetimes).
 
 Cgroup and XDP attachments are BPF links (the kernel detaches them when the link fd
 closes, even if this process dies); sockmap programs use BPF_PROG_ATTACH/DETACH.
@@ -7,7 +8,6 @@ Every attachment is detached when its program closes.
 
 from __future__ import annotations
 
-import ctypes as ct
 import os
 import socket
 import threading
@@ -15,44 +15,16 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from bpfnb._sys import bpfsys
+from bpfnb._sys.bpflink import (
+    ATTACH_NAMES,
+    ATTACH_TYPES,
+    XDP_FLAGS,
+    attach_type,
+    link_create,
+    prog_attach,
+    prog_detach,
+)
 from bpfnb.errors import AttachError
-
-CMD_PROG_ATTACH, CMD_PROG_DETACH, CMD_LINK_CREATE = 8, 9, 28
-
-ATTACH_TYPES = {
-    "ingress": 0,  # BPF_CGROUP_INET_INGRESS
-    "egress": 1,  # BPF_CGROUP_INET_EGRESS
-    "sock_create": 2,
-    "sock_ops": 3,
-    "stream_parser": 4,  # BPF_SK_SKB_STREAM_PARSER
-    "stream_verdict": 5,  # BPF_SK_SKB_STREAM_VERDICT
-    "device": 6,
-    "msg_verdict": 7,  # BPF_SK_MSG_VERDICT
-    "xdp": 37,  # BPF_XDP
-    "skb_verdict": 38,  # BPF_SK_SKB_VERDICT
-}
-ATTACH_NAMES = {v: k for k, v in ATTACH_TYPES.items()}
-XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}  # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE
-
-
-class _LinkAttr(ct.Structure):
-    _fields_ = [("prog_fd", ct.c_uint32), ("target", ct.c_uint32), ("attach_type", ct.c_uint32),
-                ("flags", ct.c_uint32), ("rest", ct.c_uint64 * 6)]
-
-
-class _AttachAttr(ct.Structure):
-    _fields_ = [("target_fd", ct.c_uint32), ("attach_bpf_fd", ct.c_uint32),
-                ("attach_type", ct.c_uint32), ("attach_flags", ct.c_uint32),
-                ("replace_bpf_fd", ct.c_uint32), ("rest", ct.c_uint32 * 7)]
-
-
-def attach_type(name: str | int) -> int:
-    if isinstance(name, int):
-        return name
-    if name not in ATTACH_TYPES:
-        raise AttachError(f"unknown attach type {name!r}; known: {', '.join(ATTACH_TYPES)}")
-    return ATTACH_TYPES[name]
 
 
 class Attachment:
@@ -101,12 +73,6 @@ def _fail(what: str, e: OSError) -> AttachError:
     return AttachError(f"cannot attach {what}: {os.strerror(e.errno or 0)} (errno {e.errno})")
 
 
-def link_create(prog_fd: int, target: int, kind: int, flags: int = 0) -> int:
-    """BPF_LINK_CREATE: the link's fd (closing it detaches)."""
-    return bpfsys.bpf(CMD_LINK_CREATE, _LinkAttr(prog_fd=prog_fd, target=target,
-                                                 attach_type=kind, flags=flags))
-
-
 def _link(what: str, prog_fd: int, target: int, kind: int, flags: int, owner: Any,
           create: Callable[[Callable[[], int]], int] | None = None) -> Attachment:
     def make() -> int:
@@ -144,8 +110,7 @@ def attach_to_map(prog_fd: int, map_fd: int, kind: str | int, *, label: str = ""
     what = f"map {label or map_fd} {ATTACH_NAMES.get(k, k)}"
     map_dup = os.dup(map_fd)  # the detach must still find the map if the view is gone
     try:
-        bpfsys.bpf(CMD_PROG_ATTACH, _AttachAttr(target_fd=map_dup, attach_bpf_fd=prog_fd,
-                                                attach_type=k))
+        prog_attach(prog_fd, map_dup, k)
     except OSError as e:
         os.close(map_dup)
         raise _fail(what, e) from None
@@ -155,8 +120,7 @@ def attach_to_map(prog_fd: int, map_fd: int, kind: str | int, *, label: str = ""
     def detach() -> None:
         with lock:
             try:
-                bpfsys.bpf(CMD_PROG_DETACH, _AttachAttr(target_fd=map_dup,
-                                                        attach_bpf_fd=prog_dup, attach_type=k))
+                prog_detach(prog_dup, map_dup, k)
             except OSError:
                 pass  # already gone with its map
             finally:

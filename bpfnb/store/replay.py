@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bpfnb._sys import bpfsys
+from bpfnb._sys.errnos import OpContext, translate
 from bpfnb.backends.bcc import AttachPoint
 from bpfnb.data import frames, safezip
 from bpfnb.data.codec import LOCK_TYPE_NAMES, Codec
@@ -43,7 +44,6 @@ from bpfnb.errors import (
     UnknownMapError,
     UnsupportedMapError,
 )
-from bpfnb.map.errnos import OpContext, translate
 from bpfnb.map.ops import MapOps
 from bpfnb.map.view import MapInfo, snapshot_attrs
 from bpfnb.profiler.stacks import Stacks

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bpfnb._sys.libc import libc
 from bpfnb.errors import BpfnbError, FeatureUnavailableError
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/var/run/netns"
 T = TypeVar("T")
-_libc = ct.CDLL(None, use_errno=True)
 
 
 def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
@@ -54,7 +54,7 @@ class NetNs:
             try:
                 fd = os.open(os.path.join(NETNS_DIR, self.name), os.O_RDONLY)
                 try:
-                    if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    if libc.setns(fd, CLONE_NEWNET) != 0:
                         err = ct.get_errno()
                         raise OSError(err, f"setns: {os.strerror(err)}")
                 finally:

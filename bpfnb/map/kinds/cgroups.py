@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpfnb._sys import bpfsys, cgroupfs
+from bpfnb._sys import bpflink, bpfsys, cgroupfs
 from bpfnb.data import frames
 from bpfnb.errors import KeyTypeError
 from bpfnb.map.kinds import Closer, Kind, insert_columns, register
 from bpfnb.map.view import drop_hidden
-from bpfnb.program import attach as progattach
 
 NOTE_ARRAY = ("the kernel does not let user space read a cgroup array back; the rows are "
               "the slots this view filled")
@@ -98,7 +97,7 @@ def _storage_frame(view: Any, per_cpu: bool) -> pd.DataFrame:
     ids = df[id_col].to_numpy()
     extra: dict[str, Any] = {"cgroup": [paths.get(int(i), f"(id {int(i)})") for i in ids]}
     if "attach_type" in df.columns:
-        extra["attach"] = [progattach.ATTACH_NAMES.get(int(t), str(int(t)))
+        extra["attach"] = [bpflink.ATTACH_NAMES.get(int(t), str(int(t)))
                            for t in df["attach_type"].to_numpy()]
     out = insert_columns(df, extra, 0, key_columns=[*extra, *kcols])
     return out
@@ -108,7 +107,7 @@ def _storage_key(view: Any, key: Any) -> Any:
     """Accept (cgroup, 'ingress'|'egress') besides the raw key struct."""
     if isinstance(key, tuple) and len(key) == 2 and not isinstance(key[0], int):
         _, cg_id = _describe(key[0])
-        kind = progattach.attach_type(key[1]) if isinstance(key[1], str) else key[1]
+        kind = bpflink.attach_type(key[1]) if isinstance(key[1], str) else key[1]
         return {"cgroup_inode_id": cg_id, "attach_type": kind}
     return key
 

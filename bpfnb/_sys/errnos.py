@@ -1,4 +1,6 @@
-"""Kernel errno of a map operation -> a named bpfnb error whose message says what to do."""
+"""The errno table of bpf(2): a kernel errno -> a named bpfnb error whose message says what
+to do, for a map element operation (given its OpContext) or an object operation (given
+what it tried to do: "open BPF map id 7")."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bpfnb._sys import bpfsys
+from bpfnb._sys.bpfsys import ARRAYS, QUEUES
 from bpfnb.errors import (
     BpfnbError,
     KeyExistsError,
@@ -19,13 +22,6 @@ from bpfnb.errors import (
     PrivilegeError,
     UnsupportedMapError,
 )
-
-ARRAYS = frozenset({bpfsys.MapType.ARRAY, bpfsys.MapType.PERCPU_ARRAY,
-                    bpfsys.MapType.PROG_ARRAY, bpfsys.MapType.PERF_EVENT_ARRAY,
-                    bpfsys.MapType.CGROUP_ARRAY, bpfsys.MapType.ARRAY_OF_MAPS,
-                    bpfsys.MapType.DEVMAP, bpfsys.MapType.CPUMAP, bpfsys.MapType.XSKMAP,
-                    bpfsys.MapType.SOCKMAP})
-QUEUES = frozenset({bpfsys.MapType.QUEUE, bpfsys.MapType.STACK})
 
 
 @dataclass(frozen=True)
@@ -120,25 +116,49 @@ def _ebusy(c: OpContext) -> MapError:
     return MapError(f"{c.where} is busy ({c.op}); retry (a program holds the element)")
 
 
-_BY_ERRNO: dict[int, Callable[[OpContext], BpfnbError]] = {
-    errno.ENOENT: _enoent,
-    errno.EEXIST: _eexist,
-    errno.E2BIG: _e2big,
-    errno.EINVAL: _einval,
-    errno.EOPNOTSUPP: _unsupported,
-    bpfsys.ENOTSUPP: _unsupported,
-    errno.EBADF: _ebadf,
-    errno.EPERM: _eperm,
-    errno.EACCES: _eperm,
-    errno.ENOSPC: _enospc,
-    errno.EBUSY: _ebusy,
+def _obj_gone(what: str) -> BpfnbError:
+    return MapError(f"could not {what}: it does not exist (any more); list what there is with "
+                    "bpfnb.maps(), bpfnb.programs() or bpfnb.pinned()")
+
+
+def _obj_eperm(what: str) -> BpfnbError:
+    return PrivilegeError(f"the kernel refused to {what} (EPERM): listing and opening BPF "
+                          "objects by id needs CAP_SYS_ADMIN; run the notebook kernel as root")
+
+
+def _obj_eacces(what: str) -> BpfnbError:
+    return PrivilegeError(f"the kernel refused to {what} (EACCES): check the file's "
+                          "permissions and run the notebook kernel as root")
+
+
+MapMessage = Callable[[OpContext], BpfnbError]
+ObjMessage = Callable[[str], BpfnbError]
+
+# errno: (error for a map element op, error for an object op or None for the generic one)
+TABLE: dict[int, tuple[MapMessage, ObjMessage | None]] = {
+    errno.ENOENT: (_enoent, _obj_gone),
+    errno.EEXIST: (_eexist, None),
+    errno.E2BIG: (_e2big, None),
+    errno.EINVAL: (_einval, None),
+    errno.EOPNOTSUPP: (_unsupported, None),
+    bpfsys.ENOTSUPP: (_unsupported, None),
+    errno.EBADF: (_ebadf, None),
+    errno.EPERM: (_eperm, _obj_eperm),
+    errno.EACCES: (_eperm, _obj_eacces),
+    errno.ENOSPC: (_enospc, None),
+    errno.EBUSY: (_ebusy, None),
 }
 
 
-def translate(err: OSError, ctx: OpContext) -> BpfnbError:
-    """The bpfnb error for an OSError a map syscall raised."""
-    make = _BY_ERRNO.get(err.errno or 0)
-    if make is not None:
-        return make(ctx)
-    return MapError(f"{ctx.op} on {ctx.where} failed: "
-                    f"{os.strerror(err.errno or 0)} (errno {err.errno})")
+def translate(err: OSError, ctx: OpContext | str) -> BpfnbError:
+    """The bpfnb error for an OSError a bpf(2) call raised: `ctx` is the map element
+    operation, or (a string) what an object operation tried to do."""
+    row = TABLE.get(err.errno or 0)
+    reason = f"{os.strerror(err.errno or 0)} (errno {err.errno})"
+    if isinstance(ctx, str):
+        if row is not None and row[1] is not None:
+            return row[1](ctx)
+        return BpfnbError(f"could not {ctx}: {reason}")
+    if row is not None:
+        return row[0](ctx)
+    return MapError(f"{ctx.op} on {ctx.where} failed: {reason}")

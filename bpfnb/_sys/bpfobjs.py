@@ -1,59 +1,37 @@
-"""bpf(2) commands the machine inventory needs beyond bpfsys: BTF and link objects by id,
-BPF_TASK_FD_QUERY, object ids, fdinfo, and fds that close themselves.
+"""The kernel's BPF objects by id (programs, maps, links, BTF): ids, fds that close
+themselves, fdinfo, BTF and link info, BPF_TASK_FD_QUERY.
 
-Functions raise OSError with the kernel's errno, like bpfsys; `translate` turns one into a
-bpfnb error that says what to do. (Candidates to merge into bpfsys.)
+Functions raise OSError with the kernel's errno, like bpfsys; `bpfnb._sys.errnos.translate`
+turns one into a bpfnb error that says what to do.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
 import enum
-import errno
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bpfnb._sys import bpfsys
-from bpfnb.errors import BpfnbError, MapError, PrivilegeError
-
-
-class ExtCmd(enum.IntEnum):
-    BTF_GET_FD_BY_ID = 19
-    TASK_FD_QUERY = 20
-    BTF_GET_NEXT_ID = 23
-    LINK_GET_FD_BY_ID = 30
-    LINK_GET_NEXT_ID = 31
+from bpfnb._sys.bpfattrs import BtfInfo, LinkInfo, TaskFdQueryAttr
 
 
 class Kind(enum.Enum):
-    """The three id spaces of loaded BPF objects, with their get-next-id / get-fd-by-id."""
+    """The four id spaces of loaded BPF objects, with their get-next-id / get-fd-by-id."""
 
     PROG = (bpfsys.Cmd.PROG_GET_NEXT_ID, bpfsys.Cmd.PROG_GET_FD_BY_ID)
     MAP = (bpfsys.Cmd.MAP_GET_NEXT_ID, bpfsys.Cmd.MAP_GET_FD_BY_ID)
-    LINK = (ExtCmd.LINK_GET_NEXT_ID, ExtCmd.LINK_GET_FD_BY_ID)
-    BTF = (ExtCmd.BTF_GET_NEXT_ID, ExtCmd.BTF_GET_FD_BY_ID)
+    LINK = (bpfsys.Cmd.LINK_GET_NEXT_ID, bpfsys.Cmd.LINK_GET_FD_BY_ID)
+    BTF = (bpfsys.Cmd.BTF_GET_NEXT_ID, bpfsys.Cmd.BTF_GET_FD_BY_ID)
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
 
-class BtfInfo(ct.Structure):
-    _fields_ = [("btf", ct.c_uint64), ("btf_size", ct.c_uint32), ("id", ct.c_uint32),
-                ("name", ct.c_uint64), ("name_len", ct.c_uint32), ("kernel_btf", ct.c_uint32)]
-
-
-class _TaskFdQueryAttr(ct.Structure):
-    _fields_ = [("pid", ct.c_uint32), ("fd", ct.c_uint32), ("flags", ct.c_uint32),
-                ("buf_len", ct.c_uint32), ("buf", ct.c_uint64), ("prog_id", ct.c_uint32),
-                ("fd_type", ct.c_uint32), ("probe_offset", ct.c_uint64),
-                ("probe_addr", ct.c_uint64)]
-
-
-LINK_INFO_SIZE = 128  # struct bpf_link_info is 64 bytes on 6.18; the tail must be zero
 _NAME_MAX = 4096
 
 # fds this process opens only for a moment (by id): a /proc scan must not count them as held
@@ -138,13 +116,9 @@ PERF_NAME_SLOT = (24, 32)           # uprobe file_name / kprobe func_name / trac
 PERF_NAMED_TYPES = frozenset({1, 2, 3, 4, 5})
 
 
-class _LinkInfo(ct.Structure):
-    _fields_ = [("raw", ct.c_ubyte * LINK_INFO_SIZE)]
-
-
 def link_info(fd: int) -> tuple[bytes, str]:
     """struct bpf_link_info as bytes, and the name string the link type reports (if any)."""
-    info = _LinkInfo()
+    info = LinkInfo()
     bpfsys.obj_info(fd, info)
     raw = bytes(info)
     link_type = int.from_bytes(raw[0:4], "little")
@@ -154,7 +128,7 @@ def link_info(fd: int) -> tuple[bytes, str]:
     if slot is None:
         return raw, ""
     name = ct.create_string_buffer(_NAME_MAX)
-    info = _LinkInfo()
+    info = LinkInfo()
     base = ct.addressof(info)
     ct.c_uint64.from_address(base + slot[0]).value = ct.addressof(name)
     ct.c_uint32.from_address(base + slot[1]).value = _NAME_MAX
@@ -178,33 +152,10 @@ class FdQuery:
 def task_fd_query(pid: int, fd: int) -> FdQuery | None:
     """The program attached to perf event fd `fd` of process `pid`, or None if none is."""
     buf = ct.create_string_buffer(_NAME_MAX)
-    attr = _TaskFdQueryAttr(pid=pid, fd=fd, buf_len=_NAME_MAX, buf=ct.addressof(buf))
+    attr = TaskFdQueryAttr(pid=pid, fd=fd, buf_len=_NAME_MAX, buf=ct.addressof(buf))
     try:
-        bpfsys.bpf(ExtCmd.TASK_FD_QUERY, attr)
+        bpfsys.bpf(bpfsys.Cmd.TASK_FD_QUERY, attr)
     except OSError:
         return None
     return FdQuery(attr.prog_id, attr.fd_type, buf.value.decode(errors="replace"),
                    attr.probe_offset, attr.probe_addr)
-
-
-# -- errors -------------------------------------------------------------------------------
-
-_ERRNO_ERRORS: dict[int, Callable[[str], BpfnbError]] = {
-    errno.EPERM: lambda what: PrivilegeError(
-        f"the kernel refused to {what} (EPERM): listing and opening BPF objects by id needs "
-        "CAP_SYS_ADMIN; run the notebook kernel as root"),
-    errno.EACCES: lambda what: PrivilegeError(
-        f"the kernel refused to {what} (EACCES): check the file's permissions and run the "
-        "notebook kernel as root"),
-    errno.ENOENT: lambda what: MapError(
-        f"could not {what}: it does not exist (any more); list what there is with "
-        "bpfnb.maps(), bpfnb.programs() or bpfnb.pinned()"),
-}
-
-
-def translate(e: OSError, what: str) -> BpfnbError:
-    """A bpfnb error for an OSError from a bpf(2) call that tried to `what`."""
-    make = _ERRNO_ERRORS.get(e.errno or 0)
-    if make is not None:
-        return make(what)
-    return BpfnbError(f"could not {what}: {e.strerror or e} (errno {e.errno})")
