@@ -109,13 +109,13 @@ def top(every: float = 1.0, **kwargs: Any) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext bpfnb`: register the %%bpf magics."""
-    from bpfnb.jupyter.magics import load_extension
+    from bpfnb.jupyter.extension import load_extension
 
     load_extension(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext bpfnb`: detach and free every program the notebook holds."""
-    from bpfnb.jupyter.magics import unload_extension
+    from bpfnb.jupyter.extension import unload_extension
 
     unload_extension(ipython)
