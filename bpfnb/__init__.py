@@ -97,6 +97,8 @@ def __getattr__(name: str) -> Any:
         from bpfnb.render import plot
 
         return plot
+    if name == "fleet":  # bpfnb.fleet(client): a callable package; imports ipyparallel now
+        return __import__("bpfnb.fleet", fromlist=["Fleet"])
     raise AttributeError(f"module 'bpfnb' has no attribute {name!r}")
 
 

@@ -848,5 +848,6 @@ def live_view(mapview: MapView, every: float = 1.0, top: int = 20, sort_by: str 
     plain IPython the same source) closes the old view and drops its history.
     """
     _hook_cell_reruns()
-    return LiveView(mapview, every=every, top=top, sort_by=sort_by, rate=rate,
-                    per_cpu=per_cpu, plot=plot, tag=_cell_tag(), **options)
+    cls = options.pop("view_class", LiveView)   # a LiveView subclass (bpfnb.fleet)
+    return cls(mapview, every=every, top=top, sort_by=sort_by, rate=rate,
+               per_cpu=per_cpu, plot=plot, tag=_cell_tag(), **options)

@@ -1,0 +1,184 @@
+"""bpfnb.fleet on a real local ipyparallel cluster: 3 engines (root, this venv), each in its
+own UTS namespace with its own hostname, so the host labels differ. Engines on one machine
+share one kernel: every host's program sees every host's workload, so host h's row for
+engine i's workload pid holds N_i on every h, and summing across hosts gives 3 * N_i."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import bpfnb
+from bpfnb.fleet import engine
+from bpfnb.testing import hosts
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags
+
+ipp = pytest.importorskip("ipyparallel", reason="pip install 'bpfnb[test]' (ipyparallel)")
+pytestmark = pytest.mark.slow
+
+COMM = "bpfnb-fleet"
+N = {0: 1_100, 1: 2_300, 2: 3_700}     # engine id -> getpid calls its workload makes
+SOURCE = """
+BPF_HASH(counts, u32, u64);
+BPF_HISTOGRAM(dist, int, 64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    counts.increment(pid);
+    dist.increment(bpf_log2l(pid));
+    return 0;
+}
+""".replace("COMM_FILTER", COMM_FILTER)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = bpfnb.skip_reason("tracepoint")
+    if reason:
+        pytest.skip(reason)
+    with hosts.local_cluster(3, prefix="fleet-host-") as rc:
+        pids = list(rc[:].apply_sync(os.getpid))
+        yield rc
+    assert not [p for p in pids if hosts._alive(p)], "engines outlived the cluster"
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster):
+    return bpfnb.fleet(cluster, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def loaded(fleet):
+    fp = fleet.load(SOURCE, name="fleetcount", cflags=comm_cflags(COMM))
+    pids = fleet.run(hosts.getpid_workload, {f"fleet-host-{i}": n for i, n in N.items()}, COMM)
+    yield fp, {f"fleet-host-{i}": pids[f"fleet-host-{i}"] for i in N}
+    fp.close()
+
+
+def test_hosts_are_labelled_by_hostname(fleet) -> None:
+    hosts = fleet.hosts
+    assert list(hosts["host"]) == ["fleet-host-0", "fleet-host-1", "fleet-host-2"]
+    assert list(hosts["engine"]) == [0, 1, 2]
+    assert set(hosts["kernel"]) == {os.uname().release}
+    assert set(hosts["bpfnb"]) == {bpfnb.__version__}
+    assert hosts["ok"].all()
+
+
+def test_load_status_and_merged_df(loaded) -> None:
+    fp, pids = loaded
+    status = fp.status
+    assert list(status["host"]) == list(pids) and status["ok"].all()
+    assert (status["error"] == "").all()
+    df = fp["counts"].df()
+    assert list(df.columns) == ["host", "key", "value"]
+    assert df["value"].dtype == np.uint64
+    for host in pids:               # every host sees every workload: one kernel
+        for i, other in enumerate(pids):
+            got = df[(df["host"] == host) & (df["key"] == pids[other])]["value"]
+            assert got.tolist() == [N[i]], (host, other)
+    summed = fp["counts"].df(by_host=False)
+    assert list(summed.columns) == ["key", "value"]
+    for i, host in enumerate(pids):
+        assert summed[summed["key"] == pids[host]]["value"].tolist() == [3 * N[i]]
+
+
+def test_top_n_is_ranked_on_each_host(loaded) -> None:
+    fp, pids = loaded
+    top = fp["counts"].df(top=1)
+    assert sorted(top["host"]) == sorted(pids)
+    assert set(top["key"]) == {pids["fleet-host-2"]} and set(top["value"]) == {N[2]}
+    assert top.attrs["entries"] == 3
+    assert fp["counts"].status["entries"].tolist() == [3, 3, 3]
+
+
+def test_hist_merge_is_the_sum_of_host_histograms(loaded) -> None:
+    fp, pids = loaded
+    per_host = fp["dist"].hist(by_host=True)
+    merged = fp["dist"].hist()
+    assert set(per_host["host"]) == set(pids)
+    expect = per_host.groupby(["low", "high"], as_index=False)["count"].sum()
+    assert merged[["low", "high"]].values.tolist() == expect[["low", "high"]].values.tolist()
+    assert merged["count"].astype(int).tolist() == expect["count"].astype(int).tolist()
+    assert int(merged["count"].sum()) == 3 * sum(N.values())
+    one = per_host[per_host["host"] == "fleet-host-0"]
+    assert int(one["count"].sum()) == sum(N.values())
+    assert bpfnb.plot  # registers the df.bpf accessor
+    p = merged.bpf.percentiles([50])
+    assert np.isfinite(p[50.0])
+
+
+def test_recording_keeps_the_host_column(loaded, tmp_path) -> None:
+    fp, _ = loaded
+    bpfnb.record(fp, tmp_path / "fleet.zip", count=1)
+    replayed = bpfnb.replay(tmp_path / "fleet.zip")
+    df = replayed["counts"].df()
+    live = fp["counts"].df()
+    key = ["host", "key"]
+    assert df.sort_values(key)[[*key, "value"]].values.tolist() == \
+        live.sort_values(key)[[*key, "value"]].values.tolist()
+
+
+def test_live_view_ranks_on_hosts_and_shows_each_host(loaded) -> None:
+    fp, pids = loaded
+    view = fp["counts"].live(every=0.2, top=2, start=False)
+    try:
+        frame = view.frame()
+        assert sorted(frame["host"].unique()) == sorted(pids)
+        assert len(frame) == 6          # each host sent its top 2 of 3 keys
+        assert set(frame["key"]) == {pids["fleet-host-1"], pids["fleet-host-2"]}
+        assert all(f"✓ {h}" in view._status.value for h in pids)
+    finally:
+        view.close()
+
+
+def test_profile_has_the_host_as_root(fleet) -> None:
+    stacks = fleet.profile(duration=1, hz=49)
+    assert stacks.hosts == ["fleet-host-0", "fleet-host-1", "fleet-host-2"]
+    assert set(stacks.df()["comm"]) <= set(stacks.hosts)
+    assert stacks.total == sum(stacks.host(h).total for h in stacks.hosts)
+    assert stacks.status["ok"].all()
+
+
+def test_run_keys_results_by_host(fleet) -> None:
+    got = fleet.run(os.getpid)
+    assert list(got) == list(fleet.hosts["host"])
+    assert [got[h] for h in got] == list(fleet.hosts["pid"])
+
+
+def test_close_leaves_nothing_attached(fleet) -> None:
+    before = fleet.run(hosts.holding)
+    fp = fleet.load(SOURCE, name="fleetclose", cflags=comm_cflags(COMM))
+    during = fleet.run(hosts.holding)
+    assert all(during[h] == before[h] + 1 for h in before), (before, during)
+    assert all("fleetclose" in names for names in fleet.run(engine.held).values())
+    closed = fp.close()
+    assert closed["ok"].all()
+    assert fleet.run(hosts.holding) == before
+    assert all("fleetclose" not in names for names in fleet.run(engine.held).values())
+    with pytest.raises(bpfnb.ProgramClosedError):
+        fp["counts"].df()
+
+
+def test_killed_engine_fails_alone(fleet, loaded) -> None:   # last: it kills an engine
+    fp, pids = loaded
+    victim = fleet.hosts.iloc[1]
+    os.kill(int(victim["pid"]), signal.SIGKILL)
+    start = time.monotonic()
+    df = fp["counts"].df()
+    assert time.monotonic() - start < 35
+    status = fp.status.set_index("host")
+    assert not status.loc["fleet-host-1", "ok"] and status.loc["fleet-host-1", "error"]
+    assert status.loc["fleet-host-0", "ok"] and status.loc["fleet-host-2", "ok"]
+    assert sorted(set(df["host"])) == ["fleet-host-0", "fleet-host-2"]
+    got = df[(df["host"] == "fleet-host-0") & (df["key"] == pids["fleet-host-2"])]["value"]
+    assert got.tolist() == [N[2]]
+    closed = fp.close(timeout=10)
+    assert closed.set_index("host")["ok"].to_dict() == {
+        "fleet-host-0": True, "fleet-host-1": False, "fleet-host-2": True}
+    alive = {h: v for h, v in fleet.run(hosts.holding, timeout=10).items()
+             if not isinstance(v, bpfnb.BpfnbError)}
+    assert alive == {"fleet-host-0": 0, "fleet-host-2": 0}
