@@ -325,3 +325,151 @@ def test_replay_refuses_damaged_records() -> None:
                  "messages": [{"type": 3}]}):
         with pytest.raises(ReplayError):
             BpftraceProgram.replay(bad)
+
+
+# -- the %%bpftrace magic, notebook recordings, live views ---------------------------------
+
+@pytest.fixture(scope="module")
+def ip(shell):
+    from bpfnb.jupyter import bpftrace_magic
+
+    if "BpftraceMagics" not in shell.magics_manager.registry:
+        bpftrace_magic.register(shell)
+    yield shell
+    bpftrace_magic.unregister(shell)
+
+
+GETPIDS = (f'BEGIN {{ printf("arg %d\\n", $1); }}\n'
+           f'tracepoint:syscalls:sys_enter_getpid /comm == "{COMM}"/ {{\n'
+           '  @c[comm, pid] = count(); printf("getpid %d\\n", pid);\n}')
+
+
+def test_magic_binds_name_shows_output_live_and_replaces(ip, capsys) -> None:
+    result = ip.run_cell(f"%%bpftrace bt_magic -- 7\n{GETPIDS}")
+    assert result.success, result.error_in_exec
+    first = ip.user_ns["bt_magic"]
+    assert isinstance(first, BpftraceProgram) and first.running and first.name == "bt_magic"
+    pid = workload.getpid(3, comm=COMM)
+    deadline = time.monotonic() + 5  # the output area is updated as lines arrive
+    while capsys.readouterr().out.count(f"getpid {pid}") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.output == "arg 7\n" + f"getpid {pid}\n" * 3
+    assert ip.run_cell(f"%%bpftrace bt_magic --duration 0.5 -- 1\n{GETPIDS}").success
+    second = ip.user_ns["bt_magic"]
+    assert second is not first and not first.running  # re-running the cell replaces it
+    assert second.wait(10) == 0 and second.output == "arg 1\n"
+    assert first["@c"].df().to_dict("list") == {"comm": [COMM], "pid": [pid], "value": [3]}
+    del ip.user_ns["bt_magic"]
+
+
+def test_magic_errors_count_lines_from_the_magic_line(ip) -> None:
+    result = ip.run_cell("%%bpftrace bt_bad\nBEGIN {\n  @x = count(;\n}")
+    err = result.error_in_exec
+    assert isinstance(err, CompileError) and err.diagnostics[0][:2] == (3, 8), err
+    assert "line 3, column 8" in str(err) and "@x = count(;" in str(err)
+    result = ip.run_cell("%%bpftrace bt_bad\nBEGIN { }\n\ntracepoint:syscalls:sys_enter_opnat {}")
+    assert isinstance(result.error_in_exec, UnknownTargetError)
+    assert "(line 4)" in str(result.error_in_exec)
+    assert "sys_enter_openat" in str(result.error_in_exec)
+    assert "bt_bad" not in ip.user_ns
+
+
+def test_magic_refuses_names_of_other_values_and_bad_options(ip) -> None:
+    from IPython.core.error import UsageError
+
+    ip.user_ns["bt_taken"] = 5
+    for line in ("bt_taken", "len", "_", "class", "bt_x --duration -1", "bt_x --duration nan",
+                 "bt_x --fallback a --replay b"):
+        with pytest.raises(UsageError):
+            ip.run_cell_magic("bpftrace", line, "BEGIN { }")
+    assert ip.user_ns["bt_taken"] == 5 and "bt_x" not in ip.user_ns
+    del ip.user_ns["bt_taken"]
+
+
+def _notebook(rec: Path) -> list[str]:
+    return [f"%%bpftrace bt_nb --fallback {rec} -- 5\n{GETPIDS}\n"
+            "tracepoint:syscalls:sys_enter_getpid /comm == \"" + COMM + "\"/ "
+            "{ @h = hist(pid); }",
+            f"%%recorded\npid = getpid(41, comm={COMM!r})\nbt_nb.stop()",
+            "c = bt_nb['@c'].df()\nh = bt_nb['@h'].hist()\nout = bt_nb.output"]
+
+
+def test_notebook_records_then_replays_without_bpf(ip, tmp_path, monkeypatch,
+                                                   capsys) -> None:
+    ip.user_ns["getpid"] = workload.getpid
+    rec = tmp_path / "recordings" / "bt"
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    for cell in _notebook(rec):
+        result = ip.run_cell(cell)
+        assert result.success, (cell, result.error_in_exec)
+    live = {k: ip.user_ns.pop(k) for k in ("pid", "c", "h", "out")}
+    assert "recording to" in capsys.readouterr().out
+    assert sorted(p.name for p in rec.iterdir()) == ["bt_nb.bpftrace.zip", "cells.zip"]
+    assert live["c"]["value"].tolist() == [41] and live["h"]["count"].sum() == 41
+    monkeypatch.delenv("BPFNB_RECORD")
+    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
+    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
+    for cell in _notebook(rec):
+        result = ip.run_cell(cell)
+        assert result.success, (cell, result.error_in_exec)
+    out = capsys.readouterr().out
+    assert "needs CAP_BPF" in out and f"getpid {live['pid']}" in out  # its output, shown
+    replayed = ip.user_ns["bt_nb"]
+    assert isinstance(replayed, BpftraceProgram) and not replayed.running
+    assert ip.user_ns["pid"] == live["pid"] and ip.user_ns["out"] == live["out"]
+    for k in ("c", "h"):
+        assert ip.user_ns[k].to_dict("list") == live[k].to_dict("list")
+    for k in ("pid", "c", "h", "out", "bt_nb", "getpid"):
+        ip.user_ns.pop(k)
+
+
+def test_recording_file_refuses_damaged_and_oversized(tmp_path, monkeypatch) -> None:
+    import zipfile
+
+    from bpfnb.bpftrace import recordfile
+    from bpfnb.data import safezip
+
+    with bpftrace("BEGIN { @x = 7; @h = hist(5); exit(); }") as prog:
+        prog.wait(10)
+    path = recordfile.save(prog, tmp_path / "ok.bpftrace.zip")
+    assert recordfile.load(path)["@x"].df()["value"].tolist() == [7]
+    record = prog.record()
+    bad_maps = [{"type": "map", "data": {"@x": [1, 2]}}, {"type": "hist", "data": {"@h": 3}},
+                {"type": "hist", "data": {"@h": [{"min": "x"}]}}]
+    for i, msg in enumerate(bad_maps):
+        damaged = tmp_path / f"bad{i}.bpftrace.zip"
+        with zipfile.ZipFile(damaged, "w") as zf:
+            zf.writestr(recordfile.ENTRY, json.dumps({**record, "messages": [msg]}))
+        with pytest.raises(ReplayError, match="record"):
+            recordfile.load(damaged)
+    (tmp_path / "junk.bpftrace.zip").write_bytes(b"not a zip")
+    for name in ("junk.bpftrace.zip", "missing.bpftrace.zip"):
+        with pytest.raises(ReplayError):
+            recordfile.load(tmp_path / name)
+    monkeypatch.setattr(safezip.LIMITS, "max_entry", 100)
+    with pytest.raises(safezip.ZipLimitError):
+        recordfile.load(path)
+
+
+def test_live_view_of_a_hist_map_draws_the_histogram() -> None:
+    pytest.importorskip("bpfnb.live.widgets", reason="the live view needs ipywidgets")
+    script = (f'tracepoint:syscalls:sys_enter_getpid /comm == "{COMM}"/ '
+              "{ @h = hist(pid); @c = count(); }")
+    with bpftrace(script) as prog:
+        pid = workload.getpid(200, comm=COMM)
+        view = prog["@h"].live(every=0.05)
+        bars = prog["@c"].live(every=0.05)
+        try:
+            assert (view.spec.kind, bars.spec.kind) == ("hist", "bars")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                frame = view.frame()
+                if len(frame) and frame["count"].tolist() == [200]:
+                    break
+                time.sleep(0.05)
+        finally:
+            view.stop()
+            bars.stop()
+    low = 1 << (pid.bit_length() - 1)
+    assert frame[["low", "high", "count"]].to_dict("list") == {
+        "low": [low], "high": [2 * low - 1], "count": [200]}

@@ -137,28 +137,31 @@ class BpftraceMap:
         if self.histogram:
             keys += ["low", "high"]
         t = int(df.attrs["read_ns"])
-        return Snapshot(_record(df, keys or None), _record(df, values), t, 0,
+        return Snapshot(_record(df, keys or None), _record(df, values, self.histogram), t, 0,
                         str(df.attrs["source"]))
 
     def attrs(self, snap: Snapshot, entries: int) -> dict[str, Any]:
         return {"map": self.name, "type": self.info.type, "read_ns": snap.time_ns,
+                "kind": "linear" if self.decl.function == "lhist" else "log2",
                 "read_duration_ns": 0, "entries": entries, "max_entries": 0, "fill": 0.0,
                 "read_method": snap.method}
 
     def live(self, every: float = 1.0, top: int = 20, **options: Any) -> Any:
-        """A live-refreshing table and bar plot of df() (needs ipywidgets)."""
+        """A live-refreshing table and plot of df() (needs ipywidgets): the kit's histogram
+        plot for hist()/lhist() maps (percentile lines, a section per key), bars otherwise."""
         from bpfnb.live.widgets import live_view
 
-        options.setdefault("plot", "bars")
+        options.setdefault("plot", "hist" if self.histogram else "bars")
         return live_view(self, every=every, top=top, **options)  # type: ignore[arg-type]
 
 
-def _record(df: pd.DataFrame, cols: list[str] | None) -> np.ndarray:
-    """Columns as one numpy array (a structured one for several; str as bytes)."""
+def _record(df: pd.DataFrame, cols: list[str] | None, named: bool = False) -> np.ndarray:
+    """Columns as one numpy array (a structured one for several, or with `named`; str as
+    bytes)."""
     if cols is None:  # a map without keys
         return np.zeros(len(df), dtype=np.dtype([("key", "S1")]))["key"]
     arrays = [_column(df[c]) for c in cols]
-    if len(arrays) == 1:
+    if len(arrays) == 1 and not named:
         return arrays[0]
     out = np.empty(len(df), dtype=[(c, a.dtype) for c, a in zip(cols, arrays)])
     for c, a in zip(cols, arrays):

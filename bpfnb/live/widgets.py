@@ -82,6 +82,15 @@ def parse_plot(spec: str, mapview: MapView, rate: bool) -> PlotSpec:
     return PlotSpec(kind, linear)
 
 
+def _buckets_as_read(df: pd.DataFrame) -> pd.DataFrame:
+    """A map read as buckets already (bpftrace's hist()/lhist(): `low`, `high` keys, a
+    `count` value) as the histogram frame: the other key columns are its sections."""
+    out = df.copy()
+    out.attrs.update(key_columns=[c for c in df.attrs.get("key_columns", [])
+                                  if c not in ("low", "high")], value_columns=["count"])
+    return out
+
+
 # -- formatting -----------------------------------------------------------------------------
 
 def _fmt(value: Any) -> str:
@@ -458,7 +467,8 @@ class LiveView(W.VBox):
         else:
             record = frames.frame(snap.keys, snap.values, attrs)
         if self.hist_mode:
-            record = frames.hist_frame(record, linear=self.spec.linear)
+            record = (_buckets_as_read(record) if {"low", "high"} <= set(record.columns)
+                      else frames.hist_frame(record, linear=self.spec.linear))
         else:
             record = record.copy()           # read buffers are reused by the next read
         if long is not None:
