@@ -11,9 +11,15 @@ from bpfnb.jupyter import bpf_cell, bpf_line
 from bpfnb.jupyter.state import NotebookState
 
 INTRO = """\
-bpfnb's magics. `%%bpf NAME` compiles, loads and attaches the BPF C program in the cell and
-binds it to NAME; `%bpf COMMAND` lists, stops, traces and records programs. Also here:
-%%recorded, %bpf_profile, %bpf_offcpu, %bpf_doctor and %%bpftrace (each has its own `?`)."""
+bpfnb's magics; each has a section below with its options and an example.
+  %%bpf NAME [options]      compile, load and attach the cell's BPF C program; bind NAME
+  %bpf ls | stop | log | record | fallback | trace | probes ...   manage programs
+  %%recorded                a cell that drives the kernel, recorded and replayed
+  %bpf_profile, %bpf_offcpu on-CPU samples / off-CPU time by stack, as a flame graph
+  %bpf_doctor               what loads and attaches here, and how to fix what does not
+  %%bpftrace NAME [--duration S] [-- ARGS]   a bpftrace script in the background; e.g.
+      %%bpftrace calls --duration 10
+      tracepoint:syscalls:sys_enter_getpid { @n[comm] = count(); }"""
 
 
 @magics_class
