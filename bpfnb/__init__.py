@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from bpfnb import bpftrace  # bpfnb.bpftrace(script): %%bpftrace's engine
 from bpfnb.backends.bcc import AttachPoint, Usdt
 from bpfnb.doctor import DoctorReport, doctor, skip_reason
 from bpfnb.errors import (
@@ -71,7 +70,6 @@ __all__ = [
     "UnknownTargetError",
     "Usdt",
     "VerifierError",
-    "bpftrace",
     "close_all",
     "doctor",
     "links",

@@ -91,7 +91,7 @@ def test_top_n_is_ranked_on_each_host(loaded) -> None:
     top = fp["counts"].df(top=1)
     assert sorted(top["host"]) == sorted(pids)
     assert set(top["key"]) == {pids["fleet-host-2"]} and set(top["value"]) == {N[2]}
-    assert top.attrs["entries"] == 3
+    assert top.attrs["entries"] == 9      # keys on all hosts; 3 travelled
     assert fp["counts"].status["entries"].tolist() == [3, 3, 3]
 
 
@@ -133,6 +133,31 @@ def test_live_view_ranks_on_hosts_and_shows_each_host(loaded) -> None:
         assert all(f"✓ {h}" in view._status.value for h in pids)
     finally:
         view.close()
+
+
+EVENTS = """
+struct event { u32 pid; u32 seq; };
+BPF_RINGBUF_OUTPUT(events, 64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    struct event e = {.pid = bpf_get_current_pid_tgid() >> 32, .seq = 0};
+    events.ringbuf_output(&e, sizeof(e), 0);
+    return 0;
+}
+""".replace("COMM_FILTER", COMM_FILTER)
+
+
+def test_events_merge_with_a_host_column(fleet) -> None:
+    fp = fleet.load(EVENTS, name="fleetevents", cflags=comm_cflags("bpfnb-fleet-ev"))
+    try:
+        n = {f"fleet-host-{i}": v // 10 for i, v in N.items()}
+        pids = fleet.run(hosts.getpid_workload, n, "bpfnb-fleet-ev")
+        df = fp.events(duration=0.5)
+        assert df.columns[0] == "host"
+        got = df.groupby(["host", "pid"]).size().to_dict()
+        assert got == {(h, pids[o]): n[o] for h in n for o in n}
+    finally:
+        fp.close()
 
 
 def test_profile_has_the_host_as_root(fleet) -> None:

@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,24 @@ class _Host:
     error: str = ""
     seconds: float = 0.0
     maps: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Part:
+    """One host's answer to a read."""
+
+    host: str
+    keys: np.ndarray
+    values: np.ndarray
+    time_ns: int
+    duration_ns: int
+
+
+def _snapshot(parts: list[_Part], keys_: np.ndarray, values: np.ndarray) -> Snapshot:
+    """A Snapshot of merged arrays, timed by the latest host and the slowest read."""
+    t = max((p.time_ns for p in parts), default=time.time_ns())
+    took = max((p.duration_ns for p in parts), default=0)
+    return Snapshot(keys_, values, t, took, "fleet")
 
 
 class FleetProgram:
@@ -268,11 +286,10 @@ class FleetMap:
         return got
 
     # -- reading ----------------------------------------------------------------------
-    def read(self, top: int | None = None, sort: str | None = None) -> Snapshot:
-        """Every host's map now as one snapshot: keys carry a `host` field. `top`: each host
-        sends only its `top` largest rows by `sort` (a value field)."""
+    def _parts(self, top: int | None, sort: str | None) -> list[_Part]:
+        """Each answering host's (keys, values) as it sent them; `status` updated."""
         got = self._gather(engine.read, top, sort)
-        parts, values, t0, took, entries = [], [], [], 0, {}
+        parts, entries = [], {}
         for h, o in got.items():
             if not o.ok:
                 continue
@@ -282,18 +299,21 @@ class FleetMap:
                 self._mark(h, "its map layout differs from the first host's (another "
                               "kernel or bpfnb version?)")
                 continue
-            parts.append((h, k))
-            values.append(np.ascontiguousarray(v).view(np.uint8).reshape(
-                len(v), self.value_dtype.itemsize))
-            t0.append(time_ns)
-            took = max(took, duration_ns)
+            k = np.ascontiguousarray(k).view(np.uint8).view(self.base_key_dtype)
+            v = np.ascontiguousarray(v).view(np.uint8).view(self.value_dtype)
+            parts.append(_Part(h, k, v, time_ns, duration_ns))
             entries[h] = n
-        merged = keys.merge(parts, self.base_key_dtype)
-        raw = np.concatenate(values) if values else np.zeros((0, self.value_dtype.itemsize),
-                                                             np.uint8)
-        vals = raw.view(self.value_dtype).reshape(len(merged))
         self.status = status_frame(got, entries=entries)
-        return Snapshot(merged, vals, max(t0) if t0 else time.time_ns(), took, "fleet")
+        return parts
+
+    def read(self, top: int | None = None, sort: str | None = None) -> Snapshot:
+        """Every host's map now as one snapshot: keys carry a `host` field. `top`: each host
+        sends only its `top` largest rows by `sort` (a value field)."""
+        parts = self._parts(top, sort)
+        merged = keys.merge([(p.host, p.keys) for p in parts], self.base_key_dtype)
+        vals = (np.concatenate([p.values for p in parts]) if parts
+                else np.zeros(0, self.value_dtype))
+        return _snapshot(parts, merged, vals)
 
     def _mark(self, host: str, error: str) -> None:
         self._prog._hosts[host].error = error
@@ -307,15 +327,25 @@ class FleetMap:
 
     def df(self, by_host: bool = True, top: int | None = None,
            sort: str | None = None) -> pd.DataFrame:
-        """The map on every host: `host` first, then the key and value columns. `top`: the
-        `top` largest rows of each host (ranked on the host). by_host=False sums the values
-        of each key across hosts (from full maps, so the sums are exact)."""
-        snap = self.read(top=top if by_host else None, sort=sort)
-        df = frames.frame(snap.keys, snap.values, self.attrs(snap, len(snap.keys)))
-        host = self.host_column
-        kcols = [c for c in df.attrs["key_columns"] if c != host]
-        df = df[[host, *kcols, *df.attrs["value_columns"]]]
-        df.attrs["key_columns"] = [host, *kcols]
+        """The map on every host: `host` first (a categorical), then the key and value
+        columns. `top`: the `top` largest rows of each host (ranked on the host).
+        by_host=False sums each key's values across hosts (from full maps: exact sums)."""
+        parts = self._parts(top if by_host else None, sort)
+        snap = _snapshot(parts, np.zeros(0, self.base_key_dtype),
+                         np.zeros(0, self.value_dtype))
+        each = [frames.frame(p.keys, p.values, {}) for p in parts]
+        if not each:
+            each = [frames.frame(snap.keys, snap.values, {})]
+        df = pd.concat(each, ignore_index=True) if len(each) > 1 else each[0]
+        hosts = [p.host for p in parts]
+        codes = np.repeat(np.arange(len(parts), dtype=np.int32), [len(p.keys) for p in parts])
+        host: Any = pd.Categorical.from_codes(codes, categories=cast(Any, hosts))
+        df.insert(0, self.host_column, host)
+        kcols, vcols = list(each[0].attrs["key_columns"]), list(each[0].attrs["value_columns"])
+        attrs: dict[Any, Any] = self.attrs(snap, int(self.status["entries"].sum()))
+        attrs.update(enums=each[0].attrs.get("enums", {}),
+                     key_columns=[self.host_column, *kcols], value_columns=vcols)
+        df.attrs = attrs
         if by_host:
             return df
         return _sum_hosts(df, kcols, top, sort)
