@@ -30,6 +30,7 @@ from bpfnb.errors import (
 from bpfnb.machine.external import ExternalMap, open_map, pin, pinned, unpin
 from bpfnb.machine.inventory import ProgramStats, links, maps, programs
 from bpfnb.map.view import MapInfo, MapView
+from bpfnb.profiler.offcpu import offcpu
 from bpfnb.profiler.profiling import profile, profile_source, stacks
 from bpfnb.profiler.stacks import Stacks
 from bpfnb.program.core import Program, close_all, load, open_programs
@@ -75,6 +76,7 @@ __all__ = [
     "links",
     "load",
     "maps",
+    "offcpu",
     "open_map",
     "open_programs",
     "pin",

@@ -54,7 +54,7 @@ def profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Stacks, dict[str,
     try:
         try:
             b = bcc.BPF(text=PROGRAM.encode(), cflags=[
-                f"-DFILTER_PID={proc.pid}", "-DUSER_STACKS=1", "-DKERNEL_STACKS=1"])
+                f"-Dfilter_pid={proc.pid}", "-Duser_stacks=1", "-Dkernel_stacks=1"])
         except Exception as e:  # bcc raises bare Exception
             pytest.skip(f"bcc could not compile the profiler: {e}")
         try:
@@ -94,7 +94,7 @@ def _share(folded: str, chain: str) -> int:
 
 def test_chains_in_order(profile: tuple[Stacks, dict[str, int]]) -> None:
     s, _ = profile
-    folded = s.folded()
+    folded = s.folded(modules=True)
     abc = _share(folded, "main [callchain];a [callchain];b [callchain];c [callchain]")
     xy = _share(folded, "main [callchain];x [callchain];y [callchain]")
     assert s.total >= 300, folded
@@ -104,7 +104,7 @@ def test_chains_in_order(profile: tuple[Stacks, dict[str, int]]) -> None:
 
 def test_proportion(profile: tuple[Stacks, dict[str, int]]) -> None:
     s, _ = profile
-    folded = s.folded()
+    folded = s.folded(modules=True)
     abc = _share(folded, ";a [callchain];b [callchain];c [callchain]")
     xy = _share(folded, ";x [callchain];y [callchain]")
     ratio = abc / (abc + xy)
@@ -123,7 +123,7 @@ def test_kernel_frames_are_kallsyms_names(profile: tuple[Stacks, dict[str, int]]
     assert real and all(f in names for f in real), real
     # the syscall chain: s enters the kernel with read(2) of /dev/zero
     assert any(";main [callchain];s [callchain];" in line and "vfs_read" in line
-               for line in s.folded().splitlines()), s.folded()
+               for line in s.folded(modules=True).splitlines()), s.folded()
     split = s.kernel_user_split()
     assert (split["samples"] > 0).all(), split
 

@@ -129,11 +129,31 @@ def test_lengths_must_match() -> None:
 
 
 def test_folded_round_trip_exact() -> None:
-    assert Stacks.from_folded(FOLDED).folded() == FOLDED
+    assert Stacks.from_folded(FOLDED).folded(modules=True) == FOLDED
     marked = "perl;main;read_[k];vfs_read_[k] 3\nperl;main;work 2\n"
     s = Stacks.from_folded(marked)
-    assert s.folded() == marked
+    assert s.folded(annotations=True) == marked
+    assert s.folded() == "perl;main;read;vfs_read 3\nperl;main;work 2\n"
     assert s.kernel_user_split()["samples"].tolist() == [2, 3]
+
+
+def test_folded_convention_plain_names() -> None:
+    s = Stacks.from_folded(FOLDED)
+    assert s.folded().splitlines()[1] == "callchain;main;a;b;c 30"
+    assert s.folded(annotations=True).splitlines()[0] == (
+        "bash;main;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k] 5")
+    df = pd.DataFrame({"pid": [7, 7], "comm": ["app", "app"], "kernel_frames": [1, 0],
+                       "frames": [["main [app]", "[unknown] 0x1f [libfoo.so]",
+                                   "[unknown] 0xffffffff81000000"],
+                                  ["main [app]", "operator[] [libc++.so]", "[unknown] 0x9"]],
+                       "count": [2, 3]})
+    assert Stacks(df).folded() == ("app;main;[libfoo.so];[unknown] 2\n"
+                                   "app;main;operator[];[unknown] 3\n")
+    bcc_d = Stacks.from_folded("a;main;read;-;ksys_read;vfs_read 4\n")  # bcc profile -d
+    assert bcc_d.df()["kernel_frames"].tolist() == [2]
+    assert bcc_d.folded(annotations=True) == "a;main;read;ksys_read_[k];vfs_read_[k] 4\n"
+    plain = Stacks.from_folded("a;main;work 1\n")  # no modules, no marks: user frames
+    assert plain.kernel_user_split()["samples"].tolist() == [1, 0]
 
 
 def test_folded_merges_and_sorts() -> None:
@@ -148,7 +168,7 @@ def test_folded_sums_processes_with_the_same_comm() -> None:
     df = pd.DataFrame({"pid": [1, 2, 1], "comm": ["w", "w", "w"],
                        "frames": [["f [m]"], ["f [m]"], ["f [m]"]], "count": [1, 2, 3]})
     s = Stacks(df)
-    assert len(s) == 2 and s.folded() == "w;f [m] 6\n"
+    assert len(s) == 2 and s.folded(modules=True) == "w;f [m] 6\n" and s.folded() == "w;f 6\n"
     assert s.by_process()[["pid", "samples"]].values.tolist() == [[1, 4], [2, 2]]
     with pytest.raises(ValueError, match="missing"):
         Stacks(df.drop(columns="count"))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
 
+from bpfnb.data import progress
 from bpfnb.errors import BpfnbError
 from bpfnb.map.view import MapView
+from bpfnb.profiler.programs import profiler_program
+from bpfnb.profiler.spawn import HeldCommand
 from bpfnb.profiler.stacks import Stacks
-from bpfnb.program.core import load
+from bpfnb.program.core import Program
 from bpfnb.symbols.symbolizer import Symbolizer
 
 _FIELDS = {
@@ -78,30 +80,73 @@ def stacks(counts: MapView, stack_map: MapView, *, pid: str | None = None,
 def profile(pid: int | None = None, command: Sequence[str] | None = None,
             duration: float = 5.0, hz: int = 99, kernel: bool = True,
             user: bool = True) -> Stacks:
-    """CPU profile by perf-event sampling: of one process (`pid`), of a `command` the
-    profiler starts (until it exits or `duration` passes), or of the whole machine."""
-    proc = subprocess.Popen(list(command)) if command else None
-    target = proc.pid if proc else (pid or 0)
-    cflags = [f"-DFILTER_PID={target}", f"-DUSER_STACKS={int(user)}",
-              f"-DKERNEL_STACKS={int(kernel)}"]
-    sym = Symbolizer()
+    """CPU profile by perf-event sampling: of one process (`pid`), of a `command` (until it
+    exits or `duration` passes), or of the whole machine.
+
+    A command is held before `exec` until the sampler is attached to it, as `perf record --
+    CMD` does, so it is profiled from its first instruction. Progress shows while it runs;
+    Ctrl-C ends it early with what was collected. `info` on the result holds the
+    command's exit status and CPU time.
+    """
+    held = HeldCommand(command) if command else None
     try:
-        with load(profile_source(), name="profile", cflags=cflags, attach=False) as prog:
+        with profiler_program(held.pid if held else (pid or 0), user=user,
+                              kernel=kernel) as prog:
             prog.attach_perf_event("on_sample", sample_freq=hz)
-            deadline = time.monotonic() + duration
-            while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-                _snapshot_seen(prog["counts"], sym)  # keep maps of processes that exit
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-            label = " ".join(command) if command else (f"pid {pid}" if pid else "all")
-            return stacks(prog["counts"], prog["stack_traces"], symbolizer=sym,
-                          name=f"profile {label}", user=user, kernel=kernel)
+            out = collect(prog, held, duration, label_of("profile", pid, command),
+                          user=user, kernel=kernel)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        if held is not None:
+            held.stop()
+    out.hz = hz
+    if held is not None:
+        out.info.update(exit_status=held.status, cpu_time=held.cpu_time)
+    return out
 
 
-def _snapshot_seen(counts: MapView, sym: Symbolizer) -> None:
-    for p in np.unique(counts.read().keys["pid"]):
-        if int(p) not in sym.processes:
-            sym.snapshot_process(int(p))
+def label_of(kind: str, pid: int | None, command: Sequence[str] | None) -> str:
+    return f"{kind} " + (" ".join(map(str, command)) if command else
+                         (f"pid {pid}" if pid else "all"))
+
+
+def collect(prog: Program, held: HeldCommand | None, duration: float, label: str, *,
+            user: bool = True, kernel: bool = True, unit: str = "samples") -> Stacks:
+    """Run an attached stack collector (maps `counts` + `stack_traces`) for `duration` s
+    or until the held command exits, showing progress; Ctrl-C ends it early. Releases
+    the held command once attached; the caller detaches."""
+    sym = Symbolizer()
+    counts = prog["counts"]
+    watched = [held.pid] if held is not None else []
+
+    def tick() -> int:
+        keys, values = _read_counts(counts)
+        for p in watched:  # the command's maps, re-read as it execs and loads libraries
+            if sym.snapshot_process(p) is None:
+                watched.clear()
+        for p in np.unique(keys["pid"]).tolist():
+            if int(p) not in sym.processes:  # keep maps of processes that exit
+                sym.snapshot_process(int(p))
+        return int(values.sum())
+
+    if held is not None:
+        held.release()
+    started = time.monotonic()
+    interrupted = progress.wait(label, duration, tick, done=held.poll if held else _never,
+                                unit="µs off CPU" if unit == "us" else unit,
+                                step=0.1 if held else 0.25)
+    out = stacks(counts, prog["stack_traces"], symbolizer=sym, name=label, user=user,
+                 kernel=kernel)
+    out.unit = unit
+    out.info.update(duration=time.monotonic() - started, interrupted=interrupted)
+    if held is not None:
+        out.info.update(command=list(held.argv), pid=held.pid)
+    return out
+
+
+def _never() -> bool:
+    return False
+
+
+def _read_counts(counts: MapView) -> tuple[np.ndarray, np.ndarray]:
+    snap = counts.read()
+    return snap.keys, np.asarray(snap.values, dtype=np.int64)

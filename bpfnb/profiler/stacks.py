@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 import pandas as pd
 
+from bpfnb.data import safezip
+from bpfnb.data.arrow import decode_table, encode_frame, pyarrow_module
+from bpfnb.data.atomicfile import atomic_write
+from bpfnb.errors import ReplayError
+from bpfnb.profiler import folding, pprof
 from bpfnb.render import flame
 from bpfnb.symbols.symbolizer import Symbolizer
 
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
 
 StackMap = Union[Mapping[int, Any], tuple[Any, Any]]
 Key = tuple[int, str, tuple[str, ...], int]
-_KERNEL_MARK = "_[k]"
+_KERNEL_MARK = folding.KERNEL_MARK
 _STACKS_FORMAT = "bpfnb-stacks"
 
 
@@ -105,16 +110,42 @@ def infer_kernel_depth(frames: Sequence[str], marked: bool) -> int:
     return n
 
 
+def _kernel_split(frames: Sequence[str], marked: bool,
+                  suffixed: bool) -> tuple[tuple[str, ...], int]:
+    """Folded frames -> (frames without `_[k]` marks or `-` delimiter, kernel frame count)."""
+    if "-" in frames:  # bcc profile -d: user frames, "-", kernel frames
+        cut = frames.index("-")
+        frames = (*frames[:cut], *frames[cut + 1 :])
+        nk = len(frames) - cut
+    elif marked:
+        nk = infer_kernel_depth(frames, True)
+    elif suffixed:
+        return tuple(frames), infer_kernel_depth(frames, False)
+    else:
+        nk = 1 if frames and frames[-1].startswith("[missing kernel") else 0
+    cut = len(frames) - nk
+    out = tuple(f[: -len(_KERNEL_MARK)] if j >= cut and f.endswith(_KERNEL_MARK) else f
+                for j, f in enumerate(frames))
+    return out, nk
+
+
 class Stacks:
     """Counted stacks: one row per distinct (pid, comm, frames), frames root first."""
 
-    def __init__(self, df: pd.DataFrame | None = None, *, name: str = "") -> None:
+    def __init__(self, df: pd.DataFrame | None = None, *, name: str = "",
+                 unit: str = "samples", hz: int = 0) -> None:
         """From a DataFrame with columns pid, comm, frames (list of str), count.
 
         An optional `kernel_frames` column says how many frames at the leaf end are
-        kernel frames; without it they are inferred from the frame strings.
+        kernel frames; without it they are inferred from the frame strings. `unit` says
+        what a count is ("samples", or "us" for off-CPU time); `hz` is the sampling rate
+        where known. `info` holds what the collector knew (command, exit status, CPU time).
         """
         self.name = name
+        self.unit = unit
+        self.hz = int(hz)
+        self.info: dict[str, Any] = {}
+        self.mappings: dict[str, tuple[str, str]] = {}  # module -> (path, build id hex)
         counts: dict[Key, int] = {}
         if df is not None and len(df):
             missing = {"pid", "comm", "frames", "count"} - set(df.columns)
@@ -186,7 +217,10 @@ class Stacks:
                 k = (missing_frame("kernel", int(kids[i])),) if kids[i] < 0 else k
             key = (p, comms[i], u + k, len(k))
             out[key] = out.get(key, 0) + int(counts_in[i])
-        return cls._from_counts(out, name)
+        result = cls._from_counts(out, name)
+        files = getattr(sym, "module_files", None)
+        result.mappings = files() if callable(files) else {}
+        return result
 
     @staticmethod
     def _missing_or_empty(kind: str, sid: int) -> tuple[str, ...]:
@@ -233,11 +267,13 @@ class Stacks:
         return out
 
     @classmethod
-    def from_folded(cls, text: str, *, name: str = "") -> Stacks:
-        """From folded text: `comm;frame;...;frame count` per line (pid unknown: -1).
+    def from_folded(cls, text: str, *, name: str = "", unit: str = "samples") -> Stacks:
+        """From folded text: `comm;frame;...;frame count` per line (pid unknown: -1), as
+        flamegraph.pl, bcc's `profile -f` and stackcollapse-perf write it.
 
-        Kernel frames are those marked `_[k]` if any frame is; else the trailing
-        frames without a ` [module]` suffix.
+        Kernel frames are those marked `_[k]` (the mark is dropped) or those after bcc's
+        `-` delimiter; else the trailing frames without a ` [module]` suffix, where any
+        frame of the text has one; in plain text without either, none.
         """
         rows: list[tuple[tuple[str, ...], int]] = []
         for no, line in enumerate(text.splitlines(), 1):
@@ -252,12 +288,15 @@ class Stacks:
                 raise ValueError(f"folded line {no} has no stack: {line!r}")
             rows.append((tuple(stack.split(";")), c))
         marked = any(f.endswith(_KERNEL_MARK) for parts, _ in rows for f in parts[1:])
+        suffixed = any(f.endswith("]") and " [" in f for parts, _ in rows for f in parts[1:])
         out: dict[Key, int] = {}
         for parts, c in rows:
-            frames = parts[1:]
-            key = (-1, parts[0], frames, infer_kernel_depth(frames, marked))
+            frames, nk = _kernel_split(parts[1:], marked, suffixed)
+            key = (-1, parts[0], frames, nk)
             out[key] = out.get(key, 0) + c
-        return cls._from_counts(out, name)
+        s = cls._from_counts(out, name)
+        s.unit = unit
+        return s
 
     # ------------------------------------------------------------ data views
 
@@ -281,16 +320,21 @@ class Stacks:
         df.attrs.update(name=self.name, total=self.total)
         return df
 
-    def _folded_counts(self) -> dict[str, int]:
+    def _folded_counts(self, modules: bool = False,
+                       annotations: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
-        for comm, frames, c in zip(self._comm, self._frames, self._count.tolist()):
-            key = ";".join((comm, *frames))
+        for comm, frames, nk, c in zip(self._comm, self._frames, self._nk.tolist(),
+                                       self._count.tolist()):
+            key = folding.fold(comm, frames, nk, modules=modules, annotations=annotations)
             out[key] = out.get(key, 0) + c
         return out
 
-    def folded(self) -> str:
-        """Brendan Gregg's folded text: `comm;frame;...;frame count` lines, sorted."""
-        counts = self._folded_counts()
+    def folded(self, modules: bool = False, annotations: bool = False) -> str:
+        """Folded text as flamegraph.pl, bcc's `profile -f` and stackcollapse-perf write it:
+        `comm;frame;...;frame count` lines, sorted, plain symbol names (the module only for
+        frames without a symbol: `[libfoo.so]`). `modules=True` keeps `symbol [module]`;
+        `annotations=True` marks kernel frames `_[k]` (bcc's `profile -a`)."""
+        counts = self._folded_counts(modules, annotations)
         return "".join(f"{k} {counts[k]}\n" for k in sorted(counts))
 
     def by_process(self) -> pd.DataFrame:
@@ -374,11 +418,13 @@ class Stacks:
 
     # ------------------------------------------------------------ pictures
 
-    def _paths(self) -> tuple[list[tuple[str, ...]], list[list[int]]]:
+    def _paths(self, plain: bool = False) -> tuple[list[tuple[str, ...]], list[list[int]]]:
         paths, kinds = [], []
         for comm, st, nk in zip(self._comm, self._frames, self._nk.tolist()):
             cut = len(st) - nk
-            paths.append((comm, *st))
+            names = (tuple(folding.plain_frame(f, j >= cut) for j, f in enumerate(st))
+                     if plain else st)
+            paths.append((comm, *names))
             kinds.append([flame.COMM] + [_frame_kind(f, j >= cut) for j, f in enumerate(st)])
         return paths, kinds
 
@@ -389,7 +435,9 @@ class Stacks:
 
     def _title(self) -> str:
         label = f"{self.name}: " if self.name else ""
-        return f"{label}{self.total:,} samples"
+        if self.unit == "us":
+            return f"{label}{self.total / 1e6:,.3f} s off CPU"
+        return f"{label}{self.total:,} {self.unit}"
 
     def plot_flame(self, icicle: bool = False, ax: Axes | None = None,
                    title: str | None = None) -> Axes:
@@ -403,13 +451,34 @@ class Stacks:
         tree = self.flame_tree()
         colors = flame.hot_colors(tree)
         img = flame.png(tree, colors, icicle=icicle, title=self._title()) if static else None
-        return flame.to_html(tree, colors, title=self._title(), icicle=icicle, static_png=img)
+        return flame.to_html(tree, colors, title=self._title(), icicle=icicle, static_png=img,
+                             unit=self.unit)
 
     def diff(self, other: Stacks) -> StackDiff:
-        """What changed from this profile (before) to `other` (after)."""
+        """What changed from this profile (before) to `other` (after), compared by the
+        plain folded names (so a bcc or perf profile diffs with a bpfnb one)."""
         return StackDiff(self, other)
 
+    def pprof(self, path: str | os.PathLike[str]) -> Path:
+        """Write a gzip-compressed pprof profile.proto (go tool pprof, Parca, Pyroscope):
+        samples/count and cpu/nanoseconds at the sampling rate (off-CPU time as
+        off_cpu/nanoseconds), with functions, locations and mappings (build ids where
+        known). The write is atomic."""
+        out = Path(path)
+        with atomic_write(out) as f:
+            f.write(pprof.encode(self))
+        return out
+
     # ------------------------------------------------------------ files
+
+    def rows(self) -> pd.DataFrame:
+        """What these stacks are, one row per stack in their own order: pid, comm, frames
+        (root first), kernel_frames (how many of them are kernel frames) and count;
+        `Stacks(stacks.rows(), name=...)` rebuilds them (save() stores this table)."""
+        return pd.DataFrame({
+            "pid": self._pid, "comm": pd.Series(self._comm, dtype=object),
+            "frames": pd.Series([list(f) for f in self._frames], dtype=object),
+            "kernel_frames": self._nk, "count": self._count})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write these stacks to one small file (a zip: `meta.json` plus a Parquet table)
@@ -419,17 +488,12 @@ class Stacks:
         import json
         import zipfile
 
-        from bpfnb.data.atomicfile import atomic_write
-        from bpfnb.store.recording import _pa, encode_frame
-
-        pa = _pa()
-        table, specs = encode_frame(pd.DataFrame({
-            "pid": self._pid, "comm": pd.Series(self._comm, dtype=object),
-            "frames": pd.Series([list(f) for f in self._frames], dtype=object),
-            "kernel_frames": self._nk, "count": self._count}))
+        pa = pyarrow_module()
+        table, specs = encode_frame(self.rows())
         buf = io.BytesIO()
         pa.parquet.write_table(table, buf, compression="zstd")
         meta = {"format": _STACKS_FORMAT, "version": 1, "name": self.name,
+                "unit": self.unit, "hz": self.hz,
                 "columns": specs, "total": self.total}
         out = Path(path)
         with atomic_write(out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
@@ -441,10 +505,6 @@ class Stacks:
     def load(cls, path: str | os.PathLike[str]) -> Stacks:
         """Stacks saved by `Stacks.save(path)`; ReplayError if missing, not such a file or
         over the size limits of bpfnb.data.safezip."""
-        from bpfnb.data import safezip
-        from bpfnb.errors import ReplayError
-        from bpfnb.store.recording import decode_table
-
         try:
             zf = safezip.open_zip(Path(path))
         except FileNotFoundError:
@@ -459,7 +519,9 @@ class Stacks:
             table = safezip.read_parquet(zf, "stacks.parquet", path)
         try:
             df = decode_table(table, meta["columns"])
-            return cls._from_counts(_load_counts(df), str(meta.get("name", "")))
+            s = cls._from_counts(_load_counts(df), str(meta.get("name", "")))
+            s.unit, s.hz = str(meta.get("unit", "samples")), int(meta.get("hz", 0))
+            return s
         except (KeyError, TypeError, ValueError, IndexError, AttributeError,
                 OverflowError) as e:
             raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "
@@ -511,7 +573,7 @@ class StackDiff:
     def df(self, level: str = "stack") -> pd.DataFrame:
         """level="stack": one row per folded stack; level="function": per frame (total)."""
         if level == "stack":
-            b, a = self.before._folded_counts(), self.after._folded_counts()
+            b, a = self.before._folded_counts(), self.after._folded_counts()  # plain names
         elif level == "function":
             fb, fa = self.before.functions(), self.after.functions()
             b = dict(zip(fb["frame"].tolist(), fb["total"].tolist()))
@@ -530,8 +592,8 @@ class StackDiff:
 
     def flame_tree(self) -> flame.FlameTree:
         """Tree of both profiles; value[:, 0] after, value[:, 1] before scaled to after's total."""
-        pa, ka = self.after._paths()
-        pb, kb = self.before._paths()
+        pa, ka = self.after._paths(plain=True)
+        pb, kb = self.before._paths(plain=True)
         scale = self.after.total / self.before.total if self.before.total else 0.0
         w = np.zeros((len(pa) + len(pb), 2))
         w[: len(pa), 0] = self.after._count

@@ -24,6 +24,8 @@ from typing import IO
 
 import numpy as np
 
+from bpfnb.errors import ElfError
+
 KALLSYMS = "/proc/kallsyms"
 _KERNEL_DATA_TYPES = b"bBdDrR"  # kallsyms types that are data, not code
 _FUNC_TYPES = (2, 10)  # STT_FUNC, STT_GNU_IFUNC
@@ -140,10 +142,6 @@ def parse_kallsyms(data: bytes) -> SymbolTable:
 # a general ELF library costs ten times more per file, and a cold profile opens many).
 
 
-class ElfError(ValueError):
-    """Not an ELF file this reader understands."""
-
-
 @dataclass
 class ElfSymbols:
     """One ELF file's function symbols and PT_LOAD segments (vaddr, offset, filesz)."""
@@ -152,6 +150,7 @@ class ElfSymbols:
     table: SymbolTable
     segments: np.ndarray  # shape (n, 3) uint64
     error: str = ""
+    build_id: str = ""  # hex of .note.gnu.build-id, "" if none
 
     def bias(self, start: int, offset: int) -> int:
         """Run-time address minus ELF vaddr for a mapping of this file at start/offset."""
@@ -308,7 +307,7 @@ def load_elf(path: str, data: bytes | None = None) -> ElfSymbols:
     except (OSError, ValueError, struct.error) as e:
         return ElfSymbols(path, _empty_table(), np.zeros((0, 3), np.uint64), str(e))
     segs = np.array(parts.loads, dtype=np.uint64).reshape(-1, 3)
-    return ElfSymbols(path, _table_from(parts.tables), segs)
+    return ElfSymbols(path, _table_from(parts.tables), segs, build_id=parts.build_id.hex())
 
 
 # ---------------------------------------------------------------- demangling
@@ -530,12 +529,15 @@ class Symbolizer:
     # -- processes
 
     def snapshot_process(self, pid: int) -> ProcessMap | None:
-        """Read /proc/PID/maps now and keep it; None if the process is gone."""
+        """Read /proc/PID/maps now and keep it; None if the process is gone. An exiting
+        process (a zombie) shows no mappings: its earlier snapshot, if any, is kept."""
         try:
             with open(f"/proc/{pid}/maps") as f:
                 text = f.read()
         except OSError:
             return None
+        if not text and pid in self.processes:
+            return self.processes[pid]
         try:
             root = os.readlink(f"/proc/{pid}/root")
         except OSError:
@@ -562,6 +564,12 @@ class Symbolizer:
         self.processes[pid] = pm
         self._gone.discard(pid)
         return pm
+
+    def module_files(self) -> dict[str, tuple[str, str]]:
+        """Module name (as frames show it) -> (file path, build id hex or "") of every
+        module whose symbols were read."""
+        return {m.name: (m.path, m.elf.build_id) for m in self._modules.values()
+                if m.elf is not None}
 
     def forget_process(self, pid: int) -> None:
         self.processes.pop(pid, None)
