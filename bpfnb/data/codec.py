@@ -245,8 +245,14 @@ def _nest(obj: Mapping[str, Any], fields: list[str], where: str) -> dict[str, An
             if not isinstance(parts[head], dict):
                 raise _Shape(f"field {head!r} given twice")
             parts[head][rest] = val
-        elif bracket and base in fields and idx.rstrip("]").isdigit() and not dot:
-            parts.setdefault(base, {})[int(idx.rstrip("]"))] = val
+        elif bracket and base in fields and _indexes(idx) is not None:
+            items = parts.setdefault(base, {})
+            if not isinstance(items, dict):
+                raise _Shape(f"field {base!r} given twice")
+            index = _indexes(idx)
+            items[index] = items.get(index, {}) if dot else val
+            if dot:
+                items[index][rest] = val  # `a[i].b`: element i of an array of structs
         else:
             unknown.append(name)
     missing = [f for f in fields if f not in parts]
@@ -258,17 +264,26 @@ def _nest(obj: Mapping[str, Any], fields: list[str], where: str) -> dict[str, An
         if unknown:
             detail.append("unknown " + ", ".join(map(str, unknown)))
         raise _Shape("; ".join(detail))
-    for f, v in parts.items():  # {index: value} from `a[i]` columns -> a list
-        if isinstance(v, dict) and v and all(isinstance(k, int) for k in v):
+    for f, v in parts.items():  # {index: value} from `a[i]` columns -> a list (row major)
+        if isinstance(v, dict) and v and all(isinstance(k, tuple) for k in v):
             parts[f] = [v[i] for i in sorted(v)]
     return parts
+
+
+def _indexes(text: str) -> tuple[int, ...] | None:
+    """'1]' or '1][2]' (what follows the first '[' of `m[1][2]`) as (1,) or (1, 2)."""
+    if not text.endswith("]"):
+        return None
+    items = text[:-1].split("][")
+    return tuple(int(i) for i in items) if all(i.isdigit() for i in items) else None
 
 
 def _assign_array(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any) -> None:
     base, shape = dtype.base, dtype.shape
     if base.kind == "S" or isinstance(obj, (str, bytes)):
         raise _Shape(f"a {type(obj).__name__} where an array of {shape[0]} is wanted")
-    values = list(np.asarray(obj).ravel()) if isinstance(obj, np.ndarray) else list(obj)
+    values = list(np.asarray(obj).ravel()) if isinstance(obj, np.ndarray) \
+        else _row_major(obj, len(shape))
     if len(values) > int(np.prod(shape)):
         raise _Shape(f"{len(values)} items for an array of {int(np.prod(shape))}")
     target = _target(out, path)
@@ -283,6 +298,16 @@ def _assign_array(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: 
     target[...] = flat.reshape(target.shape)
 
 
+def _row_major(obj: Any, dims: int) -> list[Any]:
+    """Nested sequences (lists of lists for `m[2][3]`) as one flat list, row major; a flat
+    list stays as it is."""
+    items = list(obj)
+    if dims > 1 and items and all(isinstance(i, Sequence) and not isinstance(i, (str, bytes))
+                                  for i in items):
+        return [x for i in items for x in _row_major(i, dims - 1)]
+    return items
+
+
 def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
     """Check and convert one scalar (range-checked ints, floats, char[] strings)."""
     if isinstance(obj, ct._SimpleCData):
@@ -291,6 +316,12 @@ def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
         obj = obj.item()
     kind = dtype.kind
     label = f" for {where}" if where else ""
+    if kind == "b":
+        if obj not in (0, 1) or not isinstance(obj, int):
+            raise _Shape(f"{obj!r}{label} is not a bool")
+        return bool(obj)
+    if kind == "u" and isinstance(obj, str) and dict(dtype.metadata or {}).get("ptr"):
+        obj = _pointer(obj, label)  # df() shows pointers as hex strings
     if kind in "iu":
         if isinstance(obj, bool) or not isinstance(obj, int):
             raise _Shape(f"{obj!r}{label} is not an int ({dtype})")
@@ -309,6 +340,8 @@ def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
         if len(data) > dtype.itemsize:
             raise _Shape(f"{obj!r}{label} is longer than char[{dtype.itemsize}]")
         return data
+    if kind == "V" and "int128" in (dtype.metadata or {}):
+        return _int128_bytes(obj, bool(dtype.metadata["int128"]), label)  # type: ignore[index]
     if kind == "V":
         if not isinstance(obj, (bytes, bytearray)) or len(obj) != dtype.itemsize:
             raise _Shape(f"{where or 'value'} wants {dtype.itemsize} raw bytes")
@@ -316,17 +349,38 @@ def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
     raise _Shape(f"cannot encode {dtype}")
 
 
+def _pointer(text: str, label: str) -> int:
+    try:
+        return int(text, 16)
+    except ValueError:
+        raise _Shape(f"{text!r}{label} is not a pointer (an int or a hex string)") from None
+
+
+def _int128_bytes(obj: Any, signed: bool, label: str) -> bytes:
+    """A 128-bit int (as df() shows it) or its 16 raw bytes, as 16 little-endian bytes."""
+    if isinstance(obj, (bytes, bytearray)) and len(obj) == 16:
+        return bytes(obj)
+    if isinstance(obj, bool) or not isinstance(obj, int):
+        raise _Shape(f"{obj!r}{label} is not an int ({'' if signed else 'u'}int128)")
+    try:
+        return obj.to_bytes(16, "little", signed=signed)
+    except OverflowError:
+        raise _Shape(f"{obj}{label} is outside {'' if signed else 'u'}int128") from None
+
+
 def _describe_scalar(dtype: np.dtype) -> str:
     if dtype.names is not None:
         return "struct"
     if dtype.shape:
-        return f"{_describe_scalar(dtype.base)}[{dtype.shape[0]}]"
+        return _describe_scalar(dtype.base) + "".join(f"[{n}]" for n in dtype.shape)
     if dtype.kind == "S":
         return f"char[{dtype.itemsize}] (str)"
     if dtype.kind in "iu":
         return f"int ({dtype})"
     if dtype.kind == "f":
         return f"float ({dtype})"
+    if "int128" in (dtype.metadata or {}):
+        return f"int ({'' if dtype.metadata['int128'] else 'u'}int128)"  # type: ignore[index]
     return f"{dtype.itemsize} raw bytes"
 
 
@@ -388,6 +442,8 @@ def _set_column(out: np.ndarray, path: tuple[str, ...], index: int | None, col: 
     enum = dict(leaf.metadata or {}).get("enum")
     if enum is not None and values.dtype.kind not in "iu":  # df()'s enumerator names
         values = enum_numbers(values, enum)
+    if dict(leaf.metadata or {}).get("ptr") and values.dtype.kind in "US":  # df()'s hex
+        values = values.astype(object)
     if target.ndim > 1 and values.dtype == object:
         try:
             values = np.stack(list(values))

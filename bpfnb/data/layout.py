@@ -36,7 +36,8 @@ def dtype_of(ctype: Any) -> np.dtype:
         elem = ctype._type_
         if elem is ct.c_char:
             return np.dtype(f"S{ctype._length_}")
-        return np.dtype((dtype_of(elem), (ctype._length_,)))
+        sub = dtype_of(elem)  # arrays of arrays: one dtype of shape (n, m, ...)
+        return np.dtype((sub.base, (ctype._length_, *sub.shape)))
     code = getattr(ctype, "_type_", None)
     if isinstance(code, str):
         base = _CODE_DTYPE.get(code) or np.dtype(code)
