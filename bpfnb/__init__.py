@@ -29,6 +29,8 @@ from bpfnb.errors import (
 )
 from bpfnb.machine.external import ExternalMap, open_map, pin, pinned, unpin
 from bpfnb.machine.inventory import ProgramStats, links, maps, programs
+from bpfnb.machine.probes import probes
+from bpfnb.machine.syscalls import syscall_names, syscalls
 from bpfnb.map.view import MapInfo, MapView
 from bpfnb.profiler.offcpu import offcpu
 from bpfnb.profiler.profiling import profile, profile_source, stacks
@@ -81,6 +83,7 @@ __all__ = [
     "open_programs",
     "pin",
     "pinned",
+    "probes",
     "profile",
     "profile_source",
     "programs",
@@ -88,6 +91,8 @@ __all__ = [
     "replay",
     "skip_reason",
     "stacks",
+    "syscall_names",
+    "syscalls",
     "top",
     "unpin",
 ]

@@ -303,6 +303,12 @@ class Btf:
             out[value] = self.string(name_off)
         return out
 
+    def params(self, proto_id: int) -> list[tuple[str, int]]:
+        """(name, type id) of each parameter of FUNC_PROTO `proto_id`."""
+        t = self.type(proto_id)
+        words = self._u32s(t, 2 * t.vlen) if t.kind == BtfKind.FUNC_PROTO else ()
+        return [(self.string(words[i]), words[i + 1]) for i in range(0, len(words), 2)]
+
     def describe(self, type_id: int) -> str:
         """A short C spelling of a type: 'struct key_t', 'u64', 'char[16]'."""
         t = self.type(type_id)

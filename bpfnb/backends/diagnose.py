@@ -21,7 +21,7 @@ CELL = "cell"
 _DIAG = re.compile(rf"^{CELL}:(\d+):(\d+): (error|warning|fatal error): (.*)$")
 _VLINE = re.compile(rf"@ {CELL}:(\d+)\s*$")
 _DEFINITION = re.compile(r"^(\s*[A-Za-z_][\w\s\*]*\([^;{}\"'/]*\)\s*)\{")
-_TRACEPOINT_PROBE = re.compile(r"^\s*TRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
+_TRACEPOINT_PROBE = re.compile(r"^[ \t]*TRACEPOINT_PROBE\s*\(\s*(\w+)\s*,\s*(\w+)\s*\)", re.M)
 # (pattern in the verifier's reason, hint): the first match wins; the kernel's own HINT
 # lines in the log are not used (they follow register dumps that mention other things)
 _HINTS: list[tuple[re.Pattern[str], str]] = [(re.compile(p), h) for p, h in [

@@ -17,9 +17,10 @@ from bpfnb.bpftrace.script import MapDecl, declarations
 from bpfnb.bpftrace.transcript import Transcript
 from bpfnb.bpftrace.views import BpftraceMap
 from bpfnb.errors import ProgramClosedError, UnknownMapError
+from bpfnb.map.completion import MapNameHints
 
 
-class BpftraceProgram:
+class BpftraceProgram(MapNameHints):
     """A running (or finished) bpftrace program. `prog["@name"]` is a map view; `output`
     the text it printed; `events()` that text line by line with times. Stop it with
     close() or a `with` block; the final map dump is kept after it ends."""

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from bpfnb._sys.interrupts import HoldInterrupts
 from bpfnb.backends.bcc import AttachPoint, BccModule, Usdt
 from bpfnb.errors import BpfnbError, ProgramClosedError, UnknownMapError
+from bpfnb.map.completion import MapNameHints
 from bpfnb.map.view import MapView
+from bpfnb.program import trace as printk
 
 if TYPE_CHECKING:
     from bpfnb.program.functions import Function
@@ -30,7 +32,7 @@ _open_programs: weakref.WeakSet[Program] = weakref.WeakSet()
 _close_hooks: list[Any] = []  # callables run with a program before it closes (live views)
 
 
-class Program:
+class Program(MapNameHints):
     """A compiled, loaded and (by default) attached BCC C program.
 
     `prog["map"]` is a MapView; `prog.close()` detaches and frees everything. Also a
@@ -38,17 +40,23 @@ class Program:
     """
 
     def __init__(self, source: str, name: str | None = None, cflags: Sequence[str] = (),
-                 attach: bool = True, usdt: Iterable[Usdt] = ()) -> None:
+                 attach: bool = True, usdt: Iterable[Usdt] = (), line_offset: int = 0) -> None:
         self.name = name or "bpf"
         self.source = source
         self.cflags = tuple(cflags)
         self._lock = threading.RLock()
         self._views: dict[str, MapView] = {}
         self._module: BccModule | None = None
+        # printk formats get this program's tag (prog.trace); line_offset blank lines make
+        # errors count lines as the editor does (1 for a %%bpf cell: its magic line)
+        self._trace_tag = printk.new_tag() if printk.prints(source) else None
+        text = "\n" * line_offset + printk.tagged(source, self._trace_tag or "")
         # Ctrl-C waits for the load to end, then closes what it built: bcc's maps and
         # programs are fds that nothing would hold after an interrupt mid-way
         with HoldInterrupts(undo=self.close):
-            module = BccModule(source, self.cflags, tuple(usdt))
+            module = BccModule(text, self.cflags, tuple(usdt))
+            if self._trace_tag:
+                printk.open_for(self, self._trace_tag)
             try:
                 if attach:
                     module.autoattach()
@@ -113,6 +121,11 @@ class Program:
 
     def __iter__(self) -> Any:
         return iter(self._map_names)
+
+    def trace(self, duration: float = 1.0, max_lines: int | None = None) -> Any:
+        """This program's bpf_trace_printk lines (time, cpu, pid, comm, message), waiting up
+        to `duration` s; other programs' lines are left alone (see program/trace.py)."""
+        return printk.trace(self._trace_tag, duration, max_lines)
 
     # -- attaching --------------------------------------------------------------------
     def attach_tracepoint(self, tracepoint: str, fn_name: str) -> Program:
@@ -262,9 +275,11 @@ class Program:
 
 
 def load(source: str, name: str | None = None, cflags: Sequence[str] = (), attach: bool = True,
-         usdt: Iterable[Usdt] = ()) -> Program:
-    """Compile, load and (unless attach=False) auto-attach a BCC C program."""
-    return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt)
+         usdt: Iterable[Usdt] = (), line_offset: int = 0) -> Program:
+    """Compile, load and (unless attach=False) auto-attach a BCC C program;
+    `line_offset` lines come before the source in the editor (1 in a %%bpf cell)."""
+    return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt,
+                   line_offset=line_offset)
 
 
 def open_programs() -> list[Program]:

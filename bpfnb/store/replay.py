@@ -44,6 +44,7 @@ from bpfnb.errors import (
     UnknownMapError,
     UnsupportedMapError,
 )
+from bpfnb.map.completion import MapNameHints
 from bpfnb.map.ops import MapOps
 from bpfnb.map.view import MapInfo, snapshot_attrs
 from bpfnb.profiler.stacks import Stacks
@@ -519,7 +520,7 @@ def _find(keys: np.ndarray, key: np.ndarray, lpm: bool) -> int | None:
     return int(rows[plen[rows].argmax()]) if len(rows) else None
 
 
-class ReplayProgram:
+class ReplayProgram(MapNameHints):
     """A recorded program with the Program API: maps, df(), hist(), live(), stacks()."""
 
     def __init__(self, path: PathLike) -> None:

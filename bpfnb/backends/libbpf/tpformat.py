@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 
-from bpfnb._sys import features
+from bpfnb._sys import features, tracefs
 from bpfnb.errors import FeatureUnavailableError
 
-_FIELD = re.compile(r"^\s*field:(.*?);\s*offset:(\d+);\s*size:(\d+);\s*signed:(\d+);", re.M)
 _C_WORDS = {"const", "volatile", "unsigned", "signed", "char", "short", "int", "long", "void",
             "struct", "union", "enum"}
 
@@ -60,12 +59,12 @@ def struct_for(category: str, event: str) -> str:
 
         raise unknown_tracepoint(f"{category}:{event}") from e
     members, pos, packed = [], 0, False
-    for decl, off, size, signed in _FIELD.findall(text):
-        offset, nbytes = int(off), int(size)
+    for field in tracefs.fields(text):
+        offset, nbytes = field.offset, field.size
         if offset > pos:
             members.append(f"char __pad_{pos}[{offset - pos}];")
             pos = offset
-        line, align = _member(decl, nbytes, signed == "1")
+        line, align = _member(field.decl, nbytes, field.signed)
         packed |= offset % max(align, 1) != 0
         members.append(line)
         pos = offset + nbytes
