@@ -69,35 +69,49 @@ def _rows(h) -> list[tuple[int, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def slots(workload):
-    with bpfnb.load(SLOTS, name="slots") as prog:
-        prog.attach_uprobe(str(workload), "doubled", "on_doubled")
+def slot_programs(workload):
+    """The program on both backends (auto: libbpf where it runs); bcc's printer is the
+    reference for both."""
+    with bpfnb.load(SLOTS, name="slots") as auto, \
+            bpfnb.load(SLOTS, name="slots", backend="bcc") as bcc:
+        for prog in (auto, bcc):
+            prog.attach_uprobe(str(workload), "doubled", "on_doubled")
         run_workload(workload, "record", *VALUES)
-        yield prog
+        yield {"auto": auto, "bcc": bcc}
+
+
+@pytest.fixture(params=["auto", "bcc"])
+def slots(request, slot_programs):
+    return slot_programs[request.param]
+
+
+@pytest.fixture
+def bcc_slots(slot_programs):
+    return slot_programs["bcc"]
 
 
 @pytest.mark.parametrize("name", ["dist", "hdist"])
-def test_every_slot_matches_bcc(slots, name):
+def test_every_slot_matches_bcc(slots, bcc_slots, name):
     h = slots[name].hist()
-    printed = _printed(lambda: slots.module.table(name).print_log2_hist())[""]
+    printed = _printed(lambda: bcc_slots.module.table(name).print_log2_hist())[""]
     assert len(printed) == 64  # bcc prints slots 1..64
     assert _rows(h) == printed
     assert _rows(h)[-1] == (1 << 63, (1 << 64) - 1, 65)
     assert _rows(h)[0] == (0, 1, 2)
 
 
-def test_per_cpu_slots_match_bcc(slots):
-    table = slots.module.bpf.get_table(
+def test_per_cpu_slots_match_bcc(slots, bcc_slots):
+    table = bcc_slots.module.bpf.get_table(
         b"pdist", reducer=lambda a, b: ct.c_uint64(getattr(a, "value", a) + b))
     printed = _printed(table.print_log2_hist)[""]
     assert _rows(slots["pdist"].hist()) == printed
     assert [c for _, _, c in printed] == list(range(2, 66))
 
 
-def test_section_slots_match_bcc(slots):
+def test_section_slots_match_bcc(slots, bcc_slots):
     h = slots["sdist"].hist()
     assert list(h.columns) == ["sec", "low", "high", "count"]
-    printed = _printed(slots.module.table("sdist").print_log2_hist)
+    printed = _printed(bcc_slots.module.table("sdist").print_log2_hist)
     assert sorted(printed) == ["0", "1", "2"]
     for sec, rows in printed.items():
         assert _rows(h[h.sec == int(sec)]) == rows

@@ -219,13 +219,14 @@ def _interrupter(delay: float) -> threading.Thread:
     return threading.Thread(target=send, daemon=True)
 
 
-def test_ctrl_c_at_any_point_of_a_load_leaves_nothing_open() -> None:
+@pytest.mark.parametrize("backend", ["auto", "bcc"])
+def test_ctrl_c_at_any_point_of_a_load_leaves_nothing_open(backend: str) -> None:
     assert threading.current_thread() is threading.main_thread()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     took = math.inf
     for _ in range(2):
         start = time.monotonic()
-        bpfnb.load(SOURCE).close()
+        bpfnb.load(SOURCE, backend=backend).close()
         took = min(took, time.monotonic() - start)
     base, held = bpf_fds(), core.open_programs()
     rng = random.Random(11)
@@ -235,7 +236,7 @@ def test_ctrl_c_at_any_point_of_a_load_leaves_nothing_open() -> None:
         sender, prog = _interrupter(rng.uniform(0, 1.1 * took)), None
         try:
             sender.start()
-            prog = bpfnb.load(SOURCE, name=f"interrupted{i}")
+            prog = bpfnb.load(SOURCE, name=f"interrupted{i}", backend=backend)
             sender.join()            # the interrupt lands here, after the load
         except KeyboardInterrupt:
             in_load += prog is None

@@ -162,18 +162,27 @@ def _log2_slot(v: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def hists(workload):
-    with bpfnb.load(HIST, name="hists") as prog:
-        prog.attach_uprobe(str(workload), "record", "on_record")
+def hist_programs(workload):
+    """The same program on both backends (auto: libbpf where it runs), same workload."""
+    with bpfnb.load(HIST, name="hists") as auto, \
+            bpfnb.load(HIST, name="hists", backend="bcc") as bcc:
+        for prog in (auto, bcc):
+            prog.attach_uprobe(str(workload), "record", "on_record")
         run_workload(workload, "record", *VALUES)
-        yield prog
+        yield {"auto": auto, "bcc": bcc}
 
 
-def test_log2_hist_matches_bcc_print_log2_hist(hists):
+@pytest.fixture(params=["auto", "bcc"])
+def hists(request, hist_programs):
+    return hist_programs[request.param]
+
+
+def test_log2_hist_matches_bcc_print_log2_hist(hists, hist_programs):
     h = hists["dist"].hist()
     assert list(h.columns) == ["low", "high", "count"]
     assert h["count"].dtype == np.uint64
-    expected = _bcc_printed(lambda: hists.module.table("dist").print_log2_hist())
+    bcc_table = hist_programs["bcc"].module.table("dist")
+    expected = _bcc_printed(lambda: bcc_table.print_log2_hist())
     assert [tuple(map(int, r)) for r in h.itertuples(index=False)] == expected
     slots = [_log2_slot(v) for v in VALUES]
     assert h["count"].tolist() == [slots.count(s) for s in range(1, max(slots) + 1)]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bpfnb._sys import features
-from bpfnb.errors import BpfnbError, FeatureUnavailableError
+from bpfnb._sys import features, libbpf
+from bpfnb.backends.bcc import BccModule
+from bpfnb.backends.libbpf import LibbpfModule, compiler
+from bpfnb.errors import BpfnbError, FeatureUnavailableError, KeyTypeError
 
 BACKENDS = ("auto", "libbpf", "bcc")
 # constructs only bcc runs: (pattern, what the program does)
@@ -36,16 +38,12 @@ def libbpf_ready() -> features.Feature:
     btf = features.btf()
     if not btf:
         return features.Feature("libbpf", False, btf.reason)
-    from bpfnb.backends.libbpf import compiler
-
     try:
         compiler.clang()
     except FeatureUnavailableError:
         return features.Feature("libbpf", False, "clang is not installed")
     if shutil.which("bpftool", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
         return features.Feature("libbpf", False, "bpftool is not installed")
-    from bpfnb._sys import libbpf
-
     try:
         version = libbpf.version()
     except OSError as e:
@@ -84,22 +82,29 @@ def choose(source: str, backend: str = "auto") -> Choice:
 
 
 def make_module(source: str, cflags: Sequence[str] = (), usdt: Sequence[Any] = (),
-                backend: str = "auto", name: str = "bpfnb") -> tuple[Any, Choice]:
-    """Compile and load with the chosen engine: (BccModule or LibbpfModule, Choice)."""
+                backend: str = "auto", name: str = "bpfnb",
+                consts: Mapping[str, int] | None = None) -> tuple[Any, Choice]:
+    """Compile and load with the chosen engine: (BccModule or LibbpfModule, Choice).
+
+    `consts` set `const volatile` globals (libbpf: per load, on one cached object). bcc has
+    no globals: there each becomes a macro, `-Dname=value`, so a program declares them as
+    `#ifndef name` / `const volatile u32 name = 0;` / `#endif`."""
     choice = choose(source, backend)
     if choice.backend == "libbpf":
-        from bpfnb.backends.libbpf import LibbpfModule
+        return LibbpfModule(source, cflags, tuple(usdt), name=name, consts=consts), choice
+    return BccModule(source, [*cflags, *_macros(consts or {})], tuple(usdt)), choice
 
-        return LibbpfModule(source, cflags, tuple(usdt), name=name), choice
-    from bpfnb.backends.bcc import BccModule
 
-    return BccModule(source, cflags, tuple(usdt)), choice
+def _macros(consts: Mapping[str, int]) -> list[str]:
+    bad = [k for k, v in consts.items() if not isinstance(v, int)]
+    if bad:
+        raise KeyTypeError(f"bcc takes only integer consts (as -D macros); {', '.join(bad)} "
+                           "are not: use backend='libbpf'")
+    return [f"-D{k}={int(v)}" for k, v in consts.items()]
 
 
 def status() -> dict[str, str]:
     """Each engine's state on this machine, for the doctor: what auto picks and why."""
-    from bpfnb.backends.libbpf import compiler
-
     ready = libbpf_ready()
     out = {"kernel BTF": str(features.btf()),
            "kernel headers (bcc)": str(features.kernel_headers())}
@@ -108,8 +113,6 @@ def status() -> dict[str, str]:
     except FeatureUnavailableError as e:
         out["clang"] = e.summary
     try:
-        from bpfnb._sys import libbpf
-
         out["libbpf"] = libbpf.version()
     except OSError as e:
         out["libbpf"] = str(e)

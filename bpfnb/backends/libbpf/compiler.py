@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -177,13 +178,17 @@ class ClangError(Exception):
         self.output = output
 
 
+# files a cell includes may change between runs; libbpf's own <bpf/...> headers do not
+_INCLUDE = re.compile(r"^\s*#\s*include\s*(?!<bpf/)", re.MULTILINE)
+
+
 def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     """Compile C text (already rewritten, with #line directives) into a BPF ELF object.
 
     Objects are cached by text and flags: running the same cell again needs no clang
-    (not for text with #include: the included files may change)."""
+    (not for text including files other than libbpf's: they may change)."""
     pre = prelude()
-    if "#include" in text:
+    if _INCLUDE.search(text):
         return _clang(text, cflags, pre)
     objects = pre.directory / "objects"
     key = hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()[:32]

@@ -183,6 +183,12 @@ def needs_usdt(source: str) -> bool:
     return bool(re.search(r"\bbpf_usdt_readarg", source))
 
 
+def _maybe_usdt(params: str) -> bool:
+    """A function attached by hand that a USDT probe could run (`void *ctx` or pt_regs):
+    libbpf attaches USDT probes only to objects holding usdt.bpf.h's maps."""
+    return bool(re.search(r"\bpt_regs\b|^\s*void\s*\*", params))
+
+
 def rewrite(source: str, usdt_functions: frozenset[str] = frozenset()) -> Rewritten:
     """The compilable libbpf C text of a BCC C cell (see the module docstring); functions
     in `usdt_functions` are USDT handlers (libbpf's usdt.bpf.h is included then)."""
@@ -221,7 +227,9 @@ def rewrite(source: str, usdt_functions: frozenset[str] = frozenset()) -> Rewrit
     # clang puts a local variable's type in no BTF; a global pointer keeps each event type
     keep = [f"{c_type} *__bpfnb_event_{name} __attribute__((unused));"
             for name, c_type in out.events.items()]
-    head = [USDT_PRELUDE] if usdt_functions or needs_usdt(source) else []
+    probes = any(_maybe_usdt(params) for _c, name, params in defs.values()
+                 if out.sections.get(name, "").startswith(LAZY))
+    head = [USDT_PRELUDE] if usdt_functions or probes or needs_usdt(source) else []
     out.text = "\n".join([*head, *structs, *body, *keep, ""])
     return out
 
