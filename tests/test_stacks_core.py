@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bpfnb.profiler.flametree import FlameTree
 from bpfnb.profiler.stacks import StackDiff, Stacks, missing_frame
 from bpfnb.render import flame
 
@@ -254,7 +256,7 @@ def test_diff_arithmetic() -> None:
 
 
 def test_flame_tree_layout() -> None:
-    t = flame.FlameTree.build([("p", "m", "a"), ("p", "m"), ("p", "m", "b"), ("q",)],
+    t = FlameTree.build([("p", "m", "a"), ("p", "m"), ("p", "m", "b"), ("q",)],
                               np.array([3, 1, 2, 4]))
     rows = [(t.label(i), int(t.depth[i]), t.start[i], t.value[i, 0], t.self_value[i, 0])
             for i in range(len(t))]
@@ -328,3 +330,15 @@ def test_interactive_view_in_a_browser(tmp_path: Path) -> None:
             assert not errors
         finally:
             browser.close()
+
+
+def test_flame_html_from_package_data_files() -> None:
+    from importlib import resources
+
+    static = resources.files("bpfnb.render").joinpath("static")
+    js, css = (static.joinpath(n).read_text() for n in ("flame.js", "flame.css"))
+    page = Stacks.from_folded("p;main;__IMG__;__JS__ 3\n").to_html(static=False)
+    uid = re.search(r'id="(bpfnb-flame-[0-9a-f]+)"', page).group(1)  # type: ignore[union-attr]
+    assert js.replace("__UID__", uid) in page and css in page
+    assert '"__IMG__"' in page and '"__JS__"' in page  # frame names are data, not placeholders
+    assert page.count("<script>") == 1

@@ -29,6 +29,7 @@ from bpfnb.data.arrow import decode_table, encode_frame, pyarrow_module
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import ReplayError
 from bpfnb.profiler import folding, pprof
+from bpfnb.profiler.flametree import FlameTree
 from bpfnb.render import flame
 from bpfnb.symbols.symbolizer import Symbolizer
 
@@ -428,10 +429,10 @@ class Stacks:
             kinds.append([flame.COMM] + [_frame_kind(f, j >= cut) for j, f in enumerate(st)])
         return paths, kinds
 
-    def flame_tree(self) -> flame.FlameTree:
+    def flame_tree(self) -> FlameTree:
         """The stacks merged into a prefix tree (root `all`, then comm, then frames)."""
         paths, kinds = self._paths()
-        return flame.FlameTree.build(paths, self._count, kinds)
+        return FlameTree.build(paths, self._count, kinds)
 
     def _title(self) -> str:
         label = f"{self.name}: " if self.name else ""
@@ -590,7 +591,7 @@ class StackDiff:
         order = df["delta_percent"].abs().sort_values(ascending=False, kind="stable").index
         return df.loc[order].reset_index(drop=True)
 
-    def flame_tree(self) -> flame.FlameTree:
+    def flame_tree(self) -> FlameTree:
         """Tree of both profiles; value[:, 0] after, value[:, 1] before scaled to after's total."""
         pa, ka = self.after._paths(plain=True)
         pb, kb = self.before._paths(plain=True)
@@ -598,10 +599,10 @@ class StackDiff:
         w = np.zeros((len(pa) + len(pb), 2))
         w[: len(pa), 0] = self.after._count
         w[len(pa) :, 1] = self.before._count * scale
-        return flame.FlameTree.build(pa + pb, w, ka + kb)
+        return FlameTree.build(pa + pb, w, ka + kb)
 
     @staticmethod
-    def _colors(tree: flame.FlameTree) -> np.ndarray:
+    def _colors(tree: FlameTree) -> np.ndarray:
         return flame.diff_colors(tree.value[:, 0], tree.value[:, 1])
 
     def _title(self) -> str:
