@@ -139,6 +139,8 @@ def test_int128_bytes_are_little_endian_twos_complement() -> None:
     (ct.c_uint32, True, "True is not an int (uint32)"),
     (ct.c_bool, 2, "2 is not a bool"),
     (ct.c_double, "x", "'x' is not a number"),
+    (ct.c_float, 1e300, "1e+300 is outside float32's range"),
+    (ct.c_double, 10**400, "is outside float64's range"),
     (ct.c_char * 4, "toolong", "'toolong' is longer than char[4]"),
     (ct.c_uint32 * 2, [1, 2, 3], "3 items for an array of 2"),
     (Pointer, "nothex", "'nothex' is not a pointer"),

@@ -332,7 +332,14 @@ def _scalar(dtype: np.dtype, obj: Any, where: str) -> Any:
     if kind == "f":
         if not isinstance(obj, (int, float)) or isinstance(obj, bool):
             raise _Shape(f"{obj!r}{label} is not a number")
-        return float(obj)
+        try:
+            value = float(obj)
+            with np.errstate(over="ignore"):
+                if np.isfinite(value) and not np.isfinite(dtype.type(value)):
+                    raise OverflowError
+        except OverflowError:
+            raise _Shape(f"{obj}{label} is outside {dtype}'s range") from None
+        return value
     if kind == "S":
         data = obj.encode() if isinstance(obj, str) else obj
         if not isinstance(data, bytes):

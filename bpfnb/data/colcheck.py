@@ -139,7 +139,11 @@ def _floats(values: np.ndarray, dtype: np.dtype, column: str, bad: BadRows
         bad.add(column, np.ones(values.shape, bool),
                 lambda i: f"{shown(values, i)} is not a number")
         return None
-    return values.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(dtype)
+        overflow = np.isinf(out) & np.isfinite(values)
+    bad.add(column, overflow, lambda i: f"{shown(values, i)} is outside {dtype}'s range")
+    return out if not overflow.any() else None
 
 
 def _strings(values: np.ndarray, given: np.ndarray, dtype: np.dtype, column: str,
