@@ -1,4 +1,4 @@
-"""The libbpf CO-RE backend on the real kernel, driven through LibbpfModule directly."""
+"""The libbpf CO-RE backend on the real kernel: LibbpfModule directly, and Program on it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import ctypes as ct
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+import bpfnb
 from bpfnb._sys import bpfsys, features
 from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, load_object
@@ -188,7 +191,8 @@ int not_auto_attached(void *ctx) { return 0; }
 """
 
 
-def test_load_object_consts_maps_events(tmp_path: Path) -> None:
+def _build_tool(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """LIBBPF_STYLE built with clang as a libbpf tool would be; the consts for COMM."""
     from bpfnb.backends.libbpf import compiler
 
     pre = compiler.prelude()
@@ -198,7 +202,12 @@ def test_load_object_consts_maps_events(tmp_path: Path) -> None:
     subprocess.run([compiler.clang(), *compiler.arch_flags(), "-I", str(pre.directory),
                     "-c", str(src), "-o", str(out)], check=True)
     lo, hi = (int(f.split("=")[1].removesuffix("ULL"), 16) for f in comm_cflags(COMM))
-    m = load_object(out, consts={"comm_lo": lo, "comm_hi": hi, "weight": 3})
+    return out, {"comm_lo": lo, "comm_hi": hi, "weight": 3}
+
+
+def test_load_object_consts_maps_events(tmp_path: Path) -> None:
+    out, consts = _build_tool(tmp_path)
+    m = load_object(out, consts=consts)
     try:
         assert [str(a) for a in m.attached] == ["tracepoint:syscalls:sys_enter_getpid"]
         assert m.table_names() == ["counts", "rb"]
@@ -614,3 +623,102 @@ def test_implicit_kernel_reads_are_flagged(line: str, flagged: bool) -> None:
         check_kernel_derefs(TASK_PTR + line)
     packet = "struct ethhdr *eth = data;\nreturn eth->h_proto;"  # packet pointers are fine
     check_kernel_derefs(packet)
+
+
+# -- through Program: bpfnb.load / bpfnb.load_object ----------------------------------------
+MANY = """
+struct key_t { u32 pid; char comm[16]; };
+BPF_HASH(by_task, struct key_t, u64);
+BPF_PERCPU_ARRAY(per_cpu, u64, 4);
+BPF_HISTOGRAM(dist);
+BPF_ARRAY(arr, u32, 8);
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    COMM_FILTER
+    struct key_t k = {};
+    k.pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&k.comm, sizeof(k.comm));
+    by_task.increment(k);
+    int i = 1;
+    per_cpu.increment(i);
+    dist.increment(bpf_log2l(k.pid));
+    u32 *a = arr.lookup(&i);
+    if (a) __sync_fetch_and_add(a, 2);
+    return 0;
+}
+""".replace("COMM_FILTER", COMM_FILTER)
+
+
+def test_both_backends_give_identical_dataframes() -> None:
+    flags = comm_cflags(COMM)
+    with bpfnb.load(MANY, name="auto", cflags=flags) as auto, \
+            bpfnb.load(MANY, name="old", cflags=flags, backend="bcc") as old:
+        pid = run(50)
+        frames = [{n: p[n].df() for n in p.map_names} for p in (auto, old)]
+        per_cpu = [p["per_cpu"].df(per_cpu=True) for p in (auto, old)]
+        hists = [p["dist"].hist() for p in (auto, old)]
+        assert (auto.backend, old.backend) == ("libbpf", "bcc")
+        assert auto.map_names == old.map_names == ["arr", "by_task", "dist", "per_cpu"]
+    for name in frames[1]:
+        pd.testing.assert_frame_equal(frames[0][name], frames[1][name])
+    pd.testing.assert_frame_equal(*per_cpu)
+    pd.testing.assert_frame_equal(*hists)
+    assert frames[0]["by_task"].to_dict("records") == [{"pid": pid, "comm": COMM, "value": 50}]
+    assert frames[0]["arr"]["value"].tolist() == [0, 100, 0, 0, 0, 0, 0, 0]
+    assert hists[0]["count"].sum() == 50
+
+
+def test_program_says_which_backend_ran_and_why(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    from bpfnb.store.recording import record
+
+    with bpfnb.load("BPF_HASH(m, u32, u64);", name="<b>x</b>") as prog:
+        assert prog.backend == "libbpf"
+        assert prog.backend_reason == f"auto: {libbpf_ready().reason}"
+        assert prog.summary()["backend"] == "libbpf"
+        card = prog._repr_html_()
+        assert "backend: libbpf (auto: kernel BTF" in card and "<b>x</b>" not in card
+        record(prog, tmp_path / "r.zip", every=0.01, count=1)
+    meta = json.loads(zipfile.ZipFile(tmp_path / "r.zip").read("meta.json"))
+    assert meta["backend"] == {"name": "libbpf", "reason": prog.backend_reason}
+    with bpfnb.load("BPF_HASH(m, u32, u64);", backend="bcc") as prog:
+        assert (prog.backend, prog.backend_reason) == ("bcc", "backend='bcc' was asked for")
+        assert "backend: bcc" in prog._repr_html_()
+
+
+def test_load_object_is_a_program(tmp_path: Path) -> None:
+    out, consts = _build_tool(tmp_path)
+    base = open_fds()
+    with bpfnb.load_object(out, consts=consts) as prog:
+        assert (prog.name, prog.backend) == ("tool", "libbpf")
+        assert [str(a) for a in prog.attach_points] == ["tracepoint:syscalls:sys_enter_getpid"]
+        assert prog.map_names == ["counts", "rb"]
+        pid = run(40)
+        counts = prog["counts"].df()
+        events = prog["rb"].events(duration=None, event_type=ct.c_uint32)
+    assert counts.to_dict("records") == [{"key": pid, "value": 120}]
+    assert len(events) == 40 and set(events.iloc[:, 0]) == {pid}
+    assert open_fds() == base
+    with bpfnb.load_object(out.read_bytes(), attach=False, consts=consts) as prog:
+        assert (prog.name, prog.attach_points) == ("object", [])
+
+
+def test_nul_byte_is_a_compile_error_on_libbpf_too() -> None:
+    with pytest.raises(CompileError, match=r"line 2, column 5 holds a NUL byte"):
+        bpfnb.load("BPF_HASH(m, u32, u64);\nint \0x;", backend="libbpf")
+
+
+def test_profiler_built_once_then_loaded_without_compiling() -> None:
+    from bpfnb.profiler.programs import profiler_program
+
+    profiler_program(1).close()  # built (or taken from the cache)
+    with profiler_program(os.getpid(), kernel=False) as prog:
+        assert prog.backend == "libbpf" and prog.module.cached_object
+        prog.attach_perf_event("on_sample", sample_freq=999)
+        end = time.process_time() + 0.3
+        while time.process_time() < end:
+            pass
+        df = prog["counts"].df()
+    assert len(df) and set(df["pid"]) == {os.getpid()}
+    assert set(df["kernel_stack_id"]) == {-1}
