@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from bpfnb._sys import features, tracefs
+from bpfnb._sys import features, fentryprobe, tracefs
 from bpfnb._sys.btf import Btf, BtfKind
 from bpfnb.backends.libbpf.compiler import cache_root
 from bpfnb.data.atomicfile import atomic_write
@@ -48,11 +48,8 @@ KINDS = {"t": "tracepoint", "tracepoint": "tracepoint",
          "kfunc": "fentry", "kretfunc": "fentry",
          "u": "uprobe", "uprobe": "uprobe", "ur": "uprobe", "uretprobe": "uprobe",
          "U": "usdt", "usdt": "usdt"}
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5
 _MEMO: dict[str, dict[str, Any]] = {}  # this process's copy of the cache file
-_FENTRY_NOTE = ("fentry/fexit need BPF trampolines, and some kernels refuse them (EPERM) even "
-                "to root; bpfnb.skip_reason('fentry') loads one to find out")
-
 
 # ---------------------------------------------------------------- kernel: read and cache
 
@@ -110,17 +107,18 @@ def _signature(btf: Btf, proto_id: int, skip: int = 0) -> str:
                      for name, tid in params)
 
 
-def _btf_probes() -> tuple[dict[str, str], list[list[str]]]:
-    """({tracepoint event: raw tracepoint args}, [[function, args, return type], ...])."""
+def _btf_probes() -> tuple[dict[str, str], list[list[Any]]]:
+    """({tracepoint event: raw tracepoint args}, [[function, args, return, BTF id], ...])."""
     if not features.btf():
         return {}, []
     btf = Btf.from_file(VMLINUX)
     raw: dict[str, str] = {}
-    funcs: dict[str, list[str]] = {}
+    funcs: dict[str, list[Any]] = {}
     for t in btf.types():
         if t.kind == BtfKind.FUNC and t.name not in funcs:
             proto = btf.type(t.size_or_type)
-            funcs[t.name] = [t.name, _signature(btf, proto.id), spell(btf, proto.size_or_type)]
+            funcs[t.name] = [t.name, _signature(btf, proto.id), spell(btf, proto.size_or_type),
+                             t.id]
         elif t.kind == BtfKind.TYPEDEF and t.name.startswith("btf_trace_"):
             ptr = btf.type(t.size_or_type)
             if ptr.kind == BtfKind.PTR and btf.type(ptr.size_or_type).kind == BtfKind.FUNC_PROTO:
@@ -211,10 +209,19 @@ def _function_rows(data: dict[str, Any], kind: str) -> Iterable[dict[str, Any]]:
         feat = features.kprobes()
         available, note = bool(feat), "" if feat else feat.reason
     else:
-        available, note = None, _FENTRY_NOTE
-    for name, args, ret in data["functions"]:
+        feat = _fentry(data["functions"])
+        available, note = bool(feat), "" if feat else feat.reason
+    for name, args, ret, _id in data["functions"]:
         yield _row(kind, "vmlinux", name, f"{kind}:{name}", f"{ret} {name}({args})",
                    available, note)
+
+
+def _fentry(functions: list[list[Any]]) -> features.Feature:
+    """Whether fentry programs load here: one is loaded on vfs_read (or the first function)."""
+    if not functions:
+        return features.Feature("fentry", False, "the kernel has no BTF functions to attach to")
+    name, *_, btf_id = next((f for f in functions if f[0] == "vfs_read"), functions[0])
+    return fentryprobe.fentry(btf_id, name)
 
 
 def _uprobe_rows(path: str) -> Iterable[dict[str, Any]]:
