@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bpfnb.backends.bcc import AttachPoint, Usdt
+from bpfnb.backends.base import AttachPoint, Usdt
 from bpfnb.doctor import DoctorReport, doctor, skip_reason
 from bpfnb.errors import (
     AttachError,
@@ -25,12 +25,14 @@ from bpfnb.errors import (
     ReplayError,
     UnknownMapError,
     UnknownTargetError,
+    UnsupportedMapError,
     VerifierError,
 )
 from bpfnb.machine.external import ExternalMap, open_map, pin, pinned, unpin
 from bpfnb.machine.inventory import ProgramStats, links, maps, programs
 from bpfnb.machine.probes import probes
 from bpfnb.machine.syscalls import syscall_names, syscalls
+from bpfnb.map.protocol import MapLike
 from bpfnb.map.view import MapInfo, MapView
 from bpfnb.profiler.offcpu import offcpu
 from bpfnb.profiler.profiling import profile, profile_source, stacks
@@ -58,6 +60,7 @@ __all__ = [
     "MapError",
     "MapFullError",
     "MapInfo",
+    "MapLike",
     "MapView",
     "PrivilegeError",
     "Program",
@@ -71,6 +74,7 @@ __all__ = [
     "Symbolizer",
     "UnknownMapError",
     "UnknownTargetError",
+    "UnsupportedMapError",
     "Usdt",
     "VerifierError",
     "close_all",

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys import features
+from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, CompileError, PrivilegeError
+from bpfnb.program.core import load
+from bpfnb.testing.netns import NetNs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,15 +140,11 @@ def _attach_btf(kind: str, function: str, target: str) -> Callable[[Program], No
 
 
 def _attach_xdp(prog: Program) -> None:
-    from bpfnb.testing.netns import NetNs
-
     with NetNs(f"bpfnb-doctor-{os.getpid()}") as ns:
         prog.function("doctor_xdp", "xdp").attach_xdp("lo", mode="generic", netns=ns).close()
 
 
 def _attach_cgroup_skb(prog: Program) -> None:
-    from bpfnb._sys.cgroupfs import Cgroup
-
     with Cgroup(f"bpfnb-doctor-{os.getpid()}") as cg:
         prog.function("doctor_skb", "cgroup_skb").attach_cgroup(cg, "ingress").close()
 
@@ -199,8 +198,6 @@ def _ms(start: float) -> float:
 
 def _run_group(kinds: tuple[str, ...]) -> list[ProbeResult]:
     """Compile `kinds` as one program, attach each, then free everything."""
-    from bpfnb.program.core import load
-
     prog = load(_source(kinds), name="bpfnb_doctor", attach=False)
     try:
         return [_try_attach(prog, k) for k in kinds]

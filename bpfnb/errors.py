@@ -102,3 +102,35 @@ class UnsupportedMapError(MapError):
 
 class ReplayError(BpfnbError):
     """A recording is missing, corrupt or does not hold what was asked."""
+
+
+class ZipLimitError(ReplayError):
+    """A zip entry is larger (or expands more) than bpfnb reads from an untrusted file."""
+
+
+class RecordArgumentError(BpfnbError, ValueError):
+    """An argument of record() is out of range (the message names it)."""
+
+
+class BtfError(BpfnbError):
+    """BTF data is malformed or uses a construct bpfnb cannot turn into ctypes."""
+
+
+class MapLayoutError(BtfError):
+    """A map's key or value type does not have the map's key or value size."""
+
+
+class ElfError(BpfnbError, ValueError):
+    """Not an ELF file this reader understands."""
+
+
+class InstallError(BpfnbError):
+    """install-kernel cannot do what was asked; the message says why and what to do."""
+
+
+class UnsafePathError(BpfnbError):
+    """A directory root would write into can be changed by someone else, or changed under it."""
+
+
+class CapabilityError(BpfnbError):
+    """A capability name is unknown or the process could not change its capability sets."""

@@ -18,6 +18,9 @@ LAYERS = ["errors", "_sys", "symbols", "data", "render", "backends", "map", "pro
           "machine", "profiler", "store", "testing", "doctor", "live", "bpftrace", "fleet",
           "jupyter", "__init__", "__main__"]
 MAX_DEFERRED = 15  # in-function imports of the package's own modules (entry points, plugins)
+# Optional front-end plugins: `.live()` of a map view defers to ipywidgets' live widget, which
+# depends on the MapLike Protocol only (map/protocol.py), so these edges form no cycle.
+PLUGINS = {("bpfnb.map.view", "bpfnb.live.widgets"), ("bpfnb.store.replay", "bpfnb.live.widgets")}
 
 
 def module_name(path: Path) -> str:
@@ -101,7 +104,9 @@ def test_imports_point_down() -> None:
     bad = []
     for mod, v in graph().items():
         here = LAYERS.index(layer_of(mod))
-        for target, line, _ in v.edges:
+        for target, line, deferred in v.edges:
+            if deferred and (mod, target) in PLUGINS:
+                continue
             if LAYERS.index(layer_of(target)) > here:
                 bad.append(f"{mod}:{line} imports {target} (layer {layer_of(target)} is above "
                            f"{layer_of(mod)})")
@@ -137,7 +142,9 @@ def _init_only(cycle: list[str]) -> bool:
 
 
 def test_few_deferred_imports() -> None:
-    deferred = [f"{m}:{line} -> {t}" for m, v in graph().items() for t, line, d in v.edges if d]
+    # one import statement counts once, however many names it imports
+    deferred = sorted({f"{m}:{line} -> {t}" for m, v in graph().items() for t, line, d in v.edges
+                       if d})
     assert len(deferred) <= MAX_DEFERRED, "\n".join(deferred)
 
 

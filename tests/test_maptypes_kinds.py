@@ -15,7 +15,6 @@ import pytest
 import bpfnb
 from bpfnb._sys import mapfeatures
 from bpfnb._sys.cgroupfs import Cgroup
-from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, MapFullError, UnsupportedMapError
 from bpfnb.map.kinds.lpm import longest_match
 from bpfnb.program.functions import function
@@ -350,7 +349,7 @@ def test_cgroup_storage_rows_by_cgroup_and_attach_type(cgroup):
             fn.attach_cgroup(cgroup, "egress")
             fn.attach_cgroup(cgroup, "ingress")  # one storage value per attach type
             assert cgroup.run([sys.executable, "-c", SENDER, port, "25", "72"]) == 0
-            storage = view(p, "per_cgroup")  # bcc 0.26's Python has no cgroup storage table
+            storage = p["per_cgroup"]  # bcc 0.26's Python has no cgroup storage table
             df = storage.df().sort_values("attach", ignore_index=True)
             assert df[["cgroup", "attach"]].values.tolist() == [[cgroup.relpath, "egress"],
                                                                 [cgroup.relpath, "ingress"]]
@@ -360,7 +359,7 @@ def test_cgroup_storage_rows_by_cgroup_and_attach_type(cgroup):
             assert "lock.val" not in df.columns
             key = (cgroup, "egress")
             assert storage.lookup(key, lock=True) == {"packets": 25, "bytes": 2500}
-            pc = view(p, "per_cpu")
+            pc = p["per_cpu"]
             assert pc.df().sort_values("attach")["value"].tolist() == [25, 0]
             long = pc.df(per_cpu=True)
             assert len(long) == 2 * len(bpfnb._sys.bpfsys.possible_cpus())

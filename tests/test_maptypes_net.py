@@ -14,7 +14,6 @@ import pytest
 import bpfnb
 from bpfnb._sys import mapfeatures, sockdiag
 from bpfnb._sys.xsk import XdpSocket
-from bpfnb.backends.rawtable import view
 from bpfnb.errors import KeyTypeError, UnsupportedMapError
 from bpfnb.map import create as mapcreate
 from bpfnb.program.functions import function
@@ -200,7 +199,7 @@ def tcp_pairs():
 def test_sockmap_cookies_named(tcp_pairs):
     a, a_peer, b, _ = tcp_pairs
     with bpfnb.load(SOCKETS, attach=False) as p:
-        slots = view(p, "by_slot")  # bcc 0.26's Python has no sockmap table
+        slots = p["by_slot"]  # bcc 0.26's Python has no sockmap table: a raw table
         slots[0] = a
         slots[1] = b
         df = slots.df()
@@ -215,7 +214,7 @@ def test_sockmap_cookies_named(tcp_pairs):
 def test_sk_msg_redirects_between_loopback_sockets(tcp_pairs):
     a, a_peer, _, b_peer = tcp_pairs
     with bpfnb.load(SOCKETS, attach=False) as p:
-        peers = view(p, "to_peer")
+        peers = p["to_peer"]
         function(p, "redirect", "sk_msg").attach_map(peers, "msg_verdict")  # before inserting
         peers[1] = a
         peers[2] = b_peer

@@ -18,7 +18,8 @@ import pytest
 import bpfnb
 from bpfnb.data import frames
 from bpfnb.errors import ReplayError, UnknownMapError
-from bpfnb.store.recording import Recorder, decode_table, encode_frame, record
+from bpfnb.data.arrow import decode_table, encode_frame
+from bpfnb.store.recording import Recorder, record
 from bpfnb.store.replay import replay
 from conftest import run_workload
 
@@ -69,7 +70,7 @@ def live_frames(prog: bpfnb.Program) -> dict[str, pd.DataFrame]:
         if view.per_cpu:
             out[f"{name}/cpu"] = view.df(per_cpu=True).copy()
     out["dist/hist"] = prog["dist"].hist()
-    out["stacks"] = bpfnb.profiler.stacks(prog["counts"], prog["stack_traces"], name="counts").df()
+    out["stacks"] = bpfnb.stacks(prog["counts"], prog["stack_traces"], name="counts").df()
     return out
 
 

@@ -53,7 +53,7 @@ def path(live: bpfnb.Program, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def replayed(path: Path) -> Iterator[bpfnb.ReplayProgram]:
-    with bpfnb.store.replay(path) as r:
+    with bpfnb.replay(path) as r:
         yield r
 
 
@@ -121,7 +121,7 @@ def test_helpers_read_the_cursor_without_stepping(live, tmp_path):
         rec.save()
     finally:
         live["arr"][2] = 7
-    with bpfnb.store.replay(tmp_path / "two.zip") as r:
+    with bpfnb.replay(tmp_path / "two.zip") as r:
         assert r["arr"][2] == 8 and r.seek(0)["arr"][2] == 7
         player = r["arr"].player()
         assert player[2] == 7 and 2 in player and player.keys() == [0, 1, 2, 3]
@@ -137,13 +137,13 @@ def test_peek(live, replayed, tmp_path):
     live["st"].push((3, 4))
     try:
         bpfnb.record(live, tmp_path / "q.zip", count=1)
-        with bpfnb.store.replay(tmp_path / "q.zip") as r:
+        with bpfnb.replay(tmp_path / "q.zip") as r:
             assert r["q"].peek() == live["q"].peek() == 11
             assert r["st"].peek() == live["st"].peek() == {"count": 3, "flags": 4}
     finally:
         live["q"].drain()
         live["st"].drain()
     bpfnb.record(live, tmp_path / "empty.zip", count=1)
-    with bpfnb.store.replay(tmp_path / "empty.zip") as r:
+    with bpfnb.replay(tmp_path / "empty.zip") as r:
         said = "map 'q' (QUEUE) is empty"
         assert str(_error(r["q"].peek)) == str(_error(live["q"].peek)) == said

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfnb._sys import bpfobjs, bpfsys, errnos
-from bpfnb.errors import BpfnbError
+from bpfnb.errors import BpfnbError, BtfError, MapLayoutError
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")  # magic version flags hdr_len type_off type_len str_off len
@@ -79,10 +79,6 @@ _INTS: dict[tuple[int, bool], Any] = {
     (8, False): ct.c_uint64, (8, True): ct.c_int64,
 }
 _FLOATS: dict[int, Any] = {4: ct.c_float, 8: ct.c_double}
-
-
-class BtfError(BpfnbError):
-    """BTF data is malformed or uses a construct bpfnb cannot turn into ctypes."""
 
 
 @dataclass(frozen=True)
@@ -522,10 +518,6 @@ def map_types(btf_id: int, key_type_id: int, value_type_id: int, key_size: int,
         setattr(types, f"{role}_decl", btf.describe(type_id))
     types.notes.extend(btf.notes)
     return types
-
-
-class MapLayoutError(BtfError):
-    """A map's key or value type does not have the map's key or value size."""
 
 
 def prefer_btf(fd: int, key: Any, value: Any) -> tuple[Any, Any, list[str]]:

@@ -11,14 +11,10 @@ import shutil
 import stat
 from pathlib import Path
 
-from bpfnb.errors import BpfnbError
+from bpfnb.errors import UnsafePathError
 
 ROOT = frozenset({0})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafePathError(BpfnbError):
-    """A directory root would write into can be changed by someone else, or changed under it."""
 
 
 class SafeDir:

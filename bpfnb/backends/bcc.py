@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import ctypes as ct
 import errno
+import json
 import os
 import tempfile
 import threading
@@ -19,35 +20,17 @@ from typing import Any
 
 from bpfnb._sys import features
 from bpfnb.backends import diagnose
+from bpfnb.backends.base import AttachPoint, Usdt
 from bpfnb.errors import (
     AttachError,
     BpfnbError,
     FeatureUnavailableError,
     PrivilegeError,
+    UnknownMapError,
     UnknownTargetError,
 )
 
 _stderr_lock = threading.RLock()
-
-
-@dataclass(frozen=True)
-class AttachPoint:
-    kind: str  # tracepoint, raw_tracepoint, kprobe, kretprobe, kfunc, kretfunc, lsm, uprobe, ...
-    target: str
-    function: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.target}"
-
-
-@dataclass(frozen=True)
-class Usdt:
-    """A USDT probe to enable at load time (so the program can read its arguments)."""
-
-    probe: str
-    function: str
-    path: str | None = None
-    pid: int | None = None
 
 
 class Captured:
@@ -224,8 +207,12 @@ class BccModule:
         return [lib.bpf_table_name(self.bpf.module, i).decode() for i in range(n)]
 
     def table(self, name: str) -> Any:
-        """bcc's table object (key/leaf ctypes types and fd)."""
-        return self.bpf[name.encode()]
+        """bcc's table object (key/leaf ctypes types and fd); for map types bcc 0.26's
+        Python cannot open (sockmap, sockhash, cgroup storage, ...) a RawTable."""
+        try:
+            return self.bpf[name.encode()]
+        except Exception:  # bcc: "Unknown table type N"
+            return raw_table(self.bpf, name)
 
     def program_fd(self, function: str, prog_type: int) -> int:
         """Load a function as a program of this type; its fd (bcc keeps it)."""
@@ -372,3 +359,43 @@ class BccModule:
                 bpf.close()
         self.attached.clear()
         self.bpf = None
+
+
+# -- maps bcc's Python does not know ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class RawTable:
+    """A map bcc's table classes cannot open: its fd and key/leaf types straight from libbcc
+    (MapView reads the map's BTF where bcc has no ctypes type)."""
+
+    map_fd: int
+    Key: Any
+    Leaf: Any
+
+
+def raw_table(bpf: Any, name: str) -> RawTable:
+    """The fd and key/leaf types of map `name` of a loaded bcc BPF object."""
+    lib = _bcc().lib
+    for fn, res in (("bpf_table_fd", ct.c_int), ("bpf_table_key_desc", ct.c_char_p),
+                    ("bpf_table_leaf_desc", ct.c_char_p)):
+        getattr(lib, fn).restype = res
+        getattr(lib, fn).argtypes = [ct.c_void_p, ct.c_char_p]
+    fd = lib.bpf_table_fd(bpf.module, name.encode())
+    if fd < 0:
+        raise UnknownMapError(f"no map {name!r} in this program; see prog.map_names")
+    key_desc = lib.bpf_table_key_desc(bpf.module, name.encode())
+    leaf_desc = lib.bpf_table_leaf_desc(bpf.module, name.encode())
+    key = _decode(bpf, key_desc) if key_desc else None
+    leaf = _decode(bpf, leaf_desc) if leaf_desc else ct.c_uint8
+    return RawTable(int(fd), key, leaf)
+
+
+def _decode(bpf: Any, desc: bytes) -> Any:
+    """bcc's ctypes type for a description, or None where bcc has none (e.g. 'signed char')."""
+    try:
+        return bpf._decode_table_type(json.loads(desc))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+__all__ = ["AttachPoint", "BccModule", "RawTable", "Usdt", "captured_stderr", "raw_table"]

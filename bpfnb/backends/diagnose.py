@@ -16,6 +16,7 @@ from bpfnb.errors import (
     UnknownTargetError,
     VerifierError,
 )
+from bpfnb.symbols.symbolizer import load_elf
 
 CELL = "cell"
 _DIAG = re.compile(rf"^{CELL}:(\d+):(\d+): (error|warning|fatal error): (.*)$")
@@ -230,8 +231,6 @@ def uprobe_failure(function: str, binary: str, symbol: str, message: str) -> Exc
 
 def elf_symbols(path: str) -> list[str]:
     """Function names in an ELF file's symtab and dynsym (for 'did you mean')."""
-    from bpfnb.symbols.symbolizer import load_elf
-
     table = load_elf(path).table
     return sorted({table.name(i) for i in range(len(table))})
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from bpfnb.bpftrace import kernel, output
 from bpfnb.bpftrace.script import MapDecl
+from bpfnb.bpftrace.stacks import to_stacks
 from bpfnb.data.mapread import Snapshot
 from bpfnb.errors import UnsupportedMapError
 from bpfnb.map.view import MapInfo
@@ -104,8 +105,6 @@ class BpftraceMap:
 
     def stacks(self) -> Stacks:
         """A kstack/ustack-keyed map as a Stacks (flame graphs, folded, speedscope, diff)."""
-        from bpfnb.bpftrace.stacks import to_stacks
-
         return to_stacks(self)
 
     def release(self) -> None:
@@ -152,7 +151,7 @@ class BpftraceMap:
         from bpfnb.live.widgets import live_view
 
         options.setdefault("plot", "hist" if self.histogram else "bars")
-        return live_view(self, every=every, top=top, **options)  # type: ignore[arg-type]
+        return live_view(self, every=every, top=top, **options)
 
 
 def _record(df: pd.DataFrame, cols: list[str] | None, named: bool = False) -> np.ndarray:

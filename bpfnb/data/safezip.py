@@ -22,7 +22,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
-from bpfnb.errors import ReplayError
+from bpfnb.data.arrow import pyarrow_module
+from bpfnb.errors import ReplayError, ZipLimitError
 
 ENV = "BPFNB_ZIP_MAX_MB"
 _MIB = 1 << 20
@@ -47,10 +48,6 @@ class Limits:
 
 
 LIMITS = Limits(max_entry=_env_limit())
-
-
-class ZipLimitError(ReplayError):
-    """A zip entry is larger (or expands more) than bpfnb reads from an untrusted file."""
 
 
 def _how_to_raise() -> str:
@@ -108,9 +105,7 @@ def read_json(zf: zipfile.ZipFile, name: str, path: Any) -> Any:
 
 def read_parquet(zf: zipfile.ZipFile, name: str, path: Any) -> Any:
     """Entry `name` as an Arrow table, its footer checked against LIMITS before decoding."""
-    from bpfnb.store.recording import _pa
-
-    pa = _pa()
+    pa = pyarrow_module()
     data = read_entry(zf, name, path)
     try:
         pf = pa.parquet.ParquetFile(io.BytesIO(data))

@@ -9,13 +9,9 @@ import pwd
 import subprocess
 from pathlib import Path
 
-from bpfnb.errors import BpfnbError
+from bpfnb.errors import InstallError
 
 TRACEFS_GROUP = "bpfnb"
-
-
-class InstallError(BpfnbError):
-    """install-kernel cannot do what was asked; the message says why and what to do."""
 
 
 def _run(cmd: list[str]) -> None:

@@ -25,12 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys import features
 from bpfnb.errors import ReplayError
-from bpfnb.program import core as _program
+from bpfnb.program import events as program_events
+from bpfnb.store import replay
+from bpfnb.store.cellstore import CellStore, NotRecorded
+from bpfnb.store.inert import inert_bundle, inert_output, plain_text
+from bpfnb.store.recording import Recorder
 
 if TYPE_CHECKING:
     from bpfnb.program.core import Program
-    from bpfnb.store.cellstore import CellStore, RecordedCell
-    from bpfnb.store.recording import Recorder
+    from bpfnb.store.cellstore import RecordedCell
     from bpfnb.store.replay import ReplayProgram
 
 RECORD_EVERY = 1.0  # seconds between timed snapshots while recording
@@ -147,14 +150,12 @@ class NotebookSession:
     # -- programs ---------------------------------------------------------------------------
     def open_replay(self, name: str) -> ReplayProgram:
         """The recording of program `name`, at the running cell's snapshot."""
-        from bpfnb.store.replay import replay
-
         path = self.program_path(name)
         if not path.exists():
             raise ReplayError(f"no recording of program {name!r} at {str(path)!r}: "
                               f"{self.reason}; record the notebook where BPF loads "
                               f"(make recordings)")
-        prog = replay(path)
+        prog = replay.replay(path)
         prog.follow_cells = True
         self._replays[name] = prog
         self._seek(prog)
@@ -162,8 +163,6 @@ class NotebookSession:
 
     def tape(self, prog: Program) -> None:
         """Record `prog` into the notebook's recording while it lives."""
-        from bpfnb.store.recording import Recorder
-
         old = self._taping.pop(prog.name, None)
         if old is not None:
             old.finish()
@@ -194,8 +193,6 @@ class NotebookSession:
 
     @property
     def cells(self) -> CellStore:
-        from bpfnb.store.cellstore import CellStore
-
         if self._cells is None:
             assert self.path is not None
             self._cells = CellStore(self.path / CELLS)  # recording a cell updates it only
@@ -336,8 +333,6 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
 
 def _display(data: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
     """A display as it is recorded: what replay may show of it (bpfnb.inert)."""
-    from bpfnb.store.inert import inert_bundle
-
     kept, meta = inert_bundle(data, metadata)
     return {"output_type": "display_data", "data": kept, "metadata": meta}
 
@@ -349,9 +344,6 @@ def replay_cell(shell: Any, recorded: RecordedCell, cell: str,
     import sys
 
     from IPython.display import display, publish_display_data
-
-    from bpfnb.store.cellstore import NotRecorded
-    from bpfnb.store.inert import inert_output, plain_text
 
     allowed = bindable_names(shell, cell)
     names = [*recorded.variables, *recorded.skipped]
@@ -405,5 +397,4 @@ def _on_program_close(prog: Program) -> None:
 
 
 _sessions: list[NotebookSession] = []
-if _on_program_close not in _program._close_hooks:
-    _program._close_hooks.append(_on_program_close)
+program_events.on_close(_on_program_close)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bpfnb.errors import ProgramClosedError
-from bpfnb.program import core as _program
+from bpfnb.program import events as program_events
 
 __all__ = [
     "Closable", "History", "PollStatus", "Poller", "Rates", "StopPolling", "close_views",
@@ -377,17 +377,15 @@ def close_views(owners: Iterable[object] | None = None, tag: str | None = None,
 
 
 def _on_program_close(prog: Any) -> None:
-    """program close hook: stop the pollers of the program's maps."""
-    views = list(getattr(prog, "_views", {}).values())
-    stop_all([prog, *views], reason=f"program {getattr(prog, 'name', '?')} closed")
+    """program close callback: stop the pollers of a program (or replay) and its maps."""
+    stop_all(prog.owned(), reason=f"program {getattr(prog, 'name', '?')} closed")
 
 
 def _on_exit() -> None:
     stop_all(reason="interpreter exit", close=False)
 
 
-if _on_program_close not in _program._close_hooks:
-    _program._close_hooks.append(_on_program_close)
+program_events.on_close(_on_program_close)
 atexit.register(_on_exit)
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from bpfnb.live.poller import Poller
+from bpfnb.live.widgettree import close_descendants
 from bpfnb.machine.inventory import ProgramStats
 
 SORT_KEYS = {"cpu": "cpu_pct", "events": "events_per_s", "avg": "avg_run_ns",
@@ -244,8 +246,6 @@ class TopView:
         if self.closed:
             raise RuntimeError("this top() view is closed; call bpfnb.top() again")
         if self._poller is None:
-            from bpfnb.live.poller import Poller
-
             self._poller = Poller(self.refresh, self.every, name="bpfnb-top", owner=self)
         self._poller.start()
         return self
@@ -267,8 +267,6 @@ class TopView:
         self.closed = True
         box = self._widgets.get("box")
         if box is not None:
-            from bpfnb.live.widgettree import close_descendants
-
             close_descendants(box)     # layouts and styles too, not just the four widgets
             box.close()
         self._widgets = {}

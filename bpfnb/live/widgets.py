@@ -32,7 +32,7 @@ from bpfnb.data import frames
 from bpfnb.data.frames import looks_like_hist
 from bpfnb.live import poller as live
 from bpfnb.live import widgettree
-from bpfnb.map.view import MapView
+from bpfnb.map.protocol import MapLike
 from bpfnb.render import plot
 
 try:
@@ -65,7 +65,7 @@ class PlotSpec:
     linear: int | None = None  # bucket width of a linear histogram
 
 
-def parse_plot(spec: str, mapview: MapView, rate: bool) -> PlotSpec:
+def parse_plot(spec: str, mapview: MapLike, rate: bool) -> PlotSpec:
     """"auto" | "bars" | "hist" | "hist:linear=STEP" | "rates" | "per_cpu" | "none"."""
     kind, _, option = spec.partition(":")
     if kind not in PLOT_KINDS:
@@ -220,7 +220,7 @@ class _Frames:
 class LiveView(W.VBox):
     """A map refreshed every `every` seconds: table, plot, controls and a status line."""
 
-    def __init__(self, mapview: MapView, every: float = 1.0, top: int = 20,
+    def __init__(self, mapview: MapLike, every: float = 1.0, top: int = 20,
                  sort_by: str | None = None, rate: bool = False, per_cpu: bool = False,
                  plot: str = "auto", history: int = 600, history_rows: int = 1_000_000,
                  start: bool = True, tag: str | None = None) -> None:
@@ -844,7 +844,7 @@ def _on_pre_run_cell(info: Any) -> None:
         live.stop_all(tag=tag, reason=RERUN)
 
 
-def live_view(mapview: MapView, every: float = 1.0, top: int = 20, sort_by: str | None = None,
+def live_view(mapview: MapLike, every: float = 1.0, top: int = 20, sort_by: str | None = None,
               rate: bool = False, per_cpu: bool = False, plot: str = "auto",
               **options: Any) -> LiveView:
     """A live widget of `mapview`: top-`top` table sorted by `sort_by`, a plot, controls.

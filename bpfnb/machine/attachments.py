@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bpfnb._sys import bpfobjs
+from bpfnb._sys.btf import Btf
 from bpfnb._sys.features import tracefs
+from bpfnb.errors import BpfnbError
 
 LINK_TYPES = ("UNSPEC", "RAW_TRACEPOINT", "TRACING", "CGROUP", "ITER", "NETNS", "XDP",
               "PERF_EVENT", "KPROBE_MULTI", "STRUCT_OPS", "NETFILTER", "TCX", "UPROBE_MULTI",
@@ -104,9 +106,6 @@ def _probe(kind: str, name: str, offset: int, addr: int = 0) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _btf_type_name(btf_obj_id: int, type_id: int) -> str:
-    from bpfnb._sys.btf import Btf
-    from bpfnb.errors import BpfnbError
-
     try:
         return Btf.from_id(btf_obj_id).type(type_id).name
     except BpfnbError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes as ct
 import dataclasses
 import difflib
-import errno
 import os
 import weakref
 from pathlib import Path
@@ -21,21 +20,17 @@ import pandas as pd
 
 from bpfnb._sys import bpfobjs, bpfsys, errnos
 from bpfnb._sys.btf import MapTypes, is_raw, map_types, raw_type
+from bpfnb.data import frames
+from bpfnb.data.layout import dtype_of
 from bpfnb.data.mapread import Snapshot
 from bpfnb.errors import BpfnbError, MapError, ProgramClosedError
 from bpfnb.machine.attachments import link_record
 from bpfnb.machine.inventory import map_type_name, prog_type_name, program_name
+from bpfnb.map.kinds import kind_of
+from bpfnb.map.pins import BPFFS_ROOT, bpffs_mounts, mounts_text, on_bpffs, pin, pin_path, unpin
 from bpfnb.map.view import MapView
 
-BPFFS_ROOT = "/sys/fs/bpf"
 BPFTRACE_PREFIX = ("@", "AT_")  # bpftrace names the map of `@x` AT_x
-_PIN_ERRORS = {
-    errno.EEXIST: "{path} already exists; unpin({path!r}) first or choose another path",
-    errno.ENOENT: "the directory of {path} does not exist",
-    errno.EPERM: "the kernel refused to pin at {path}: it must be on a bpf file system "
-                 "(mounted at /sys/fs/bpf) and pinning needs root",
-    errno.EACCES: "no permission to create {path}; run the notebook kernel as root",
-}
 
 
 class _FdHandle:
@@ -114,8 +109,6 @@ class ExternalMap(MapView):
     @property
     def _raw_plain(self) -> bool:
         """Raw bytes in a map whose type has no DataFrame of its own (hash, array...)."""
-        from bpfnb.map.kinds import kind_of
-
         return (self.types.raw_key or self.types.raw_value) and kind_of(self.type).frame is None
 
     def read(self) -> Snapshot:
@@ -151,8 +144,6 @@ class ExternalMap(MapView):
         return df
 
     def _raw_long_frame(self) -> pd.DataFrame:
-        from bpfnb.data import frames
-
         snap = MapView.read(self)
         keys = _as_bytes(snap.keys) if self.types.raw_key else snap.keys
         return frames.frame(keys, _as_bytes(snap.values), self.attrs(snap, len(snap.keys)),
@@ -169,8 +160,6 @@ def _as_bytes(arr: np.ndarray) -> np.ndarray:
 def _readable_dtype(ctype: Any, role: str) -> np.dtype:
     """How the reader sees a key/value: raw bytes as one `V` item, a top-level numeric
     array as a one-field record (so per-entry arrays stay one row), else as layout says."""
-    from bpfnb.data.layout import dtype_of
-
     if is_raw(ctype):
         return np.dtype(f"V{ct.sizeof(ctype)}")
     dtype = dtype_of(ctype)
@@ -240,12 +229,12 @@ def _is_ctype(obj: Any) -> bool:
 
 def _open_fd(map_id: int | None, pinned: str | None, name: str | None) -> tuple[int, str]:
     if pinned is not None:
-        pinned = _pin_path(pinned, "open")
+        pinned = pin_path(pinned, "open")
         if not os.path.exists(pinned):
             raise MapError(f"nothing is pinned at {pinned}; list pins with bpfnb.pinned()")
-        if not _on_bpffs(pinned):
+        if not on_bpffs(pinned):
             raise MapError(f"{pinned} is not a BPF object (it is not on a bpf file system: "
-                           f"{_mounts_text()}); list pins with bpfnb.pinned()")
+                           f"{mounts_text()}); list pins with bpfnb.pinned()")
         try:
             fd = bpfsys.obj_get(pinned)
         except OSError as e:
@@ -362,92 +351,6 @@ def _fd_kind(fd: int) -> str:
         return ""
     return {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "prog",
             "anon_inode:bpf_link": "link", "anon_inode:bpf-link": "link"}.get(target, "")
-
-
-# -- pinning ------------------------------------------------------------------------------
-
-def bpffs_mounts() -> list[str]:
-    """Mount points of bpf file systems, longest first."""
-    try:
-        with open("/proc/self/mounts") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    points = [parts[1] for parts in (line.split() for line in lines)
-              if len(parts) > 2 and parts[2] == "bpf"]
-    return sorted(set(points), key=len, reverse=True)
-
-
-def _on_bpffs(path: str) -> bool:
-    real = os.path.realpath(path)
-    return any(real == m or real.startswith(m.rstrip("/") + "/") for m in bpffs_mounts())
-
-
-def _mounts_text() -> str:
-    return ", ".join(bpffs_mounts()) or "none is mounted: mount -t bpf bpf /sys/fs/bpf"
-
-
-def _pin_path(path: Any, op: str) -> str:
-    """A pin path normalised (`//`, `.` collapsed); MapError for NUL bytes, `..`, non-paths."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise MapError(f"cannot {op} {path!r}: a pin path is a str such as "
-                       f"{BPFFS_ROOT}/NAME")
-    text = os.fspath(path)
-    if isinstance(text, bytes) or "\0" in text:
-        raise MapError(f"cannot {op} {text!r}: a pin path is a str without NUL bytes")
-    if ".." in Path(text).parts:
-        raise MapError(f"cannot {op} {text}: a pin path may not contain '..'; give the path "
-                       f"under {BPFFS_ROOT} directly")
-    return os.path.normpath(os.path.abspath(text))
-
-
-def pin(obj: Any, path: str) -> str:
-    """Pin a map (a MapView, or anything with an `fd`, or an fd) at `path` on the bpf file
-    system so it outlives this process. Missing directories under the mount are created
-    (and removed again if the pin fails)."""
-    path = _pin_path(path, "pin at")
-    fd = obj if isinstance(obj, int) else getattr(obj, "fd", None)
-    if not isinstance(fd, int) or isinstance(fd, bool):
-        raise MapError(f"pin wants a map (a MapView such as prog['name']), something with "
-                       f"an `fd`, or an fd, not {obj!r}")
-    if not _on_bpffs(path):
-        raise BpfnbError(f"cannot pin at {path}: not on a bpf file system ({_mounts_text()})")
-    made = _make_dirs(os.path.dirname(path))
-    try:
-        bpfsys.obj_pin(fd, path)
-    except OSError as e:
-        for d in reversed(made):
-            os.rmdir(d)
-        template = _PIN_ERRORS.get(e.errno or 0)
-        if template is None:
-            raise errnos.translate(e, f"pin at {path}") from e
-        raise BpfnbError(template.format(path=path)) from e
-    return path
-
-
-def _make_dirs(directory: str) -> list[str]:
-    """Create `directory` and its missing parents; the ones created, outermost first."""
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    for d in reversed(missing):
-        os.mkdir(d)
-    return missing[::-1]
-
-
-def unpin(path: str) -> None:
-    """Remove a pin (the object lives on while something else holds it)."""
-    path = _pin_path(path, "unpin")
-    if not _on_bpffs(path):
-        raise BpfnbError(f"{path} is not on a bpf file system; unpin removes pins only")
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        raise BpfnbError(f"nothing is pinned at {path}; see bpfnb.pinned()") from None
-    except IsADirectoryError:
-        raise BpfnbError(f"{path} is a directory; unpin its entries (or os.rmdir it "
-                         "when empty)") from None
 
 
 _PINNED_COLUMNS = ["path", "kind", "id", "name", "type"]

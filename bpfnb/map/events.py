@@ -12,7 +12,6 @@ and pass it as `lost_map=` (df.attrs['lost'] then holds its total).
 from __future__ import annotations
 
 import contextlib
-import ctypes as ct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ POLL_SLICE = 0.05  # seconds between checks when waiting for events
 def event_dtype(view: MapView, event_type: Any = None) -> np.dtype:
     """numpy dtype of the events: `event_type` (ctypes type or dtype) or the program's."""
     if event_type is None:
-        event_type = program_event_type(view)
+        event_type = view.program_event_type()
     if isinstance(event_type, np.dtype):
         return event_type
     dtype = dtype_of(event_type)
@@ -43,22 +42,6 @@ def event_dtype(view: MapView, event_type: Any = None) -> np.dtype:
         raise BpfnbError(f"the events of {view.name!r} have no fields bcc could find; pass "
                          "event_type=<ctypes struct> matching the C struct")
     return dtype
-
-
-def program_event_type(view: MapView) -> Any:
-    """The ctypes struct bcc derived from the program's ringbuf_output/perf_submit calls."""
-    from bpfnb.program.core import open_programs
-
-    for prog in open_programs():
-        if view.name in prog.map_names and prog[view.name] is view:
-            table = prog.module.table(view.name)
-            buf = ct.create_string_buffer(1 << 16)
-            try:
-                return type(table.event(buf))
-            except BaseException as e:  # bcc exits on types it cannot map
-                raise BpfnbError(f"bcc could not derive the event struct of {view.name!r} "
-                                 f"({e!s}); pass event_type=<ctypes struct>") from None
-    raise BpfnbError(f"map {view.name!r} belongs to no open program; pass event_type=")
 
 
 class EventReader:

@@ -21,8 +21,10 @@ from bpfnb.data.codec import Codec
 from bpfnb.data.colcheck import BadRows, column_values, shown
 from bpfnb.data.layout import padded, sum_cpus
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, UnsupportedMapError
+from bpfnb.map import kinds as maptypes
 
 if TYPE_CHECKING:
+    from bpfnb.map.protocol import TypedMapLike
     from bpfnb.map.view import MapView
 
 FLAGS = {"any": bpfsys.BPF_ANY, "noexist": bpfsys.BPF_NOEXIST, "exist": bpfsys.BPF_EXIST}
@@ -33,9 +35,7 @@ class MapOps:
     """The element operations of one MapView: encodes Python objects, calls the kernel."""
 
     def __init__(self, view: MapView) -> None:
-        from bpfnb.map import kinds as maptypes
-
-        self.view = view
+        self.view: TypedMapLike = view
         self.kind = maptypes.kind_of(view.type)
         self.has_key = view.key_type is not None and view.info.key_size > 0
         self.key = Codec(view.key_dtype, "key", view.name, view.key_type)

@@ -17,10 +17,12 @@ from bpfnb.data import frames
 from bpfnb.data.layout import dtype_of
 from bpfnb.data.mapread import MapReader, Snapshot
 from bpfnb.errors import BpfnbError, ProgramClosedError
+from bpfnb.map import events, pins
+from bpfnb.map.kinds import mapinmap, queues
+from bpfnb.map.ops import MapOps
 
 if TYPE_CHECKING:
     from bpfnb.map.events import EventReader
-    from bpfnb.map.ops import MapOps
 
 _COUNTLESS = (bpfsys.MapType.ARRAY, bpfsys.MapType.PERCPU_ARRAY)
 
@@ -69,7 +71,8 @@ class MapView:
     """A live view of one map. Reading costs one batch syscall per chunk, no per-key work."""
 
     def __init__(self, name: str, fd: int, key_type: Any, value_type: Any,
-                 owner: Callable[[], bool] | None = None, btf: bool = True) -> None:
+                 owner: Callable[[], bool] | None = None, btf: bool = True,
+                 event_type: Callable[[], Any] | None = None) -> None:
         self.name = name
         self._fd = fd
         #: why the map cannot be read (its types do not fit its sizes), raised on read
@@ -86,6 +89,7 @@ class MapView:
         self.key_dtype = dtype_of(key_type) if key_type is not None else np.dtype("V0")
         self.value_dtype = dtype_of(value_type)
         self._alive = owner or (lambda: True)
+        self._event_type = event_type
         self._reader: MapReader | None = None
         self._ops: MapOps | None = None
         self._events: EventReader | None = None
@@ -129,8 +133,6 @@ class MapView:
         """Element operations (codecs built on first use)."""
         self._check()
         if self._ops is None:
-            from bpfnb.map.ops import MapOps
-
             self._ops = MapOps(self)
         return self._ops
 
@@ -203,9 +205,7 @@ class MapView:
 
     def pin(self, path: str) -> str:
         """Pin this map on the bpf file system (bpfnb.unpin(path) removes it)."""
-        from bpfnb.machine.external import pin
-
-        return pin(self, path)
+        return pins.pin(self, path)
 
     def live(self, every: float = 1.0, top: int = 20, **options: Any) -> Any:
         """A live-refreshing widget (table + plot) of this map; see bpfnb.live.widgets.live_view.
@@ -278,15 +278,22 @@ class MapView:
 
     # -- map types with operations of their own -----------------------------------------
     def inner(self, key: Any) -> MapView:
-        """ARRAY_OF_MAPS / HASH_OF_MAPS: the inner map stored at `key`, as a MapView."""
-        from bpfnb.map.kinds import mapinmap
-
-        return mapinmap.inner(self, key)
+        """ARRAY_OF_MAPS / HASH_OF_MAPS: the inner map stored at `key`, as a MapView: the
+        program's own view of it when there is one, otherwise a view opened by id (types
+        from the map's sizes), closed with this view."""
+        map_id = int(self.lookup(key))
+        known = view_by_id(map_id)
+        if known is not None:
+            return known
+        inner = mapinmap.open_inner(map_id)
+        child = MapView(inner.name, inner.fd, inner.key_type, inner.value_type,
+                        owner=self._alive)
+        self.on_release(inner.close)
+        self.on_release(child.release)  # closers run last-in first: the view, then its fd
+        return child
 
     def drain(self) -> pd.DataFrame:
         """QUEUE / STACK: pop every element (destructive), in pop order, as a DataFrame."""
-        from bpfnb.map.kinds import queues
-
         return queues.drain(self)
 
     def events(self, duration: float | None = 1.0, max_events: int | None = None,
@@ -303,10 +310,16 @@ class MapView:
         """The view's event reader (opened on first use, closed on release)."""
         self._check()
         if self._events is None:
-            from bpfnb.map.events import open_reader
-
-            self._events = open_reader(self, event_type)
+            self._events = events.open_reader(self, event_type)
         return self._events
+
+    def program_event_type(self) -> Any:
+        """The ctypes struct the owning program sends to this event map (bcc derives it from
+        its ringbuf_output/perf_submit calls); BpfnbError if no program says."""
+        if self._event_type is None:
+            raise BpfnbError(f"map {self.name!r} belongs to no open program; pass event_type=")
+        self._check()
+        return self._event_type()
 
 
 def drop_hidden(df: pd.DataFrame, hidden: frozenset[str]) -> pd.DataFrame:

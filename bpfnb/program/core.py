@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes as ct
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -11,10 +12,12 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys.interrupts import HoldInterrupts
-from bpfnb.backends.bcc import AttachPoint, BccModule, Usdt
+from bpfnb.backends.base import AttachPoint, Usdt
+from bpfnb.backends.bcc import BccModule
 from bpfnb.errors import BpfnbError, ProgramClosedError, UnknownMapError
 from bpfnb.map.completion import MapNameHints
 from bpfnb.map.view import MapView
+from bpfnb.program import events, functions
 from bpfnb.program import trace as printk
 
 if TYPE_CHECKING:
@@ -29,7 +32,6 @@ PERF_CONFIGS = {
 }
 
 _open_programs: weakref.WeakSet[Program] = weakref.WeakSet()
-_close_hooks: list[Any] = []  # callables run with a program before it closes (live views)
 
 
 class Program(MapNameHints):
@@ -103,18 +105,17 @@ class Program(MapNameHints):
                 names = ", ".join(self._map_names) or "none"
                 raise UnknownMapError(f"no map {name!r} in program {self.name!r}; "
                                       f"its maps are: {names}")
-            try:
-                table = self.module.table(name)
-            except Exception:  # bcc 0.26's Python lacks sockmap/sockhash/cgroup storage
-                from bpfnb.backends.rawtable import raw_table
-
-                table = raw_table(self.module.bpf, name)
+            table = self.module.table(name)
             leaf = getattr(table, "sLeaf", table.Leaf)
             key = getattr(table, "Key", None)
-            view = MapView(name, table.map_fd,
-                           key, leaf, owner=lambda: not self.closed)
+            view = MapView(name, table.map_fd, key, leaf, owner=lambda: not self.closed,
+                           event_type=lambda: event_type(table, name))
             self._views[name] = view
             return view
+
+    def owned(self) -> list[object]:
+        """What live views of this program are tied to: itself and its open map views."""
+        return [self, *self._views.values()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._map_names
@@ -199,9 +200,7 @@ class Program(MapNameHints):
     def function(self, name: str, prog_type: int | str | None = None) -> Function:
         """Load C function `name` as a BPF program (tail-call slots, cgroup/XDP/sockmap
         attach); the type is inferred when not given."""
-        from bpfnb.program.functions import function
-
-        return function(self, name, prog_type)
+        return functions.function(self, name, prog_type)
 
     def program_fd(self, fn_name: str, prog_type: int) -> int:
         """Load function `fn_name` as a program of `prog_type`; return its fd."""
@@ -213,8 +212,7 @@ class Program(MapNameHints):
         with HoldInterrupts(), self._lock:
             if self._module is None:
                 return
-            for hook in list(_close_hooks):
-                hook(self)
+            events.closing(self)
             for view in self._views.values():
                 view.release()
             self._views.clear()
@@ -280,6 +278,16 @@ def load(source: str, name: str | None = None, cflags: Sequence[str] = (), attac
     `line_offset` lines come before the source in the editor (1 in a %%bpf cell)."""
     return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt,
                    line_offset=line_offset)
+
+
+def event_type(table: Any, name: str) -> Any:
+    """The ctypes struct a program sends to event map `name` (its backend's table says)."""
+    buf = ct.create_string_buffer(1 << 16)
+    try:
+        return type(table.event(buf))
+    except BaseException as e:  # bcc exits on types it cannot map
+        raise BpfnbError(f"the backend could not derive the event struct of {name!r} "
+                         f"({e!s}); pass event_type=<ctypes struct>") from None
 
 
 def open_programs() -> list[Program]:

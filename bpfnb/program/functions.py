@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from bpfnb._sys import bpfsys
 from bpfnb.errors import BpfnbError
 from bpfnb.program import attach as progattach
+from bpfnb.program import events
 
 if TYPE_CHECKING:
     from bpfnb.program.core import Program
@@ -23,7 +24,6 @@ _PREFIX_TYPES = {
     "kprobe__": bpfsys.ProgType.KPROBE,
     "kretprobe__": bpfsys.ProgType.KPROBE,
 }
-_hooked = False
 
 
 @dataclass
@@ -112,7 +112,6 @@ def _type_of(prog: Program, name: str, prog_type: int | str | None) -> bpfsys.Pr
 def function(prog: Program, name: str, prog_type: int | str | None = None) -> Function:
     """Load C function `name` of `prog` as a BPF program; `prog_type` defaults to the type of
     the functions already loaded (what a tail call needs) or the one its name says."""
-    _hook_close()
     if name not in prog.functions:
         raise BpfnbError(f"no function {name!r} in program {prog.name!r}; its functions are: "
                          f"{', '.join(prog.functions)}")
@@ -120,11 +119,5 @@ def function(prog: Program, name: str, prog_type: int | str | None = None) -> Fu
     return Function(prog, name, prog.program_fd(name, int(ptype)), ptype)
 
 
-def _hook_close() -> None:
-    """Detach hand-made attachments when their program closes."""
-    global _hooked
-    if not _hooked:
-        from bpfnb.program import core as program
-
-        program._close_hooks.append(progattach.close_owned)
-        _hooked = True
+# hand-made attachments (cgroup, XDP, sockmap) are detached when their program closes
+events.on_close(progattach.close_owned)

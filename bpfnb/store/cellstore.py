@@ -35,6 +35,7 @@ import pandas as pd
 
 from bpfnb import errors
 from bpfnb.data import safezip
+from bpfnb.data.arrow import decode_table, encode_frame, pyarrow_module
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, ReplayError
 from bpfnb.profiler.stacks import Stacks
@@ -175,7 +176,7 @@ class _Encoder:
     def _stacks(self, v: Stacks) -> Spec:
         if not isinstance(v.name, str):
             raise _Unstorable("Stacks with a name that is not a str")
-        return {"t": "stacks", "name": v.name, **self._frame(_stacks_frame(v))}
+        return {"t": "stacks", "name": v.name, **self._frame(v.rows())}
 
     def _exception(self, e: BaseException) -> Spec:
         cls = type(e)
@@ -199,8 +200,6 @@ class _Encoder:
     # -- frames -------------------------------------------------------------------------
     def _frame(self, df: pd.DataFrame) -> Spec:
         """A frame as one Parquet file (index levels as columns) and its spec."""
-        from bpfnb.store.recording import _pa, encode_frame
-
         if not all(isinstance(c, str) for c in df.columns):
             raise _Unstorable("DataFrame with column names that are not str")
         flat, index = self._flatten(df)
@@ -211,7 +210,7 @@ class _Encoder:
         if any(c.get("codec") == "repr" for c in columns):
             raise _Unstorable("DataFrame with objects Parquet cannot hold")
         buf = io.BytesIO()
-        _pa().parquet.write_table(table, buf, compression="zstd")
+        pyarrow_module().parquet.write_table(table, buf, compression="zstd")
         return {"file": self._file(".parquet", buf.getvalue()), "columns": columns,
                 "index": index, "n": len(df), "attrs_spec": self.encode(dict(df.attrs)),
                 "columns_index": {"dtype": str(df.columns.dtype),
@@ -255,14 +254,6 @@ def _constructor_args(e: BaseException) -> tuple[Any, ...]:
         extra = (e.filename, None, e.filename2) if e.filename2 is not None else (e.filename,)
         return (*e.args, *extra)
     return e.args
-
-
-def _stacks_frame(s: Stacks) -> pd.DataFrame:
-    """What a Stacks is (as Stacks.save stores it): its rows in their own order."""
-    return pd.DataFrame({
-        "pid": s._pid, "comm": pd.Series(s._comm, dtype=object),
-        "frames": pd.Series([list(f) for f in s._frames], dtype=object),
-        "kernel_frames": s._nk, "count": s._count})
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -355,9 +346,7 @@ class _Decoder:
 
     # -- frames -------------------------------------------------------------------------
     def _frame(self, s: Spec) -> pd.DataFrame:
-        from bpfnb.store.recording import _pa, decode_table
-
-        df = decode_table(_pa().parquet.read_table(io.BytesIO(self.files[s["file"]])),
+        df = decode_table(pyarrow_module().parquet.read_table(io.BytesIO(self.files[s["file"]])),
                           s["columns"])
         df = self._index(df, s.get("index"))
         if "columns_index" in s:
@@ -452,7 +441,7 @@ def _same_series(a: pd.Series, b: pd.Series) -> bool:
 
 
 def _same_stacks(a: Stacks, b: Stacks) -> bool:
-    return same(a.name, b.name) and _same_frame(_stacks_frame(a), _stacks_frame(b))
+    return same(a.name, b.name) and _same_frame(a.rows(), b.rows())
 
 
 def _traits(v: Any) -> Any:

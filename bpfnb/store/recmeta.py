@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bpfnb._sys import bpfsys
+from bpfnb.backends.base import AttachPoint
 from bpfnb.errors import ReplayError
 
 _INFO_FIELDS = {"name": str, "type": str, "key_size": int, "value_size": int,
@@ -169,7 +170,7 @@ def check(meta: Any, path: Any, format: str, version: int) -> dict[str, Any]:
             c.typed(e, str, f"errors[{name!r}][{k!r}]")
     for k, i in c.dict_of(meta.get("cells", {}), "cells").items():
         c.typed(i, int, f"cells[{k!r}]")
-    fields = {f.name for f in dataclasses.fields(_attach_point())}
+    fields = {f.name for f in dataclasses.fields(AttachPoint)}
     for i, a in enumerate(c.list_of(meta.get("attach_points", []), dict, "attach_points")):
         if set(a) != fields or not all(isinstance(x, str) for x in a.values()):
             raise c.fail(f"attach_points[{i}]", f"is not {{{', '.join(sorted(fields))}}}")
@@ -205,9 +206,3 @@ def merge(head: Any, deltas: list[Any], path: Any) -> Any:
         meta["cells"].update(c.dict_of(d.get("cells", {}), f"{where}.cells"))
         meta.update({k: d[k] for k in ("maps", "interrupted", "saved_ns") if k in d})
     return meta
-
-
-def _attach_point() -> Any:
-    from bpfnb.backends.bcc import AttachPoint
-
-    return AttachPoint

@@ -25,15 +25,16 @@ import threading
 from collections.abc import Callable, Iterator
 from html import escape
 from pathlib import Path
-from typing import Any, Union, cast
+from typing import Any, Union
 
 import numpy as np
 import pandas as pd
 
 from bpfnb._sys import bpfsys
 from bpfnb._sys.errnos import OpContext, translate
-from bpfnb.backends.bcc import AttachPoint
+from bpfnb.backends.base import AttachPoint
 from bpfnb.data import frames, safezip
+from bpfnb.data.arrow import decode_table, pyarrow_module
 from bpfnb.data.codec import LOCK_TYPE_NAMES, Codec
 from bpfnb.data.layout import is_padding
 from bpfnb.data.mapread import Snapshot
@@ -44,22 +45,17 @@ from bpfnb.errors import (
     UnknownMapError,
     UnsupportedMapError,
 )
+from bpfnb.map import kinds as maptypes
 from bpfnb.map.completion import MapNameHints
+from bpfnb.map.kinds.eventmaps import NOTE
+from bpfnb.map.kinds.lpm import PREFIX_BYTES
 from bpfnb.map.ops import MapOps
 from bpfnb.map.view import MapInfo, snapshot_attrs
 from bpfnb.profiler.stacks import Stacks
+from bpfnb.program import events as program_events
 from bpfnb.store import recmeta
+from bpfnb.store.format import EVENT_MAPS, FORMAT, INDEX, META, SNAPSHOT, VERSION
 from bpfnb.store.recmeta import dtype as _dtype
-from bpfnb.store.recording import (
-    EVENT_MAPS,
-    FORMAT,
-    INDEX,
-    META,
-    SNAPSHOT,
-    VERSION,
-    _pa,
-    decode_table,
-)
 
 PathLike = Union[str, "os.PathLike[str]"]
 _HINT = "record it again with bpfnb.record(prog, path)"
@@ -117,7 +113,7 @@ class _Store:
                 snaps = table.column(SNAPSHOT).to_numpy()
                 df = decode_table(table, part["columns"])
             except (KeyError, TypeError, ValueError, IndexError, AttributeError,
-                    OverflowError, _pa().ArrowException) as e:
+                    OverflowError, pyarrow_module().ArrowException) as e:
                 raise ReplayError(f"recording {str(self.path)!r}: table {part['file']!r} does "
                                   f"not hold what meta.json says ({type(e).__name__}: {e}); "
                                   f"{_HINT}") from None
@@ -216,8 +212,6 @@ class ReplayMapView:
         Event maps: the events of that snapshot step (live df() consumes those waiting)."""
         i = self._at(at)
         if self.info.type in EVENT_MAPS and self._store.has(self.name, "events"):
-            from bpfnb.map.kinds.eventmaps import NOTE
-
             df = self.events(at=i)
             df.attrs["note"] = NOTE
             return df
@@ -305,13 +299,10 @@ class ReplayMapView:
         """A live widget that steps through the recorded snapshots, one per refresh, from the
         first (in a notebook's recording: from the running cell's); see
         bpfnb.live.widgets.live_view. Needs ipywidgets (`pip install 'bpfnb[lab]'`)."""
-        from typing import cast
-
-        from bpfnb.live.widgets import live_view
+        from bpfnb.live.widgets import live_view  # optional front end (ipywidgets)
 
         start = self._prog.cursor if self._prog.follow_cells else 0
-        return live_view(cast(Any, self.player(loop=loop, start=start)), every=every, top=top,
-                         **options)
+        return live_view(self.player(loop=loop, start=start), every=every, top=top, **options)
 
     def events(self, duration: float | None = None, max_events: int | None = None,
                event_type: Any = None, lost_map: Any = None, *, all: bool = False,
@@ -463,10 +454,8 @@ class _RecordedOps(MapOps):
     dtypes; kernel calls raise ReplayError."""
 
     def __init__(self, view: ReplayMapView) -> None:
-        from bpfnb.map import kinds as maptypes
-
         meta = view._meta
-        self.view = cast(Any, view)
+        self.view = self.replayed = view
         self.kind = maptypes.kind_of(view.type)
         self.has_key = view.info.key_size > 0
         self.key = Codec(view.key_dtype, "key", view.name)
@@ -477,7 +466,7 @@ class _RecordedOps(MapOps):
             else view.value_dtype
 
     def call(self, ctx: OpContext, fn: Callable[..., Any], *args: Any) -> Any:
-        raise cast(ReplayMapView, self.view)._read_only(ctx.op)
+        raise self.replayed._read_only(ctx.op)
 
 
 def _hidden_type(view: ReplayMapView) -> Any:
@@ -508,8 +497,6 @@ def _find(keys: np.ndarray, key: np.ndarray, lpm: bool) -> int | None:
     if not lpm:
         rows = np.flatnonzero((raw == want).all(axis=1))
         return int(rows[0]) if len(rows) else None
-    from bpfnb.map.kinds.lpm import PREFIX_BYTES
-
     plen = raw[:, :PREFIX_BYTES].copy().view("<u4").reshape(len(keys))
     limit = int(want[:PREFIX_BYTES].copy().view("<u4")[0])
     bits = np.unpackbits(raw[:, PREFIX_BYTES:], axis=1)
@@ -632,20 +619,18 @@ class ReplayProgram(MapNameHints):
         return Stacks(got, name=name)
 
     # -- lifecycle --------------------------------------------------------------------
+    def owned(self) -> list[object]:
+        """What live views of this replay are tied to: itself, its map views, their players."""
+        views = list(self._views.values())
+        return [self, *views, *(p for v in views for p in v._players)]
+
     def close(self) -> None:
         """Stop the live views of this replay; reading afterwards raises. Safe twice."""
         if self._closed:
             return
         self._closed = True
         self._store.close()
-        import sys
-
-        if "bpfnb.live.poller" in sys.modules:
-            from bpfnb.live import poller as live
-
-            views = list(self._views.values())
-            players = [p for v in views for p in v._players]
-            live.stop_all([self, *views, *players], reason=f"replay {self.name} closed")
+        program_events.closing(self)
         for v in self._views.values():
             v.release()
 

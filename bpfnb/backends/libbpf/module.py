@@ -21,7 +21,7 @@ from bpfnb._sys import bpfsys, features, libbpf
 from bpfnb._sys.btf import is_raw
 from bpfnb._sys.perfevent import online_cpus, perf_event_open
 from bpfnb.backends import diagnose
-from bpfnb.backends.bcc import AttachPoint, Usdt
+from bpfnb.backends.base import AttachPoint, Usdt
 from bpfnb.backends.libbpf import compiler
 from bpfnb.backends.libbpf.objfile import BpfObject
 from bpfnb.backends.libbpf.rewrite import LAZY, USDT_PRELUDE, rewrite

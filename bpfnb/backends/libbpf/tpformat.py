@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from bpfnb._sys import features, tracefs
+from bpfnb.backends.diagnose import unknown_tracepoint
 from bpfnb.errors import FeatureUnavailableError
 
 _C_WORDS = {"const", "volatile", "unsigned", "signed", "char", "short", "int", "long", "void",
@@ -55,8 +56,6 @@ def struct_for(category: str, event: str) -> str:
         with open(f"{root}/events/{category}/{event}/format") as f:
             text = f.read()
     except OSError as e:
-        from bpfnb.backends.diagnose import unknown_tracepoint
-
         raise unknown_tracepoint(f"{category}:{event}") from e
     members, pos, packed = [], 0, False
     for field in tracefs.fields(text):

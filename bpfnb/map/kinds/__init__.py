@@ -16,6 +16,7 @@ from bpfnb._sys import bpfsys
 if TYPE_CHECKING:
     import pandas as pd
 
+    from bpfnb.map.protocol import TypedMapLike
     from bpfnb.map.view import MapView
 
 Closer = Callable[[], None]
@@ -25,14 +26,14 @@ Closer = Callable[[], None]
 class Kind:
     """Hooks for one map type; None means the generic behaviour."""
 
-    frame: Callable[[MapView, bool], pd.DataFrame] | None = None  # (view, per_cpu)
-    key_in: Callable[[MapView, Any], Any] | None = None
-    key_out: Callable[[MapView, Any], Any] | None = None
-    value_in: Callable[[MapView, Any], tuple[Any, Closer | None]] | None = None
-    value_out: Callable[[MapView, Any], Any] | None = None
-    on_update: Callable[[MapView, Any, Any], None] | None = None
-    on_delete: Callable[[MapView, Any], None] | None = None
-    length: Callable[[MapView], int] | None = None
+    frame: Callable[[TypedMapLike, bool], pd.DataFrame] | None = None  # (view, per_cpu)
+    key_in: Callable[[TypedMapLike, Any], Any] | None = None
+    key_out: Callable[[TypedMapLike, Any], Any] | None = None
+    value_in: Callable[[TypedMapLike, Any], tuple[Any, Closer | None]] | None = None
+    value_out: Callable[[TypedMapLike, Any], Any] | None = None
+    on_update: Callable[[TypedMapLike, Any, Any], None] | None = None
+    on_delete: Callable[[TypedMapLike, Any], None] | None = None
+    length: Callable[[MapView], int] | None = None  # len() of a kernel map
     note: str = ""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -40,27 +41,26 @@ def _raw_type(size: int) -> Any:
     return _SCALARS.get(size, ct.c_uint8 * size)
 
 
-def inner(view: Any, key: Any) -> Any:
-    """The inner map at `key` as a MapView: the program's own view of it when there is one,
-    otherwise a view opened by id (types from the map's sizes), closed with `view`."""
-    from bpfnb.map.view import MapView, view_by_id
+@dataclass(frozen=True)
+class InnerMap:
+    """An inner map opened by id: its fd (close it), name and raw key/value types."""
 
-    map_id = int(view.lookup(key))
-    known = view_by_id(map_id)
-    if known is not None:
-        return known
+    fd: int
+    name: str
+    key_type: Any
+    value_type: Any
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_inner(map_id: int) -> InnerMap:
+    """Open the map with kernel id `map_id`; its key/value types are raw scalars/bytes."""
     fd = bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, map_id)
     info = bpfsys.map_info(fd)
     name = info.name.decode(errors="replace") or f"map{map_id}"
     key_type = _raw_type(info.key_size) if info.key_size else None
-    child = MapView(name, fd, key_type, _raw_type(info.value_size), owner=view._alive)
-
-    def close() -> None:
-        child.release()
-        os.close(fd)
-
-    view.on_release(close)
-    return child
+    return InnerMap(fd, name, key_type, _raw_type(info.value_size))
 
 
 register(Kind(frame=frame, value_in=_value_in), bpfsys.MapType.ARRAY_OF_MAPS,

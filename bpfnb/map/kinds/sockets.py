@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bpfnb._sys import bpfsys, sockdiag
+from bpfnb.data.layout import flatten
 from bpfnb.map.kinds import Closer, Kind, insert_columns, register
 from bpfnb.map.kinds.fdvalues import fd_of
 
@@ -66,8 +67,6 @@ def frame(view: Any, per_cpu: bool) -> pd.DataFrame:
 
 
 def _keys_frame(view: Any, keys: np.ndarray) -> pd.DataFrame:
-    from bpfnb.data.layout import flatten
-
     cols = flatten(keys, "" if keys.dtype.names is not None else "key")
     df = pd.DataFrame(cols)
     df.attrs.update(map=view.name, type=view.info.type, key_columns=list(cols),

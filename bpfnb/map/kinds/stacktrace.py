@@ -11,6 +11,7 @@ import pandas as pd
 
 from bpfnb._sys import bpfsys
 from bpfnb.map.kinds import Kind, register
+from bpfnb.symbols.symbolizer import Symbolizer, unknown
 
 
 def addresses(values: np.ndarray) -> np.ndarray:
@@ -30,11 +31,7 @@ def symbol_frames(ips: np.ndarray, depth: np.ndarray) -> list[list[str]]:
     so they stay `[unknown] 0x...` here (bpfnb.stacks() resolves them per process)."""
     global _symbolizer
     if _symbolizer is None:
-        from bpfnb.symbols.symbolizer import Symbolizer
-
         _symbolizer = Symbolizer()
-    from bpfnb.symbols.symbolizer import unknown
-
     flat = ips[np.arange(ips.shape[1])[None, :] < depth[:, None]]
     names = np.empty(len(flat), dtype=object)
     kernel = flat >= KERNEL_SPACE
