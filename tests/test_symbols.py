@@ -248,3 +248,31 @@ def test_demangle_without_cxxfilt(monkeypatch: pytest.MonkeyPatch) -> None:
     if got[0] == "_ZN3foo3barEi":
         pytest.skip("libstdc++ is not available to demangle through ctypes")
     assert got == ["foo::bar(int)", "plain"]
+
+
+def test_kallsyms_cache_per_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpfnb.symbols import kcache
+
+    addr = _kallsyms_text_symbol("vfs_read")
+    monkeypatch.setenv("BPFNB_CACHE", str(tmp_path / "cache"))
+    live = Symbolizer(cache=False)
+    first = Symbolizer()  # reads kallsyms and writes this boot's cache
+    assert first.resolve_kernel([addr + 1]) == ["vfs_read"]
+    files = os.listdir(tmp_path / "cache" / "kallsyms")
+    assert files == [f"{kcache.cache_key()}.bin"]
+    assert (tmp_path / "cache" / "kallsyms").stat().st_mode & 0o777 == 0o700
+    cached = kcache.load(kcache.cache_key())
+    assert cached is not None and cached.covers(np.array([addr], np.uint64))
+    table = live.kernel_table
+    rng = np.random.default_rng(7)
+    probe = np.unique(rng.choice(table.starts, 4000)) + np.uint64(2)
+    with open(symbols.KALLSYMS) as f:  # symbols that come and go (BPF) are read afresh
+        dynamic = [int(ln.split()[0], 16) + 1 for ln in f if ln.rstrip().endswith("[bpf]")]
+    probe = np.concatenate([probe, np.array(dynamic[:5], np.uint64)])
+    second = Symbolizer()
+    assert second.resolve_kernel(probe) == live.resolve_kernel(probe)
+    # a truncated or foreign file is not used
+    raw = (tmp_path / "cache" / "kallsyms" / files[0]).read_bytes()
+    assert kcache.decode(raw[:-1]) is None and kcache.decode(b"x" * 64) is None
+    syms = kcache.decode(raw)
+    assert syms is not None and len(syms.starts) == len(cached.starts)

@@ -25,6 +25,7 @@ from typing import IO
 import numpy as np
 
 from bpfnb.errors import ElfError
+from bpfnb.symbols import kcache
 
 KALLSYMS = "/proc/kallsyms"
 _KERNEL_DATA_TYPES = b"bBdDrR"  # kallsyms types that are data, not code
@@ -470,12 +471,17 @@ class Symbolizer:
     """Resolve kernel and user addresses to frame strings, caching everything it reads.
 
     `kallsyms` may name another file (or give its text as bytes) for tests and
-    recordings. Nothing is read before the first call that needs it.
+    recordings. Nothing is read before the first call that needs it. With `cache` (root
+    only) the kernel's table comes from this boot's disk cache (bpfnb.symbols.kcache);
+    an address outside what it covers (a BPF program) reads kallsyms afresh.
     """
 
-    def __init__(self, kallsyms: str | bytes = KALLSYMS, *, demangle: bool = True) -> None:
+    def __init__(self, kallsyms: str | bytes = KALLSYMS, *, demangle: bool = True,
+                 cache: bool = True) -> None:
         self._kallsyms_source = kallsyms
+        self._cache = cache and kallsyms == KALLSYMS
         self._kernel: SymbolTable | None = None
+        self._kernel_cached: kcache.KernelSymbols | None = None  # set while from the cache
         self._kernel_frames: dict[int, str] = {}  # kallsyms index -> name
         self._kernel_names: dict[int, str] = {}  # address -> frame string
         self._gone: set[int] = set()
@@ -490,21 +496,36 @@ class Symbolizer:
     @property
     def kernel_table(self) -> SymbolTable:
         if self._kernel is None:
-            src = self._kallsyms_source
-            if isinstance(src, bytes):
-                data = src
+            key = kcache.cache_key() if self._cache else ""
+            cached = kcache.load(key) if key else None
+            if cached is not None:
+                self._kernel = SymbolTable(cached.starts, None, cached.name_start,
+                                           cached.name_end, cached.blob)
+                self._kernel_cached = cached
             else:
-                try:
-                    with open(src, "rb") as f:
-                        data = f.read()
-                except OSError:
-                    data = b""
-            self._kernel = parse_kallsyms(data)
+                self._kernel = self._read_kallsyms(key)
         return self._kernel
+
+    def _read_kallsyms(self, key: str = "") -> SymbolTable:
+        src = self._kallsyms_source
+        if isinstance(src, bytes):
+            data = src
+        else:
+            try:
+                with open(src, "rb") as f:
+                    data = f.read()
+            except OSError:
+                data = b""
+        table = parse_kallsyms(data)
+        if key and len(table) and table.name_end is not None:
+            kcache.store(key, kcache.lasting(data, table.starts, table.name_start,
+                                             table.name_end))
+        return table
 
     def refresh_kernel(self) -> None:
         """Forget kallsyms (after modules or BPF programs were loaded or unloaded)."""
         self._kernel = None
+        self._kernel_cached = None
         self._kernel_frames = {}
         self._kernel_names = {}
 
@@ -514,6 +535,10 @@ class Symbolizer:
 
     def _name_kernel(self, addrs: np.ndarray) -> list[str]:
         table = self.kernel_table
+        if self._kernel_cached is not None and not self._kernel_cached.covers(addrs):
+            table = self._kernel = self._read_kallsyms()  # symbols the cache leaves out
+            self._kernel_cached = None
+            self._kernel_frames = {}
         names = self._kernel_frames
         out = []
         for i, addr in zip(table.lookup(addrs).tolist(), addrs.tolist()):
