@@ -114,11 +114,21 @@ int on_recorded(struct pt_regs *ctx) { u32 k = 0; hits.increment(k); return 0; }
         assert prog["hits"].df().value.tolist() == [3]
 
 
+def test_libraries_by_name_as_bcc_and_bpftrace_allow() -> None:
+    by_name = bpfnb.probes("uprobe:c:malloc")
+    (path,) = set(by_name.target)
+    assert path.endswith(".so.6") and by_name.name.tolist() == ["malloc"]
+    assert bpfnb.probes(f"uprobe:{path}:malloc").address.tolist() == by_name.address.tolist()
+
+
 def test_bad_patterns_say_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(bpfnb.BpfnbError, match="needs a binary"):
         bpfnb.probes("uprobe::*")
     with pytest.raises(bpfnb.BpfnbError, match="no file"):
         bpfnb.probes(f"usdt:{tmp_path}/missing:*")
+    with pytest.raises(bpfnb.BpfnbError, match="belong to a binary"):
+        bpfnb.probes("*", kind="uprobe")
+    assert bpfnb.probes("kprobe:vfs_read", kind="tracepoint").empty
     with pytest.raises(bpfnb.BpfnbError, match="unknown probe kind"):
         bpfnb.probes("*", kind="nosuch")
     text = tmp_path / "text"

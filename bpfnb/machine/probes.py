@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,29 @@ def _usdt_rows(path: str) -> Iterable[dict[str, Any]]:
 
 # ---------------------------------------------------------------- the query
 
+def library_path(target: str) -> str:
+    """A path as given, or a library named as bcc and bpftrace allow ('c', 'libc',
+    'libssl.so.3') found in the dynamic linker's cache."""
+    if "/" in target or os.path.exists(target):
+        if not os.path.exists(target):
+            raise BpfnbError(f"no file {target}: give the path of a binary or library, e.g. "
+                             "`uprobe:/usr/bin/python3:*`")
+        return target
+    stem = target if target.startswith("lib") else f"lib{target}"
+    try:
+        cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                               check=False).stdout
+    except OSError:
+        cache = ""
+    for line in cache.splitlines()[1:]:
+        name, _, path = line.strip().partition(" => ")
+        soname = name.split(" ", 1)[0]
+        if soname == stem or soname.startswith(f"{stem}.so"):
+            return path
+    raise BpfnbError(f"no library {target} in the linker cache (ldconfig -p) and no such file; "
+                     "give its path, e.g. `uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:*`")
+
+
 def _parse(pattern: str) -> tuple[str | None, str | None, str]:
     """(kind, target path, glob) of 'kind:target:glob', 'kind:glob' or a bare glob."""
     head, sep, rest = pattern.partition(":")
@@ -279,21 +303,23 @@ def probes(pattern: str = "*", kind: str | Iterable[str] | None = None) -> pd.Da
     the pattern)."""
     p_kind, target, glob = _parse(pattern)
     wanted = {KINDS.get(k, k) for k in ([kind] if isinstance(kind, str) else kind or ())}
-    if p_kind is not None:
-        wanted = {p_kind} if not wanted or p_kind in wanted else set()
     unknown = wanted - set(KINDS.values())
     if unknown:
         raise BpfnbError(f"unknown probe kind {', '.join(sorted(unknown))}; use one of "
                          f"{', '.join(dict.fromkeys(KINDS.values()))}")
+    if target is None and wanted & {"uprobe", "usdt"}:
+        raise BpfnbError("uprobes and USDT probes belong to a binary: name it in the pattern, "
+                         "`uprobe:/path/to/binary:GLOB` or `usdt:/path/to/binary:GLOB`")
     rows: list[dict[str, Any]] = []
     matches = _matcher(glob)
-    if target is not None:
-        if not os.path.exists(target):
-            raise BpfnbError(f"no file {target}: give the path of a binary or library, e.g. "
-                             "`uprobe:/usr/bin/python3:*`")
-        source = _uprobe_rows(target) if p_kind == "uprobe" else _usdt_rows(target)
+    if p_kind is not None and wanted and p_kind not in wanted:
+        pass  # the pattern's kind is not one asked for: no rows
+    elif target is not None:
+        path = library_path(target)
+        source = _uprobe_rows(path) if p_kind == "uprobe" else _usdt_rows(path)
         rows = [r for r in source if matches(r)]
     else:
+        wanted = {p_kind} if p_kind is not None else wanted
         data = kernel_probes(wanted or KERNEL_KINDS)
         makers = {"tracepoint": _tracepoint_rows, "rawtracepoint": _raw_rows,
                   "kprobe": lambda d: _function_rows(d, "kprobe"),
