@@ -4,12 +4,14 @@ rows only, with one more status line saying how each host answered."""
 from __future__ import annotations
 
 import html
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from bpfnb.data.mapread import Snapshot
-from bpfnb.fleet.program import FleetMap
 from bpfnb.live import poller as live
 from bpfnb.live.widgets import LiveView, live_view
+
+if TYPE_CHECKING:  # FleetMap.live() imports this module: the plugin must not import it back
+    from bpfnb.fleet.program import FleetMap
 
 
 class Feed:
