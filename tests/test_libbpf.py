@@ -722,3 +722,25 @@ def test_profiler_built_once_then_loaded_without_compiling() -> None:
         df = prog["counts"].df()
     assert len(df) and set(df["pid"]) == {os.getpid()}
     assert set(df["kernel_stack_id"]) == {-1}
+
+
+def test_doctor_shows_each_backend_and_what_auto_picks() -> None:
+    report = bpfnb.doctor()
+    assert report.row("backends", "libbpf").status == "ok"
+    assert report.row("backends", "auto picks").detail == \
+        f"libbpf (auto: {libbpf_ready().reason})"
+    headers = features.kernel_headers()
+    assert report.row("backends", "headers match (bcc)").status == (
+        "no" if not headers else "warn" if headers.reason else "ok")
+
+
+def test_without_clang_auto_runs_bcc_and_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.delenv("CLANG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no clang on it
+    assert libbpf_ready().reason == "clang is not installed"
+    with pytest.raises(FeatureUnavailableError, match="libbpf backend cannot run here: clang"):
+        bpfnb.load("BPF_HASH(m, u32, u64);", backend="libbpf")
+    with bpfnb.load("BPF_HASH(m, u32, u64);") as prog:
+        assert (prog.backend, prog.backend_reason) == (
+            "bcc", "auto: libbpf unavailable (clang is not installed)")
