@@ -1,17 +1,25 @@
 """BTF decoding (`bpfnb._sys.btf.Btf`) of raw blobs written byte by byte (tests/btfblob.py):
 every kind that has a layout, bit fields in both encodings, enums, anonymous members,
-padding, and the errors a bad blob gives."""
+padding, and the errors a bad blob gives; then clang's BTF of a struct (a committed fixture)
+read against the same struct as gcc lays it out."""
 
 from __future__ import annotations
 
 import ctypes as ct
 import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from btfblob import BtfBlob
 
 from bpfnb._sys.btf import Bits, Btf, BtfError, BtfKind, Pointer, enum_names, is_raw
+from bpfnb.data.codec import Codec
+from bpfnb.data.layout import dtype_of
 
 
 class Fixture:
@@ -221,3 +229,46 @@ def test_bad_blobs(blob: bytes, type_id: int, message: str) -> None:
 def test_function_has_no_layout(fx: Fixture) -> None:
     with pytest.raises(BtfError, match=re.escape("FUNC ('handler'), which has no data layout")):
         fx.btf.ctype(fx.func)
+
+
+# -- BTF as clang writes it --------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "btf"
+
+
+@pytest.fixture(scope="module")
+def gcc_event(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """struct event as gcc lays it out: sizeof, field offsets and one value's bytes."""
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc to lay out struct event for comparison")
+    exe = tmp_path_factory.mktemp("event") / "event_bytes"
+    subprocess.run(["gcc", "-I", str(FIXTURES), "-o", str(exe),
+                    str(FIXTURES / "event_bytes.c")], check=True)
+    lines = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    out: dict[str, Any] = {}
+    for line in lines.splitlines():
+        key, value = line.split()
+        out[key] = bytes.fromhex(value) if key == "bytes" else int(value)
+    return out
+
+
+def test_clang_btf_layout_is_gccs(gcc_event: dict[str, Any]) -> None:
+    btf = Btf.from_file(str(FIXTURES / "event.btf"))
+    event = btf.ctype(btf.find("event", BtfKind.STRUCT))
+    assert ct.sizeof(event) == gcc_event["size"]
+    for name in ("pid", "ts", "comm", "f", "i", "ports", "big", "state"):
+        assert getattr(event, name).offset == gcc_event[name], name
+
+
+def test_clang_btf_decodes_gcc_bytes(gcc_event: dict[str, Any]) -> None:
+    btf = Btf.from_file(str(FIXTURES / "event.btf"))
+    event = btf.ctype(btf.find("event", BtfKind.STRUCT))
+    c = Codec(dtype_of(event), "value", "events", event)
+    raw = np.frombuffer(gcc_event["bytes"], dtype_of(event))
+    decoded = c.decode(raw)
+    assert struct.pack("<d", decoded.pop("d")) == struct.pack("<q", -7)  # the union's other view
+    assert decoded == {
+        "pid": 4242, "ts": 1 << 40, "comm": "bash", "f.on": 1, "f.level": -3,
+        "f.st": "RUNNING", "f.rest": 0x1ABCDEF, "i": -7, "ports[0]": 80, "ports[1]": 443,
+        "ports[2]": 8080, "big": -(1 << 100), "state": "BLOCKED"}
+    assert c.encode(c.decode(raw)).tobytes() == gcc_event["bytes"]
