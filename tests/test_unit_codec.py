@@ -192,3 +192,18 @@ def test_hidden_lock_fields_are_neither_shown_nor_required() -> None:
     assert c.columns == ["n"]
     raw = c.encode({"n": 5})
     assert c.decode(raw) == {"n": 5} and raw.tobytes() == bytes(4) + (5).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(("ctype", "key", "columns", "shown"), [
+    (ct.c_uint32, 7, ["key"], 7),
+    (ct.c_char * 16, "bash", ["key"], "bash"),
+    (ct.c_uint8 * 4, [10, 0, 0, 1], ["key[0]", "key[1]", "key[2]", "key[3]"], [10, 0, 0, 1]),
+    (Pair, (1, -1), ["x", "y"], {"x": 1, "y": -1}),
+], ids=["u32", "comm", "ipv4", "struct"])
+def test_key_codec(ctype: Any, key: Any, columns: list[str], shown: Any) -> None:
+    c = Codec(dtype_of(ctype), "key", "by_pid", ctype)
+    assert c.columns == columns
+    keys = c.encode_many([key, key])
+    assert len(keys) == 2 and c.decode_many(keys) == [shown, shown]
+    with pytest.raises(KeyTypeError, match=r"^key .* does not fit map 'by_pid'"):
+        c.encode(object())

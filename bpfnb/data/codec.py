@@ -280,7 +280,7 @@ def _indexes(text: str) -> tuple[int, ...] | None:
 
 def _assign_array(out: np.ndarray, path: tuple[str, ...], dtype: np.dtype, obj: Any) -> None:
     base, shape = dtype.base, dtype.shape
-    if base.kind == "S" or isinstance(obj, (str, bytes)):
+    if base.kind == "S" or isinstance(obj, (str, bytes)) or not isinstance(obj, Iterable):
         raise _Shape(f"a {type(obj).__name__} where an array of {shape[0]} is wanted")
     values = list(np.asarray(obj).ravel()) if isinstance(obj, np.ndarray) \
         else _row_major(obj, len(shape))
