@@ -214,6 +214,11 @@ class BccModule:
         except Exception:  # bcc: "Unknown table type N"
             return raw_table(self.bpf, name)
 
+    def loaded_fds(self) -> dict[str, int]:
+        """Every function loaded so far and its program fd."""
+        return {n.decode() if isinstance(n, bytes) else n: int(fn.fd)
+                for n, fn in self.bpf.funcs.items()}
+
     def program_fd(self, function: str, prog_type: int) -> int:
         """Load a function as a program of this type; its fd (bcc keeps it)."""
         fn = self._guard("load", function, function,

@@ -218,7 +218,8 @@ def kprobe_failure(function: str, target: str) -> Exception:
 
 
 def uprobe_failure(function: str, binary: str, symbol: str, message: str) -> Exception:
-    if "could not determine address" in message or "not found" in message.lower():
+    if any(s in message.lower() for s in ("could not determine address", "not found",
+                                          "failed to find symbol")):
         matches = close_matches(symbol, elf_symbols(binary))
         did = f" Did you mean: {', '.join(matches)}?" if matches else ""
         return UnknownTargetError(f"Unknown symbol {symbol} in {binary}.{did}", matches=matches)

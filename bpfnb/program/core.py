@@ -5,15 +5,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes as ct
+import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys.interrupts import HoldInterrupts
+from bpfnb.backends import select
 from bpfnb.backends.base import AttachPoint, Usdt
 from bpfnb.backends.bcc import BccModule
+from bpfnb.backends.libbpf import LibbpfModule
+from bpfnb.backends.libbpf import load_object as _load_object
 from bpfnb.errors import BpfnbError, ProgramClosedError, UnknownMapError
 from bpfnb.map.completion import MapNameHints
 from bpfnb.map.view import MapView
@@ -34,29 +38,42 @@ PERF_CONFIGS = {
 _open_programs: weakref.WeakSet[Program] = weakref.WeakSet()
 
 
+Module = BccModule | LibbpfModule
+
+
 class Program(MapNameHints):
     """A compiled, loaded and (by default) attached BCC C program.
 
     `prog["map"]` is a MapView; `prog.close()` detaches and frees everything. Also a
-    context manager.
+    context manager. `backend` ("auto", "libbpf" or "bcc") picks the engine;
+    `prog.backend` and `prog.backend_reason` say which one ran and why.
     """
 
     def __init__(self, source: str, name: str | None = None, cflags: Sequence[str] = (),
-                 attach: bool = True, usdt: Iterable[Usdt] = (), line_offset: int = 0) -> None:
+                 attach: bool = True, usdt: Iterable[Usdt] = (), backend: str = "auto",
+                 consts: Mapping[str, int] | None = None,
+                 _module: Callable[[], tuple[Module, select.Choice]] | None = None,
+                 line_offset: int = 0) -> None:
         self.name = name or "bpf"
         self.source = source
         self.cflags = tuple(cflags)
         self._lock = threading.RLock()
         self._views: dict[str, MapView] = {}
-        self._module: BccModule | None = None
+        self._module: Module | None = None
+        self.backend, self.backend_reason = backend, "not loaded"
         # printk formats get this program's tag (prog.trace); line_offset blank lines make
         # errors count lines as the editor does (1 for a %%bpf cell: its magic line)
         self._trace_tag = printk.new_tag() if printk.prints(source) else None
         text = "\n" * line_offset + printk.tagged(source, self._trace_tag or "")
-        # Ctrl-C waits for the load to end, then closes what it built: bcc's maps and
+        # Ctrl-C waits for the load to end, then closes what it built: the maps and
         # programs are fds that nothing would hold after an interrupt mid-way
         with HoldInterrupts(undo=self.close):
-            module = BccModule(text, self.cflags, tuple(usdt))
+            if _module is None:
+                module, choice = select.make_module(text, self.cflags, tuple(usdt),
+                                                    backend, self.name, consts)
+            else:
+                module, choice = _module()
+            self.backend, self.backend_reason = choice.backend, choice.reason
             if self._trace_tag:
                 printk.open_for(self, self._trace_tag)
             try:
@@ -75,7 +92,7 @@ class Program(MapNameHints):
         return self._module is None
 
     @property
-    def module(self) -> BccModule:
+    def module(self) -> Module:
         if self._module is None:
             raise ProgramClosedError(f"program {self.name!r} is closed; run its cell again")
         return self._module
@@ -233,14 +250,15 @@ class Program(MapNameHints):
     def summary(self) -> dict[str, Any]:
         """Name, attach points, maps and their entry counts (for `%bpf ls`)."""
         if self.closed:
-            return {"name": self.name, "state": "closed", "attached": "", "maps": ""}
+            return {"name": self.name, "state": "closed", "backend": self.backend,
+                    "attached": "", "maps": ""}
         maps = []
         for n in self._map_names:
             try:
                 maps.append(f"{n} ({len(self[n])})")
             except Exception:
                 maps.append(n)
-        return {"name": self.name, "state": "loaded",
+        return {"name": self.name, "state": "loaded", "backend": self.backend,
                 "attached": ", ".join(str(a) for a in self.attach_points),
                 "maps": ", ".join(maps)}
 
@@ -253,7 +271,9 @@ class Program(MapNameHints):
         table = ("<table><tr><th>map</th><th>type</th><th>key</th><th>value</th>"
                  f"<th>max entries</th></tr>{rows}</table>") if rows else ""
         return (f"<p><b>{escape(self.name)}</b> attached to {points or 'nothing yet'}; "
-                f"<code>{escape(self.name)}[\"map\"].df()</code> reads a map.</p>{table}")
+                f"<code>{escape(self.name)}[\"map\"].df()</code> reads a map.<br>"
+                f"<small>backend: {escape(self.backend)} ({escape(self.backend_reason)})"
+                f"</small></p>{table}")
 
     def _map_row(self, name: str) -> str:
         try:
@@ -273,11 +293,27 @@ class Program(MapNameHints):
 
 
 def load(source: str, name: str | None = None, cflags: Sequence[str] = (), attach: bool = True,
-         usdt: Iterable[Usdt] = (), line_offset: int = 0) -> Program:
-    """Compile, load and (unless attach=False) auto-attach a BCC C program;
+         backend: str = "auto", usdt: Iterable[Usdt] = (),
+         consts: Mapping[str, int] | None = None, line_offset: int = 0) -> Program:
+    """Compile, load and (unless attach=False) auto-attach a BCC C program with the
+    `backend` asked for ("auto": libbpf where the kernel has BTF and clang is here).
+    `consts` set `const volatile` globals (see backends.select.make_module);
     `line_offset` lines come before the source in the editor (1 in a %%bpf cell)."""
     return Program(source, name=name, cflags=cflags, attach=attach, usdt=usdt,
-                   line_offset=line_offset)
+                   backend=backend, consts=consts, line_offset=line_offset)
+
+
+def load_object(path_or_bytes: str | os.PathLike[str] | bytes, name: str | None = None,
+                attach: bool = True, consts: Mapping[str, Any] | None = None) -> Program:
+    """A libbpf CO-RE object built elsewhere (`.bpf.o`): `const volatile` globals set from
+    `consts`, loaded, programs auto-attached from their SEC() names unless attach=False."""
+    def build() -> tuple[Module, select.Choice]:
+        module = _load_object(path_or_bytes, label, attach=False, consts=consts)
+        return module, select.Choice("libbpf", "load_object: a libbpf object")
+
+    label = name or ("object" if isinstance(path_or_bytes, bytes)
+                     else os.path.basename(os.fspath(path_or_bytes)).split(".")[0])
+    return Program("", name=label, attach=attach, _module=build)
 
 
 def event_type(table: Any, name: str) -> Any:

@@ -79,11 +79,10 @@ def _cgroup_fd(cgroup: Any) -> tuple[int, str, Any]:
 
 
 def _loaded_types(prog: Program) -> set[bpfsys.ProgType]:
-    funcs = getattr(prog.module.bpf, "funcs", {})
     out = set()
-    for fn in funcs.values():
+    for fd in prog.module.loaded_fds().values():
         try:
-            out.add(bpfsys.ProgType(bpfsys.prog_info(fn.fd).type))
+            out.add(bpfsys.ProgType(bpfsys.prog_info(fd).type))
         except (OSError, ValueError):
             continue
     return out

@@ -15,13 +15,13 @@ import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys import bpfsys, features, libbpf
 from bpfnb._sys.btf import is_raw
 from bpfnb._sys.perfevent import online_cpus, perf_event_open
 from bpfnb.backends import diagnose
-from bpfnb.backends.base import AttachPoint, Usdt
+from bpfnb.backends.base import AttachPoint, Backend, Usdt
 from bpfnb.backends.libbpf import compiler
 from bpfnb.backends.libbpf.objfile import BpfObject
 from bpfnb.backends.libbpf.rewrite import LAZY, USDT_PRELUDE, rewrite
@@ -35,6 +35,9 @@ _SECTION_KINDS = (("tracepoint/", "tracepoint"), ("tp/", "tracepoint"),
                   ("fexit/", "kretfunc"), ("lsm/", "lsm"), ("tp_btf/", "tp_btf"),
                   ("uprobe", "uprobe"), ("uretprobe", "uretprobe"), ("usdt", "usdt"),
                   ("ksyscall/", "kprobe"), ("kretsyscall/", "kretprobe"), ("iter/", "iter"))
+# loaded when attached, one by one as bcc does: a kernel that refuses these types (no BPF
+# trampolines, no BPF LSM) then still runs the cell's other functions
+ON_ATTACH = ("fentry/", "fexit/", "lsm/")
 _INDEXED = frozenset(int(t) for t in (
     bpfsys.MapType.PERF_EVENT_ARRAY, bpfsys.MapType.PROG_ARRAY, bpfsys.MapType.CGROUP_ARRAY,
     bpfsys.MapType.ARRAY_OF_MAPS, bpfsys.MapType.HASH_OF_MAPS, bpfsys.MapType.DEVMAP,
@@ -82,6 +85,7 @@ class LibbpfModule:
         (values that change per run belong there, not in -D flags: the object is reused),
         load."""
         _check_permission()
+        diagnose.check_source(source)
         diagnose.check_tracepoints(source)
         text = rewrite(source, frozenset(u.function for u in usdt))
         if USDT_PRELUDE in text.text:  # usdt.bpf.h includes linux/errno.h -> asm/errno.h
@@ -95,7 +99,8 @@ class LibbpfModule:
         self.cached_object = built.cached
         self._events = text.events
         self._setup(BpfObject(built.obj, name, source,
-                              autoload=lambda _n, sec: not sec.startswith(LAZY)), consts)
+                              autoload=lambda _n, sec: not sec.startswith((LAZY, *ON_ATTACH))),
+                    consts)
         try:
             for u in usdt:
                 self.attach_usdt(u.probe, u.function, u.path, u.pid)
@@ -134,8 +139,8 @@ class LibbpfModule:
         return list(self.obj.programs)
 
     def table_names(self) -> list[str]:
-        """User maps (not .rodata/.bss/.data or libbpf's own)."""
-        return [n for n in self.obj.maps if "." not in n and not n.startswith("__bpf")]
+        """User maps (not .rodata/.bss/.data or libbpf's own), by name as bcc lists them."""
+        return sorted(n for n in self.obj.maps if "." not in n and not n.startswith("__bpf"))
 
     def table(self, name: str) -> Table:
         """The map's fd and key/value types from the object's BTF (which also types maps
@@ -163,15 +168,17 @@ class LibbpfModule:
         return int(self.obj.lib.bpf_program__fd(self._program(function, prog_type)))
 
     def _program(self, function: str, prog_type: int | None = None) -> int:
-        """The loaded bpf_program of `function` (loading a lazy one as prog_type)."""
+        """The loaded bpf_program of `function` (loading one not loaded yet: as prog_type
+        if its section does not say)."""
         obj = self.obj
         if function not in obj.programs:
             raise AttachError(f"no function {function!r} in this program; its functions are: "
                               f"{', '.join(obj.programs) or 'none'}")
-        if not obj.section(function).startswith(LAZY) or obj.data is None:
+        lazy = obj.section(function).startswith(LAZY)
+        if obj.lib.bpf_program__fd(obj.programs[function]) >= 0 or obj.data is None:
             return int(obj.programs[function])
         if function not in self._extra:
-            if prog_type is None:
+            if prog_type is None and lazy:
                 raise AttachError(f"{function} has no attach type in its name; load it with "
                                   "program_fd(function, prog_type) first")
             extra = BpfObject(obj.data, obj.name, obj.source,
@@ -179,7 +186,8 @@ class LibbpfModule:
                               reuse={n: obj.map_fd(n) for n in obj.maps
                                      if not n.startswith("__bpf_usdt")})
             try:
-                obj.lib.bpf_program__set_type(extra.programs[function], prog_type)
+                if lazy:
+                    obj.lib.bpf_program__set_type(extra.programs[function], prog_type)
                 extra.load()
             except BaseException:
                 extra.close()
@@ -195,9 +203,10 @@ class LibbpfModule:
             kind = _kind(section)
             if section.startswith(LAZY) or kind is None:
                 continue
-            prog = self.obj.programs[function]
-            if not self.obj.lib.bpf_program__autoload(prog):
+            if not section.startswith(ON_ATTACH) and \
+                    not self.obj.lib.bpf_program__autoload(self.obj.programs[function]):
                 continue
+            prog = self._program(function)
             self._attach(kind[0], kind[1], function,
                          functools.partial(self.obj.lib.bpf_program__attach, prog),
                          optional=kind[0] in ("uprobe", "uretprobe", "usdt", "iter"))
@@ -327,3 +336,8 @@ def _attach_perf(lib: Any, prog: int, pfd: int) -> int | None:
         os.close(pfd)
         ct.set_errno(err)
     return link
+
+
+if TYPE_CHECKING:
+    def _is_backend(module: LibbpfModule) -> Backend:  # mypy: LibbpfModule is a Backend
+        return module
