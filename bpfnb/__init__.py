@@ -37,7 +37,7 @@ from bpfnb.map.view import MapInfo, MapView
 from bpfnb.profiler.offcpu import offcpu
 from bpfnb.profiler.profiling import profile, profile_source, stacks
 from bpfnb.profiler.stacks import Stacks
-from bpfnb.program.core import Program, close_all, load, open_programs
+from bpfnb.program.core import Program, close_all, load, load_object, open_programs
 from bpfnb.program.functions import Function
 from bpfnb.store.recording import Recording, record
 from bpfnb.store.replay import ReplayMapView, ReplayProgram, replay
@@ -81,6 +81,7 @@ __all__ = [
     "doctor",
     "links",
     "load",
+    "load_object",
     "maps",
     "offcpu",
     "open_map",

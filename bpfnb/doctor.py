@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys import features
+from bpfnb.backends import select
 from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, CompileError, PrivilegeError
@@ -232,13 +233,15 @@ def _failed(kind: str, e: BaseException, ms: float = 0.0) -> ProbeResult:
 
 # -- cache ---------------------------------------------------------------------------------
 def cache_key() -> dict[str, Any]:
-    """What the attach results depend on: this boot, kernel, user and capability set."""
+    """What the attach results depend on: this boot, kernel, user, capability set and the
+    backend `auto` loads the probes with."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot = "unknown"
     return {"version": CACHE_VERSION, "boot_id": boot, "release": os.uname().release,
-            "euid": os.geteuid(), "caps": features.capabilities()}
+            "euid": os.geteuid(), "caps": features.capabilities(),
+            "backend": select.choose("").backend}
 
 
 def cache_path() -> Path:
@@ -525,8 +528,27 @@ def _attach_rows(probes: list[ProbeResult]) -> list[Row]:
             for p in probes]
 
 
+def _backend_rows() -> list[Row]:
+    """Each engine's state (select.status()) and the one `backend="auto"` picks here."""
+    ready = select.libbpf_ready()
+    state = select.status()
+    headers = features.kernel_headers()
+    match = (("no", "bcc has no kernel headers to compile against") if not headers else
+             ("warn", "bcc compiles against another kernel's headers: its struct reads may "
+              "be wrong (libbpf reads by BTF, unaffected)") if headers.reason else
+             ("ok", "bcc compiles against this kernel's own headers"))
+    rows = [Row("backends", "libbpf", "ok" if ready else "no", ready.reason,
+                "" if ready else "install clang, bpftool and libbpf1 (`scripts/setup-system`)"),
+            Row("backends", "headers match (bcc)", *match)]
+    rows += [Row("backends", "libbpf version" if check == "libbpf" else check, "info",
+                 state[check])
+             for check in ("clang", "libbpf", "compile cache", "prelude for this kernel")
+             if check in state]
+    return [*rows, Row("backends", "auto picks", "info", state["auto picks"])]
+
+
 _FACTS: tuple[Callable[[], list[Row]], ...] = (
-    _kernel_rows, _bcc_rows, _mount_rows, _cap_rows, _policy_rows,
+    _kernel_rows, _bcc_rows, _backend_rows, _mount_rows, _cap_rows, _policy_rows,
     lambda: [_probe_mechanism_row(), _stale_row()],
 )
 
