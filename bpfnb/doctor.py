@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpfnb._sys import features
-from bpfnb.backends import select
 from bpfnb._sys.cgroupfs import Cgroup
+from bpfnb.backends import select
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, CompileError, PrivilegeError
 from bpfnb.program.core import load
