@@ -101,7 +101,7 @@ def test_error_in_cell_shows_message_without_traceback(ip, capsys):
     assert "broken" not in ip.user_ns or ip.user_ns["broken"].closed
     out = capsys.readouterr()
     text = out.out + out.err
-    assert "CompileError" in text and "line 1" in text
+    assert "CompileError" in text and "line 2" in text  # editor lines: %%bpf is line 1
     assert "Traceback" not in text
 
 

@@ -121,5 +121,5 @@ def test_nul_and_lone_surrogate_are_compile_errors_with_the_line(bad, what, line
 def test_nul_in_a_cell_through_the_magic(shell):
     result = shell.run_cell("%%bpf odd_cell\n" + MAPS + PROBE + "  return 0;\x00\n}\n")
     assert isinstance(result.error_in_exec, CompileError)
-    assert "line 4, column 12 holds a NUL byte" in str(result.error_in_exec)
+    assert "line 5, column 12 holds a NUL byte" in str(result.error_in_exec)  # editor lines
     assert "odd_cell" not in shell.user_ns
