@@ -65,18 +65,16 @@ def test_max_lines_keeps_the_rest_for_the_next_call(workload) -> None:  # type: 
         assert both == [f"few pid={pid}"] * 5
 
 
-def test_instance_goes_with_the_program_and_global_pipe_is_untouched() -> None:
+def test_instance_goes_when_the_program_closes() -> None:
     root = features.tracefs()
     before = set(os.listdir(f"{root}/instances"))
     prog = _load("gone", "bcc")
     made = set(os.listdir(f"{root}/instances")) - before
     assert len(made) == 1 and next(iter(made)).startswith(f"bpfnb-{os.getpid()}-")
-    prog.close()
-    del prog
-    import gc
-
-    gc.collect()
+    prog.close()  # removed with the program, not later
     assert set(os.listdir(f"{root}/instances")) == before
+    with pytest.raises(bpfnb.ProgramClosedError, match="run its cell again"):
+        prog.trace(duration=0)
 
 
 def test_a_program_that_prints_nothing_says_so() -> None:

@@ -9,7 +9,7 @@ program's source is tagged when it loads: string-literal formats of `bpf_trace_p
 `bpf_printk` get a short per-program prefix (`bpfnb<PID>.<N>: `), which `trace()` uses to
 pick its program's lines and strips. The instance is created when a program that prints
 loads (so lines printed before the first `trace()` call are kept, up to the instance's
-buffer) and removed when the program is collected or the process exits.
+buffer) and removed when the program closes (or is collected, or the process exits).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from typing import Any
 import pandas as pd
 
 from bpfnb._sys import features
-from bpfnb.errors import BpfnbError, FeatureUnavailableError
+from bpfnb.errors import BpfnbError, FeatureUnavailableError, ProgramClosedError
+from bpfnb.program import events
 
 COLUMNS = ["time", "cpu", "pid", "comm", "message"]
 _PRINTK = re.compile(r'\b(bpf_trace_printk|bpf_printk)(\s*\(\s*)"')
@@ -132,11 +133,14 @@ def parse(line: str, tag: str) -> dict[str, Any] | None:
 def trace(tag: str | None, duration: float = 1.0, max_lines: int | None = None) -> pd.DataFrame:
     """The lines the program tagged `tag` printed since the last call, waiting up to
     `duration` seconds (less once `max_lines` are in). `time` is CLOCK_MONOTONIC seconds."""
-    inst = _instances.get(tag) if tag is not None else None
-    if tag is None or inst is None:
+    if tag is None:
         raise BpfnbError("this program calls no bpf_trace_printk/bpf_printk with a literal "
                          "format, so it prints nothing to trace; add e.g. "
                          '`bpf_trace_printk("pid %d\\n", pid);` and load it again.')
+    inst = _instances.get(tag)
+    if inst is None:
+        raise ProgramClosedError("the program is closed, and its bpf_trace_printk lines went "
+                                 "with it; run its cell again")
     if isinstance(inst, BpfnbError):
         raise inst
     rows, inst.pending = inst.pending, []
@@ -151,6 +155,13 @@ def trace(tag: str | None, duration: float = 1.0, max_lines: int | None = None) 
         rows, inst.pending = rows[:max_lines], rows[max_lines:]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"time": "float64", "cpu": "int32", "pid": "int32"})
+
+
+@events.on_close
+def _closing(prog: Any) -> None:
+    tag = getattr(prog, "_trace_tag", None)
+    if tag is not None:
+        _drop(tag)
 
 
 @atexit.register
