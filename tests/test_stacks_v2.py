@@ -126,3 +126,109 @@ def test_held_command_runs_nothing_before_release(tmp_path: Path) -> None:
     assert never.status == 125 and not (tmp_path / "never").exists()
     with pytest.raises(bpfnb.BpfnbError, match="command not found"):
         HeldCommand(["/no/such/program"])
+
+
+class Recorder:
+    """A progress display that records updates and presses Ctrl-C after `stop_after` s."""
+
+    def __init__(self, stop_after: float | None = None) -> None:
+        self.stop_after = stop_after
+        self.updates: list[tuple[float, int]] = []
+        self.closed: list[bool] = []
+        self.labels: list[tuple[str, float, str]] = []
+
+    def __call__(self, label: str, total: float, unit: str) -> Recorder:
+        self.labels.append((label, total, unit))
+        return self
+
+    def update(self, elapsed: float, count: int) -> None:
+        self.updates.append((elapsed, count))
+        if self.stop_after is not None and elapsed >= self.stop_after:
+            raise KeyboardInterrupt
+
+    def close(self, interrupted: bool) -> None:
+        self.closed.append(interrupted)
+
+
+@pytest.fixture
+def shown():
+    from bpfnb.data import progress
+
+    rec = Recorder()
+    old = progress.set_factory(rec)
+    yield rec
+    progress.set_factory(old)
+
+
+def test_ctrl_c_ends_a_profile_with_what_it_collected(callchain: Path, shown: Recorder) -> None:
+    from conftest import resources
+
+    before = resources()
+    shown.stop_after = 1.0
+    s = bpfnb.profile(command=[str(callchain), "30", "3", "1"], duration=20, hz=199)
+    assert s.info["interrupted"] is True and s.info["duration"] < 5, s.info
+    assert s.info["exit_status"] is not None  # the command was stopped and reaped
+    assert s.total > 0 and shown.closed == [True]
+    assert shown.labels[0][1:] == (20.0, "samples")
+    counts = [c for _, c in shown.updates]
+    assert counts == sorted(counts) and counts[-1] > 0
+    assert resources() == before  # no program, perf event or fd left
+    assert not bpfnb.open_programs()
+
+
+def test_offcpu_progress_and_ctrl_c(blocking: Path, shown: Recorder) -> None:
+    shown.stop_after = 0.8
+    s = offcpu(command=[str(blocking), "300", "5000"], duration=20)
+    assert s.info["interrupted"] is True and s.info["duration"] < 4, s.info
+    assert shown.labels[0][2] == "µs off CPU" and shown.closed == [True]
+    lines = s.folded().splitlines()
+    slept = sum(int(ln.rsplit(" ", 1)[1]) for ln in lines if ";sleeper;" in ln)
+    assert slept == pytest.approx(300_000, rel=0.1), lines
+
+
+def test_progress_terminal_line_and_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from bpfnb.data import progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setattr(progress, "_factory", None)
+    ticks = iter(range(100))
+    assert progress.wait("profile ls", 0.35, lambda: next(ticks) * 10, step=0.1) is False
+    out = err.getvalue()
+    assert out.startswith("\rprofile ls: 0.0 s of 0.3 s, 0.3 s left, 0 samples")
+    assert out.endswith("\n") and out.count("\n") == 1
+
+    def interrupt() -> int:
+        raise KeyboardInterrupt
+
+    err.truncate(0)
+    err.seek(0)
+    assert progress.wait("x", None, interrupt) is True  # Ctrl-C: ends the wait, no raise
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal: nothing written
+    assert progress.wait("quiet", 0.05, lambda: 1) is False
+
+
+def test_notebook_bar_widgets(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ipywidgets")
+    from bpfnb.data import progress
+    from bpfnb.live import progressbar
+
+    bar = progressbar.NotebookBar("profile ls", 2.0, "samples")
+    bar.update(0.5, 40)
+    assert bar.bar.value == 0.5 and bar.text.value.endswith("1.5 s left, 40 samples")
+    bar.update(0.55, 41)  # within 0.1 s: not redrawn
+    assert bar.text.value.endswith("40 samples")
+    bar.close(interrupted=True)
+    assert bar.bar.bar_style == "warning" and bar.text.value.endswith("41 samples (interrupted)")
+    progressbar.install()
+    try:
+        assert progress.set_factory(progress._factory) is not None
+    finally:
+        progressbar.uninstall()
+    assert progress._factory is None

@@ -276,3 +276,33 @@ def test_kallsyms_cache_per_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert kcache.decode(raw[:-1]) is None and kcache.decode(b"x" * 64) is None
     syms = kcache.decode(raw)
     assert syms is not None and len(syms.starts) == len(cached.starts)
+
+
+def test_elf_symbol_tables_cached_on_disk(
+        running: tuple[subprocess.Popen[str], dict[str, int]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpfnb.symbols import elfcache
+
+    proc, addrs = running
+    monkeypatch.setenv("BPFNB_CACHE", str(tmp_path / "cache"))
+    pm = Symbolizer(cache=False).snapshot_process(proc.pid)
+    assert pm is not None
+    rng = np.random.default_rng(3)
+    probe = np.sort(np.concatenate(
+        [rng.integers(s, e, 50, dtype=np.uint64) for s, e in
+         zip(pm.starts.tolist(), pm.ends.tolist())] + [np.array([addrs["c"]], np.uint64)]))
+    want = Symbolizer(cache=False).resolve_user(proc.pid, probe)
+    first = Symbolizer()
+    assert first.resolve_user(proc.pid, probe) == want
+    files = sorted(os.listdir(tmp_path / "cache" / "elf"))
+    assert len(files) >= 2 and all(f.endswith(".bin") for f in files)  # callchain, libc, ...
+    assert Symbolizer().resolve_user(proc.pid, probe) == want  # now from the cache
+    exe = os.stat(f"/proc/{proc.pid}/exe")
+    key = elfcache.file_key(exe.st_dev, exe.st_ino, exe.st_size, exe.st_mtime_ns)
+    raw = (tmp_path / "cache" / "elf" / key).read_bytes()
+    table = elfcache.decode(raw)
+    assert table is not None and len(table.build_id) == 40
+    assert first.module_files()["callchain"][1] == table.build_id
+    assert elfcache.decode(raw[:-1]) is None and elfcache.decode(b"\0" * 200) is None
+    (tmp_path / "cache" / "elf" / key).write_bytes(raw[:100])  # damaged: read the ELF again
+    assert Symbolizer().resolve_user(proc.pid, [addrs["c"]]) == ["c [callchain]"]

@@ -76,9 +76,14 @@ class _Silent:
 
 
 def reporter(label: str, total: float, unit: str) -> Reporter:
-    """The display for one collection: registered factory, terminal line, or none."""
+    """The display for one collection: registered factory, else `default_reporter`."""
     if _factory is not None:
         return _factory(label, total, unit)
+    return default_reporter(label, total, unit)
+
+
+def default_reporter(label: str, total: float, unit: str) -> Reporter:
+    """A terminal line when stderr is a terminal, else nothing."""
     isatty = getattr(sys.stderr, "isatty", None)
     return TerminalLine(label, total, unit) if isatty and isatty() else _Silent()
 

@@ -17,6 +17,7 @@ from bpfnb.jupyter.profile_magic import ProfileMagics
 from bpfnb.jupyter.recorded_magic import RecordedMagics
 from bpfnb.jupyter.state import NotebookState
 from bpfnb.live import poller as live
+from bpfnb.live import progressbar
 
 BPFTRACE_MAGIC = "bpfnb.jupyter.bpftrace_magic"
 
@@ -45,6 +46,7 @@ def load_extension(ipython: Any) -> None:
                   for method in kind.values()]
     document(h or "" for h in helps)
     ipython.set_custom_exc((BpfnbError,), _show_error)
+    progressbar.install()  # profile/offcpu/events/record show a bar while they run
 
 
 def unload_extension(ipython: Any) -> None:
@@ -54,6 +56,7 @@ def unload_extension(ipython: Any) -> None:
     for plugin in _plugins():
         plugin.unregister(ipython)
     live.stop_all(reason="extension unloaded")
+    progressbar.uninstall()
     ipython.set_custom_exc((), None)
 
 

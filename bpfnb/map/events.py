@@ -22,6 +22,7 @@ import pandas as pd
 from bpfnb._sys import bpfsys
 from bpfnb._sys.perfbuf import PerfBuffers
 from bpfnb._sys.ringbuf import RingBuffer
+from bpfnb.data import progress
 from bpfnb.data.layout import dtype_of, flatten
 from bpfnb.errors import BpfnbError, UnsupportedMapError
 
@@ -84,21 +85,37 @@ class EventReader:
         self._pending = []
         count = sum(len(f) for f in frames)
         lost = 0
-        while max_events is None or count < max_events:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline and count:
-                break
-            wait = POLL_SLICE if deadline is None else min(POLL_SLICE, max(deadline - now, 0))
-            self.wait(wait)
-            df, n_lost = self.take()
-            lost += n_lost
-            if len(df):
-                frames.append(df)
-                count += len(df)
-                if on_batch is not None:
-                    on_batch(df)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        # a long read shows progress; Ctrl-C ends it with the events read so far
+        shown = progress.reporter(f"events {self.view.name}", duration, "events") \
+            if duration is not None and duration > 1.0 else None
+        interrupted = False
+        try:
+            while max_events is None or count < max_events:
+                now = time.monotonic()
+                if shown is not None:
+                    shown.update(now - start, count)
+                if deadline is not None and now >= deadline and count:
+                    break
+                wait = POLL_SLICE if deadline is None else min(POLL_SLICE,
+                                                               max(deadline - now, 0))
+                self.wait(wait)
+                df, n_lost = self.take()
+                lost += n_lost
+                if len(df):
+                    frames.append(df)
+                    count += len(df)
+                    if on_batch is not None:
+                        on_batch(df)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except KeyboardInterrupt:
+            if shown is None:
+                raise
+            interrupted = True
+        finally:
+            if shown is not None:
+                shown.update(time.monotonic() - start, count)
+                shown.close(interrupted)
         out = pd.concat(frames, ignore_index=True) if frames else self.frame(
             np.zeros((0, self.dtype.itemsize), np.uint8))
         if max_events is not None and len(out) > max_events:

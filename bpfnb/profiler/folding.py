@@ -29,19 +29,43 @@ def plain_frame(frame: str, kernel: bool) -> str:
     return name
 
 
-def fold(comm: str, frames: tuple[str, ...], kernel_frames: int, *, modules: bool = False,
-         annotations: bool = False) -> str:
-    """One folded stack (no count): `comm;frame;...;frame`, root first.
+class Folder:
+    """Folds stacks into lines, naming each distinct frame string once (memoized).
 
     `modules=True` keeps ` [module]` on user frames; `annotations=True` marks kernel
     frames `_[k]` as bcc's `profile -a` does. `;` inside a name becomes `:`.
     """
-    cut = len(frames) - kernel_frames
-    out = [comm.replace(";", ":")]
-    for j, f in enumerate(frames):
-        kernel = j >= cut
-        text = f if modules else plain_frame(f, kernel)
-        if annotations and kernel and not text.startswith("[missing "):
+
+    def __init__(self, *, modules: bool = False, annotations: bool = False) -> None:
+        self.modules, self.annotations = modules, annotations
+        self._user: dict[str, str] = {}
+        self._kernel: dict[str, str] = {}
+
+    def _text(self, frame: str, kernel: bool) -> str:
+        text = frame if self.modules else plain_frame(frame, kernel)
+        if kernel and self.annotations and not text.startswith("[missing "):
             text += KERNEL_MARK
-        out.append(text.replace(";", ":"))
-    return ";".join(out)
+        return text.replace(";", ":")
+
+    def fold(self, comm: str, frames: tuple[str, ...], kernel_frames: int) -> str:
+        """One folded stack (no count): `comm;frame;...;frame`, root first."""
+        cut = len(frames) - kernel_frames
+        user, kern = self._user, self._kernel
+        out = [comm.replace(";", ":")]
+        for f in frames[:cut]:
+            t = user.get(f)
+            if t is None:
+                t = user[f] = self._text(f, False)
+            out.append(t)
+        for f in frames[cut:]:
+            t = kern.get(f)
+            if t is None:
+                t = kern[f] = self._text(f, True)
+            out.append(t)
+        return ";".join(out)
+
+
+def fold(comm: str, frames: tuple[str, ...], kernel_frames: int, *, modules: bool = False,
+         annotations: bool = False) -> str:
+    """One folded stack (no count): `comm;frame;...;frame`, root first (see `Folder`)."""
+    return Folder(modules=modules, annotations=annotations).fold(comm, frames, kernel_frames)

@@ -324,9 +324,10 @@ class Stacks:
     def _folded_counts(self, modules: bool = False,
                        annotations: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
+        fold = folding.Folder(modules=modules, annotations=annotations).fold
         for comm, frames, nk, c in zip(self._comm, self._frames, self._nk.tolist(),
                                        self._count.tolist()):
-            key = folding.fold(comm, frames, nk, modules=modules, annotations=annotations)
+            key = fold(comm, frames, nk)
             out[key] = out.get(key, 0) + c
         return out
 

@@ -43,6 +43,7 @@ import pandas as pd
 
 from bpfnb._sys import bpfsys
 from bpfnb.data import frames
+from bpfnb.data import progress as progress_display
 from bpfnb.data.arrow import encode_frame, merge_specs, pyarrow_module
 from bpfnb.errors import BpfnbError, RecordArgumentError
 from bpfnb.map.view import drop_hidden
@@ -475,6 +476,10 @@ def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | 
     rec = Recorder(prog, path, stacks=stacks, every=every, events=events)
     start = time.monotonic()
     last_save = start
+    # without a progress callback: the kit's display (notebook bar or terminal line)
+    shown = progress_display.reporter(f"record {path}", math.inf if duration is None
+                                      else duration, "snapshots") if progress is None else None
+    interrupted = False
     try:
         while True:
             rec.snapshot()
@@ -485,6 +490,8 @@ def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | 
                 last_save = time.monotonic()
             if progress is not None:
                 progress(Progress(n, now - start, rec.saved, duration, count, str(path)))
+            elif shown is not None:
+                shown.update(now - start, n)
             if count is not None and n >= count:
                 break
             due = start + n * every
@@ -492,6 +499,7 @@ def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | 
                 break
             time.sleep(max(0.0, due - time.monotonic()))
     except KeyboardInterrupt:
+        interrupted = True
         if rec.times:
             return rec.save(interrupted=True)
         raise
@@ -499,5 +507,8 @@ def record(prog: Program, path: PathLike, every: float = 1.0, duration: float | 
         if rec.times and rec.saved < len(rec.times):
             rec.save(interrupted=True)
         raise
+    finally:
+        if shown is not None:
+            shown.close(interrupted)
     return rec.save() if rec.saved < len(rec.times) else Recording(
         rec.path, len(rec.times), list(prog.map_names))

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpfnb._sys.safedirs import SafeDir, open_root_dir
-from bpfnb.errors import BpfnbError
+from bpfnb.symbols import cachedir
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MODULES = "/proc/modules"
@@ -105,17 +104,6 @@ def lasting(data: bytes, starts: np.ndarray, name_start: np.ndarray,
                          np.array(ranges, np.uint64).reshape(-1, 2))
 
 
-def _directory() -> SafeDir | None:
-    if os.geteuid() != 0:
-        return None  # kallsyms shows no addresses to others
-    try:
-        with open_root_dir(os.environ.get("BPFNB_CACHE") or "/var/cache/bpfnb",
-                           create=True) as base:
-            return base.sub("kallsyms", mode=0o700)
-    except (OSError, BpfnbError):
-        return None
-
-
 _MAGIC = b"bpfnbKS%d" % _VERSION
 _HEAD = np.dtype([("magic", "S8"), ("n", "<u8"), ("ranges", "<u8"), ("blob", "<u8")])
 
@@ -148,30 +136,22 @@ def decode(data: bytes) -> KernelSymbols | None:
 
 def load(key: str) -> KernelSymbols | None:
     """This boot's cached table, or None."""
-    where = _directory() if key else None
+    where = cachedir.open_cache("kallsyms") if key else None
     if where is None:
         return None
     with where:
-        try:
-            fd = os.open(f"{key}.bin", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         dir_fd=where.fd)
-            with os.fdopen(fd, "rb") as f:
-                return decode(f.read())
-        except OSError:
-            return None
+        data = cachedir.read(where, f"{key}.bin")
+    return decode(data) if data is not None else None
 
 
 def store(key: str, syms: KernelSymbols) -> None:
     """Save the table for this boot (replacing other boots' files); errors are ignored."""
-    where = _directory() if key else None
+    where = cachedir.open_cache("kallsyms") if key else None
     if where is None:
         return
-    tmp = f".{key}.{os.getpid()}.tmp"
-    with where, contextlib.suppress(OSError):
-        for old in os.listdir(where.fd):
-            if old.endswith(".bin") and old != f"{key}.bin":
-                os.unlink(old, dir_fd=where.fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=where.fd)
-        where.write(tmp, encode(syms), 0o600)
-        where.rename(tmp, where, f"{key}.bin")
+    with where:
+        with contextlib.suppress(OSError):
+            for old in os.listdir(where.fd):
+                if old.endswith(".bin") and old != f"{key}.bin":
+                    os.unlink(old, dir_fd=where.fd)
+        cachedir.write(where, f"{key}.bin", encode(syms))

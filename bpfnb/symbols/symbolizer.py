@@ -13,6 +13,7 @@ Frame strings: `symbol` for kernel frames, `symbol [module]` for user frames,
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -24,8 +25,9 @@ from typing import IO
 
 import numpy as np
 
+from bpfnb._sys.safedirs import SafeDir
 from bpfnb.errors import ElfError
-from bpfnb.symbols import kcache
+from bpfnb.symbols import elfcache, kcache
 
 KALLSYMS = "/proc/kallsyms"
 _KERNEL_DATA_TYPES = b"bBdDrR"  # kallsyms types that are data, not code
@@ -314,6 +316,7 @@ def load_elf(path: str, data: bytes | None = None) -> ElfSymbols:
 # ---------------------------------------------------------------- demangling
 
 
+@functools.cache
 def _cxa_demangler() -> object | None:
     import ctypes
     import ctypes.util
@@ -350,8 +353,9 @@ def _cxa_demangler() -> object | None:
 def demangle(names: list[str]) -> list[str]:
     """Demangle C++ (Itanium ABI) names in one batch; other names come back unchanged.
 
-    Uses one `c++filt` process for the whole batch; without binutils, libstdc++'s
-    `__cxa_demangle` (the demangler bcc uses) through ctypes; else names stay mangled.
+    Uses libstdc++'s `__cxa_demangle` (the demangler bcc uses) in-process through
+    ctypes; without libstdc++, one `c++filt` process for the whole batch; else names
+    stay mangled.
     """
     todo = [i for i, n in enumerate(names) if n.startswith(("_Z", "___Z"))]
     if not todo:
@@ -359,7 +363,10 @@ def demangle(names: list[str]) -> list[str]:
     out = list(names)
     mangled = [names[i] for i in todo]
     result: list[str] | None = None
-    cxxfilt = shutil.which("c++filt")
+    fn = _cxa_demangler()
+    if callable(fn):
+        result = fn(mangled)
+    cxxfilt = shutil.which("c++filt") if result is None else None
     if cxxfilt:
         try:
             proc = subprocess.run([cxxfilt], input="\n".join(mangled) + "\n",
@@ -369,8 +376,7 @@ def demangle(names: list[str]) -> list[str]:
         except (OSError, subprocess.SubprocessError):
             result = None
     if result is None:
-        fn = _cxa_demangler()
-        result = fn(mangled) if callable(fn) else mangled
+        result = mangled
     for i, d in zip(todo, result):
         out[i] = d
     return out
@@ -446,6 +452,23 @@ def _parse_perf_map(text: str) -> SymbolTable:
                        np.array(offs, np.int64)[order], None, blob)
 
 
+def _load_cached(path: str, key: tuple[int, ...], where: SafeDir | None) -> ElfSymbols:
+    """load_elf(path), through the disk cache of symbol tables `where` (None: no cache)."""
+    if where is None:
+        return load_elf(path)
+    name = elfcache.file_key(*key)
+    got = elfcache.load(where, name)
+    if got is not None:
+        table = SymbolTable(got.starts, got.sizes, got.name_start, None, got.blob)
+        return ElfSymbols(path, table, got.segments, build_id=got.build_id)
+    elf = load_elf(path)
+    t = elf.table
+    if not elf.error and t.sizes is not None:
+        elfcache.store(where, name, elfcache.ElfTable(t.starts, t.sizes, t.name_start, t.blob,
+                                                      elf.segments, elf.build_id))
+    return elf
+
+
 # ---------------------------------------------------------------- the symbolizer
 
 
@@ -472,14 +495,16 @@ class Symbolizer:
 
     `kallsyms` may name another file (or give its text as bytes) for tests and
     recordings. Nothing is read before the first call that needs it. With `cache` (root
-    only) the kernel's table comes from this boot's disk cache (bpfnb.symbols.kcache);
-    an address outside what it covers (a BPF program) reads kallsyms afresh.
+    only) the kernel's table comes from this boot's disk cache (bpfnb.symbols.kcache;
+    an address outside what it covers, a BPF program, reads kallsyms afresh) and ELF
+    symbol tables from bpfnb.symbols.elfcache.
     """
 
     def __init__(self, kallsyms: str | bytes = KALLSYMS, *, demangle: bool = True,
                  cache: bool = True) -> None:
         self._kallsyms_source = kallsyms
         self._cache = cache and kallsyms == KALLSYMS
+        self._use_disk = cache
         self._kernel: SymbolTable | None = None
         self._kernel_cached: kcache.KernelSymbols | None = None  # set while from the cache
         self._kernel_frames: dict[int, str] = {}  # kallsyms index -> name
@@ -625,7 +650,20 @@ class Symbolizer:
             self._load(mod)
         return mod
 
-    def _load(self, mod: Module) -> ElfSymbols:
+    def _load_all(self, mods: Iterable[Module]) -> None:
+        """Load the symbols of modules not loaded yet (one pass over the disk cache)."""
+        todo = [m for m in mods if m.elf is None]
+        if not todo:
+            return
+        if not self._use_disk:
+            for m in todo:
+                self._load(m)
+            return
+        with elfcache.opened() as where:
+            for m in todo:
+                self._load(m, where)
+
+    def _load(self, mod: Module, where: SafeDir | None = None) -> ElfSymbols:
         if mod.elf is None:
             try:
                 st = os.stat(mod.path)
@@ -635,7 +673,7 @@ class Symbolizer:
                 return mod.elf
             elf = self._elves.get(key)
             if elf is None:
-                elf = self._elves[key] = load_elf(mod.path)
+                elf = self._elves[key] = _load_cached(mod.path, key, where)
             mod.elf = elf
         return mod.elf
 
@@ -689,8 +727,7 @@ class Symbolizer:
         inside[inside] = uniq[inside] < pm.ends[m[inside]]
         mod_of = np.where(inside, pm.module_index[np.maximum(m, 0)], -1)
         present = np.unique(mod_of[inside]).tolist()
-        for mi in present:
-            self._load(pm.modules[mi])
+        self._load_all(pm.modules[mi] for mi in present)
         bias = pm.bias()
         sym = np.full(len(uniq), -1, np.int64)
         for mi in present:

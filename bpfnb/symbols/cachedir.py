@@ -1,0 +1,43 @@
+"""The symbol caches' directory: `$BPFNB_CACHE/<name>` (default /var/cache/bpfnb/<name>),
+root only, every component owned by root and writable by root only (bpfnb._sys.safedirs),
+the leaf 0700. Files go in under a temporary name and are renamed into place (atomic)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from bpfnb._sys.safedirs import SafeDir, open_root_dir
+from bpfnb.errors import BpfnbError
+
+
+def open_cache(name: str) -> SafeDir | None:
+    """The cache directory `name`, or None (not root, or no safe place for it)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        with open_root_dir(os.environ.get("BPFNB_CACHE") or "/var/cache/bpfnb",
+                           create=True) as base:
+            return base.sub(name, mode=0o700)
+    except (OSError, BpfnbError):
+        return None
+
+
+def read(where: SafeDir, name: str) -> bytes | None:
+    """The file `name` in `where` (never through a link), or None."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where.fd)
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write(where: SafeDir, name: str, data: bytes) -> None:
+    """Write `name` atomically (a temporary file renamed over it); errors are ignored."""
+    tmp = f".{name}.{os.getpid()}.tmp"
+    with contextlib.suppress(OSError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=where.fd)
+        where.write(tmp, data, 0o600)
+        where.rename(tmp, where, name)

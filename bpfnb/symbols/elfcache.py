@@ -1,0 +1,84 @@
+"""ELF symbol tables kept on disk between runs (root only), so a cold symbolizer does not
+parse and sort the symbol tables of every library again.
+
+One file per ELF file version in `$BPFNB_CACHE/elf` (see bpfnb.symbols.cachedir), named
+by what identifies that version without reading it: device, inode, size and mtime (ns).
+It holds the merged function table (starts, sizes, name offsets into the string
+tables), the PT_LOAD segments and the build id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from bpfnb._sys.safedirs import SafeDir
+from bpfnb.symbols import cachedir
+
+_MAGIC = b"bpfnbEL1"
+_HEAD = np.dtype([("magic", "S8"), ("n", "<u8"), ("segs", "<u8"), ("blob", "<u8"),
+                  ("build_id", "S64")])
+
+
+@dataclass
+class ElfTable:
+    starts: np.ndarray  # uint64, sorted
+    sizes: np.ndarray  # uint64
+    name_start: np.ndarray  # int64 offsets of NUL-terminated names in blob
+    blob: bytes
+    segments: np.ndarray  # (n, 3) uint64: vaddr, offset, filesz
+    build_id: str  # hex, "" if none
+
+
+def file_key(st_dev: int, st_ino: int, st_size: int, st_mtime_ns: int) -> str:
+    return f"{st_dev:x}-{st_ino:x}-{st_size:x}-{st_mtime_ns:x}.bin"
+
+
+def encode(t: ElfTable) -> bytes:
+    head = np.array([(_MAGIC, len(t.starts), len(t.segments), len(t.blob),
+                      t.build_id.encode())], _HEAD)
+    return b"".join((head.tobytes(), t.starts.astype("<u8").tobytes(),
+                     t.sizes.astype("<u8").tobytes(), t.name_start.astype("<i8").tobytes(),
+                     t.segments.astype("<u8").tobytes(), t.blob))
+
+
+def decode(data: bytes) -> ElfTable | None:
+    """What `encode` wrote, or None if it is not that (or truncated, or names out of range)."""
+    if len(data) < _HEAD.itemsize:
+        return None
+    head = np.frombuffer(data, _HEAD, 1)[0]
+    n, ns, nb = int(head["n"]), int(head["segs"]), int(head["blob"])
+    at = _HEAD.itemsize
+    if head["magic"] != _MAGIC or len(data) != at + 24 * n + 24 * ns + nb:
+        return None
+    starts = np.frombuffer(data, "<u8", n, at)
+    sizes = np.frombuffer(data, "<u8", n, at + 8 * n)
+    names = np.frombuffer(data, "<i8", n, at + 16 * n)
+    if n and (int(names.max()) >= nb or int(names.min()) < 0):
+        return None
+    segs = np.frombuffer(data, "<u8", 3 * ns, at + 24 * n).reshape(-1, 3)
+    return ElfTable(starts, sizes, names, data[at + 24 * n + 24 * ns :], segs,
+                    bytes(head["build_id"]).decode("ascii", "replace"))
+
+
+@contextlib.contextmanager
+def opened() -> Iterator[SafeDir | None]:
+    """The cache directory for a batch of loads and stores (None: no cache here)."""
+    where = cachedir.open_cache("elf")
+    try:
+        yield where
+    finally:
+        if where is not None:
+            where.close()
+
+
+def load(where: SafeDir, key: str) -> ElfTable | None:
+    data = cachedir.read(where, key)
+    return decode(data) if data is not None else None
+
+
+def store(where: SafeDir, key: str, table: ElfTable) -> None:
+    cachedir.write(where, key, encode(table))
