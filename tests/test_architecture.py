@@ -166,3 +166,35 @@ def test_front_end_only_in_front_end_layers(framework: str) -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad += [f"{mod}:{node.lineno}" for n in names if n.split(".")[0] == framework]
     assert not bad, f"{framework} imported outside jupyter/ and live/: " + ", ".join(bad)
+
+
+def test_backends_implement_the_backend_protocol() -> None:
+    """BccModule and LibbpfModule offer every Backend method with the same parameters."""
+    import inspect
+
+    from bpfnb.backends.base import Backend
+    from bpfnb.backends.bcc import BccModule
+    from bpfnb.backends.libbpf import LibbpfModule
+
+    methods = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
+    assert "table" in methods and "attach_uprobe" in methods
+    bad = [f"{cls.__name__}.{n}" for cls in (BccModule, LibbpfModule) for n in methods
+           if list(inspect.signature(getattr(cls, n)).parameters)
+           != list(inspect.signature(getattr(Backend, n)).parameters)]
+    assert not bad, bad
+
+
+def test_map_views_are_map_like() -> None:
+    """The three map views have MapLike's members (mypy checks their types where they are
+    passed to live_view)."""
+    from bpfnb.bpftrace.views import BpftraceMap
+    from bpfnb.map.protocol import MapLike
+    from bpfnb.map.view import MapView
+    from bpfnb.store.replay import ReplayMapView
+
+    members = [n for n in vars(MapLike) if not n.startswith("_")]
+    assert {"read", "df", "live", "info", "fd"} <= set(members)
+    instance_attrs = {"name", "info", "per_cpu"}  # set in __init__ by some views
+    bad = [f"{cls.__name__}.{n}" for cls in (MapView, ReplayMapView, BpftraceMap)
+           for n in members if not hasattr(cls, n) and n not in instance_attrs]
+    assert not bad, bad
