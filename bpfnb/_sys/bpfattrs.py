@@ -19,6 +19,21 @@ class MapCreateAttr(ct.Structure):
                 ("map_ifindex", ct.c_uint32), ("rest", ct.c_uint32 * 12)]
 
 
+class ProgLoadAttr(ct.Structure):
+    """BPF_PROG_LOAD, up to attach_prog_fd."""
+
+    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
+                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
+                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32),
+                ("prog_flags", ct.c_uint32), ("prog_name", ct.c_char * OBJ_NAME_LEN),
+                ("prog_ifindex", ct.c_uint32), ("expected_attach_type", ct.c_uint32),
+                ("prog_btf_fd", ct.c_uint32), ("func_info_rec_size", ct.c_uint32),
+                ("func_info", ct.c_uint64), ("func_info_cnt", ct.c_uint32),
+                ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64),
+                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32),
+                ("attach_prog_fd", ct.c_uint32)]
+
+
 class ElemAttr(ct.Structure):
     """BPF_MAP_{LOOKUP,UPDATE,DELETE}_ELEM, MAP_GET_NEXT_KEY, MAP_LOOKUP_AND_DELETE_ELEM."""
 
@@ -117,6 +132,12 @@ class ProgInfo(ct.Structure):
         ("verified_insns", ct.c_uint32), ("attach_btf_obj_id", ct.c_uint32),
         ("attach_btf_id", ct.c_uint32),
     ]
+
+
+class FuncInfo(ct.Structure):
+    """struct bpf_func_info: one record of ProgInfo.func_info."""
+
+    _fields_ = [("insn_off", ct.c_uint32), ("type_id", ct.c_uint32)]
 
 
 class BtfInfo(ct.Structure):

@@ -10,26 +10,10 @@ import os
 import struct
 
 from bpfnb._sys import bpfsys, features
+from bpfnb._sys.bpfattrs import ProgLoadAttr
 
-PROG_LOAD = 5  # enum bpf_cmd
-PROG_TYPE_TRACING = 26
 TRACE_FENTRY = 24  # enum bpf_attach_type
 _RETURN_0 = struct.pack("<BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0)  # r0 = 0; exit
-
-
-class ProgLoadAttr(ct.Structure):
-    """union bpf_attr for BPF_PROG_LOAD, up to attach_btf_id."""
-
-    _fields_ = [("prog_type", ct.c_uint32), ("insn_cnt", ct.c_uint32), ("insns", ct.c_uint64),
-                ("license", ct.c_uint64), ("log_level", ct.c_uint32), ("log_size", ct.c_uint32),
-                ("log_buf", ct.c_uint64), ("kern_version", ct.c_uint32),
-                ("prog_flags", ct.c_uint32), ("prog_name", ct.c_char * 16),
-                ("prog_ifindex", ct.c_uint32), ("expected_attach_type", ct.c_uint32),
-                ("prog_btf_fd", ct.c_uint32), ("func_info_rec_size", ct.c_uint32),
-                ("func_info", ct.c_uint64), ("func_info_cnt", ct.c_uint32),
-                ("line_info_rec_size", ct.c_uint32), ("line_info", ct.c_uint64),
-                ("line_info_cnt", ct.c_uint32), ("attach_btf_id", ct.c_uint32),
-                ("attach_prog_fd", ct.c_uint32)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,11 +24,11 @@ def fentry(btf_id: int, function: str) -> features.Feature:
         return features.Feature("fentry", False, perm.reason)
     insns = ct.create_string_buffer(_RETURN_0, len(_RETURN_0))
     gpl = ct.create_string_buffer(b"GPL")
-    attr = ProgLoadAttr(prog_type=PROG_TYPE_TRACING, insn_cnt=2, insns=ct.addressof(insns),
+    attr = ProgLoadAttr(prog_type=bpfsys.ProgType.TRACING, insn_cnt=2, insns=ct.addressof(insns),
                         license=ct.addressof(gpl), prog_name=b"bpfnb_fentry",
                         expected_attach_type=TRACE_FENTRY, attach_btf_id=btf_id)
     try:
-        os.close(bpfsys.bpf(PROG_LOAD, attr))
+        os.close(bpfsys.bpf(bpfsys.Cmd.PROG_LOAD, attr))
     except OSError as e:
         name = errno.errorcode.get(e.errno or 0, str(e.errno))
         return features.Feature("fentry", False, f"this kernel refuses fentry programs: "

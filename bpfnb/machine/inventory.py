@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bpfnb._sys import bpfobjs, bpfsys, errnos
+from bpfnb._sys.bpfattrs import FuncInfo
 from bpfnb._sys.btf import Btf
 from bpfnb.errors import BpfnbError, PrivilegeError
 from bpfnb.machine.attachments import LinkRecord, all_links
@@ -79,10 +80,6 @@ def _listing(what: str) -> Iterator[None]:
 
 # -- program names -------------------------------------------------------------------------
 
-class _FuncInfo(ct.Structure):
-    _fields_ = [("insn_off", ct.c_uint32), ("type_id", ct.c_uint32)]
-
-
 _full_names: dict[int, str] = {}
 _full_names_lock = threading.Lock()
 
@@ -98,8 +95,8 @@ def program_name(fd: int, info: bpfsys.ProgInfo) -> str:
             return _full_names[info.id]
     full = name
     try:
-        func = _FuncInfo()
-        query = bpfsys.ProgInfo(nr_func_info=1, func_info_rec_size=ct.sizeof(_FuncInfo),
+        func = FuncInfo()
+        query = bpfsys.ProgInfo(nr_func_info=1, func_info_rec_size=ct.sizeof(FuncInfo),
                                 func_info=ct.addressof(func))
         bpfsys.obj_info(fd, query)
         full = Btf.from_id(info.btf_id).type(func.type_id).name or name
