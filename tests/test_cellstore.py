@@ -23,11 +23,11 @@ import pytest
 
 import bpfnb
 from bpfnb import errors
+from bpfnb.data.arrow import encode_frame
+from bpfnb.data.arrow import pyarrow_module as _pa
 from bpfnb.errors import ReplayError
 from bpfnb.profiler.stacks import Stacks
 from bpfnb.store.cellstore import FORMAT, INDEX, CellStore, NotRecorded, RecordedCell, same
-from bpfnb.data.arrow import encode_frame
-from bpfnb.data.arrow import pyarrow_module as _pa
 
 OUTPUTS = [{"output_type": "stream", "name": "stdout", "text": "hello\n"},
            {"output_type": "display_data", "data": {"text/plain": "x", "application/json":

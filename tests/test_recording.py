@@ -17,8 +17,8 @@ import pytest
 
 import bpfnb
 from bpfnb.data import frames
-from bpfnb.errors import ReplayError, UnknownMapError
 from bpfnb.data.arrow import decode_table, encode_frame
+from bpfnb.errors import ReplayError, UnknownMapError
 from bpfnb.store.recording import Recorder, record
 from bpfnb.store.replay import replay
 from conftest import run_workload
