@@ -40,10 +40,10 @@ def cluster():
     reason = bpfnb.skip_reason("tracepoint")
     if reason:
         pytest.skip(reason)
-    with hosts.local_cluster(3, prefix="fleet-host-") as rc:
-        pids = list(rc[:].apply_sync(os.getpid))
+    cluster = hosts.LocalCluster(3, prefix="fleet-host-")
+    with cluster as rc:
         yield rc
-    assert not [p for p in pids if hosts._alive(p)], "engines outlived the cluster"
+    assert len(cluster.pids) >= 3 and not cluster.alive, "engines outlived the cluster"
 
 
 @pytest.fixture(scope="module")

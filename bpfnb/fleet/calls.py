@@ -110,6 +110,9 @@ class Engines:
                 out[host] = Outcome(host, True, ar.get(0), seconds=_elapsed(ar, took))
             except (ipp.error.KernelError, OSError, TimeoutError, ValueError) as e:
                 out[host] = Outcome(host, False, error=_why(e), seconds=took)
+            # the client would keep every answer (a full map each refresh) in its cache
+            with contextlib.suppress(RuntimeError, ValueError, KeyError):
+                self.client.purge_local_results(ar)
         return {h: out[h] for h in chosen}
 
 

@@ -13,7 +13,6 @@ import ctypes
 import os
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from bpfnb.errors import BpfnbError
@@ -39,32 +38,79 @@ def getpid_workload(counts: dict[str, int], comm: str = workload.COMM) -> int:
     return workload.getpid(counts[socket.gethostname()], comm=comm)
 
 
+def engine_processes() -> tuple[int, ...]:
+    """On an engine: its pid, its parent's and its children's (the nanny watching it)."""
+    return (os.getpid(), os.getppid(), *_children(os.getpid()))
+
+
 def holding() -> int:
     """On an engine: BPF programs held by this process (fds, links or perf events)."""
     me = os.getpid()
     return sum(me in list(p) for p in programs()["pids"])
 
 
-@contextlib.contextmanager
-def local_cluster(n: int = 3, prefix: str = "host-", timeout: float = 120.0
-                  ) -> Iterator[Any]:
-    """A Client of `n` local engines named prefix0..prefix{n-1}; stopped (every engine
-    process gone) on exit."""
-    import ipyparallel as ipp
+class LocalCluster:
+    """`n` local engines named prefix0..prefix{n-1}: start() gives the Client, stop() (or
+    leaving a `with` block) stops the cluster and waits until every engine process is gone.
 
-    cluster = ipp.Cluster(n=n, log_level=40)
-    pids: list[int] = []
+    >>> with LocalCluster(3, prefix="host-") as rc: fleet = bpfnb.fleet(rc)
+    """
+
+    def __init__(self, n: int = 3, prefix: str = "host-", timeout: float = 120.0) -> None:
+        self.n, self.prefix, self.timeout = n, prefix, timeout
+        self.cluster: Any = None
+        self.pids: list[int] = []
+
+    def start(self) -> Any:
+        import ipyparallel as ipp
+
+        self.cluster = ipp.Cluster(n=self.n, log_level=40)
+        try:
+            rc = self.cluster.start_and_connect_sync()
+            rc.wait_for_engines(self.n, timeout=self.timeout)
+            found = rc[:].apply_sync(engine_processes)
+            controller = getattr(self.cluster.controller, "pid", None)
+            ours = {controller, *_children(controller)} if isinstance(controller, int) else set()
+            self.pids = sorted({p for pair in found for p in pair} - {os.getpid()} | ours)
+            for eid in rc.ids:
+                rc[eid].apply_sync(own_hostname, f"{self.prefix}{eid}")
+        except BaseException:
+            self.stop()
+            raise
+        return rc
+
+    def stop(self) -> None:
+        """Stop the controller and engines; SIGKILL any engine still there after 20 s."""
+        if self.cluster is not None:
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                self.cluster.stop_cluster_sync()
+            self.cluster = None
+        _reap(self.pids, time.monotonic() + 20)
+
+    @property
+    def alive(self) -> list[int]:
+        """Engine, nanny and controller processes still running."""
+        return [p for p in self.pids if _alive(p)]
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def local_cluster(n: int = 3, prefix: str = "host-", timeout: float = 120.0) -> LocalCluster:
+    """A LocalCluster; use it as `with local_cluster(3) as rc:`."""
+    return LocalCluster(n, prefix, timeout)
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid` (the controller's schedulers)."""
     try:
-        rc = cluster.start_and_connect_sync()
-        rc.wait_for_engines(n, timeout=timeout)
-        for eid in rc.ids:
-            rc[eid].apply_sync(own_hostname, f"{prefix}{eid}")
-        pids = list(rc[:].apply_sync(os.getpid))
-        yield rc
-    finally:
-        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-            cluster.stop_cluster_sync()
-        _reap(pids, time.monotonic() + 20)
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except (FileNotFoundError, ValueError):
+        return []
 
 
 def _alive(pid: int) -> bool:
