@@ -421,6 +421,10 @@ def test_notebook_records_then_replays_without_bpf(ip, tmp_path, monkeypatch,
         assert ip.user_ns[k].to_dict("list") == live[k].to_dict("list")
     for k in ("pid", "c", "h", "out", "bt_nb", "getpid"):
         ip.user_ns.pop(k)
+    from bpfnb.jupyter.session import Mode
+
+    session = ip.magics_manager.registry["BpftraceMagics"].session  # the notebook is done
+    session.path, session.mode, session.reason = None, Mode.LIVE, None
 
 
 def test_recording_file_refuses_damaged_and_oversized(tmp_path, monkeypatch) -> None:
@@ -473,3 +477,26 @@ def test_live_view_of_a_hist_map_draws_the_histogram() -> None:
     low = 1 << (pid.bit_length() - 1)
     assert frame[["low", "high", "count"]].to_dict("list") == {
         "low": [low], "high": [2 * low - 1], "count": [200]}
+
+
+def test_bpf_ls_and_stop_cover_bpftrace_cells(ip) -> None:
+    import bpfnb
+
+    assert ip.run_cell("%%bpftrace bt_one\nBEGIN { @x = 1; }").success
+    other = bpfnb.bpftrace("BEGIN { @y = 2; }", name="bt_by_hand")  # the package is callable
+    listed = ip.run_line_magic("bpf", "ls")
+    assert {"bt_one", "bt_by_hand"} <= set(listed["name"])
+    one = ip.user_ns["bt_one"]
+    ip.run_line_magic("bpf", "stop bt_one")
+    assert not one.running and other.running and one["@x"].df()["value"].tolist() == [1]
+    ip.run_line_magic("bpf", "stop --all")
+    assert not other.running and other["@y"].df()["value"].tolist() == [2]
+    del ip.user_ns["bt_one"]
+
+
+def test_doctor_has_a_bpftrace_row() -> None:
+    import bpfnb
+
+    row = bpfnb.doctor().row("engines", "bpftrace")
+    assert row.status == "ok" and row.detail == available().reason
+    assert re.fullmatch(r"/\S+/bpftrace v0\.\d+\.\d+", row.detail)

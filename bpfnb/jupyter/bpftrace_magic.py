@@ -29,6 +29,7 @@ from bpfnb.store.replay import ReplayProgram
 SHOWN_LINES = 200   # the live output shows the last lines printed
 UPDATE_EVERY = 0.25  # seconds between updates of the live output
 _HISTORY = re.compile(r"_+\d*|_i+\d*|_[iod]h|_exit_code")
+_PRINTS = re.compile(r"\b(printf|time|cat|join|system)\s*\(")  # what prints text
 
 
 class _Text:
@@ -201,8 +202,11 @@ class BpftraceMagics(Magics):
             display(_Banner(nbsession.LIVE_BANNER))
         display(prog)
         if prog.running:
-            self.outputs[name] = LiveOutput(prog)
-        elif prog.output:
+            if _PRINTS.search(cell):
+                self.outputs[name] = LiveOutput(prog)
+            return
+        prog.wait(5.0)  # an ended program's output read to the end (a replayed one: at once)
+        if prog.output:
             display(_Text(_tail(prog.output)))
 
     def _source(self, name: str, path: str | None, replay: bool
