@@ -25,6 +25,7 @@ from typing import IO
 
 import numpy as np
 
+from bpfnb._sys.libc import libc
 from bpfnb._sys.safedirs import SafeDir
 from bpfnb.errors import ElfError
 from bpfnb.symbols import elfcache, kcache
@@ -332,8 +333,6 @@ def _cxa_demangler() -> object | None:
     fn.restype = ctypes.c_void_p
     fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p,
                    ctypes.POINTER(ctypes.c_int)]
-    libc = ctypes.CDLL(None)
-    libc.free.argtypes = [ctypes.c_void_p]
 
     def demangle(names: list[str]) -> list[str]:
         out = []
