@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bpfnb import bpftrace  # bpfnb.bpftrace(script): %%bpftrace's engine
 from bpfnb.backends.base import AttachPoint, Usdt
 from bpfnb.doctor import DoctorReport, doctor, skip_reason
 from bpfnb.errors import (
@@ -77,6 +78,7 @@ __all__ = [
     "UnsupportedMapError",
     "Usdt",
     "VerifierError",
+    "bpftrace",
     "close_all",
     "doctor",
     "links",

@@ -551,6 +551,8 @@ _FACTS: tuple[Callable[[], list[Row]], ...] = (
     _kernel_rows, _bcc_rows, _backend_rows, _mount_rows, _cap_rows, _policy_rows,
     lambda: [_probe_mechanism_row(), _stale_row()],
 )
+#: rows about engines above this layer (bpfnb.bpftrace adds its own when imported)
+ENGINE_ROWS: list[Callable[[], list[Row]]] = []
 
 
 # -- the report --------------------------------------------------------------------------
@@ -615,7 +617,7 @@ def doctor(refresh: bool = False) -> DoctorReport:
     """Check this machine; attach probes run once per boot unless refresh=True."""
     start = time.perf_counter()
     probes, cached = attach_results(refresh)
-    rows = [row for fact in _FACTS for row in fact()] + _attach_rows(probes)
+    rows = [row for fact in (*_FACTS, *ENGINE_ROWS) for row in fact()] + _attach_rows(probes)
     return DoctorReport(rows, probes, cached, time.perf_counter() - start)
 
 
