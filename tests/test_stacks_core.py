@@ -342,3 +342,44 @@ def test_flame_html_from_package_data_files() -> None:
     assert js.replace("__UID__", uid) in page and css in page
     assert '"__IMG__"' in page and '"__JS__"' in page  # frame names are data, not placeholders
     assert page.count("<script>") == 1
+
+
+def test_unit_and_rate_survive_save_load(tmp_path: Path) -> None:
+    s = Stacks.from_folded("p;main;read 1500\n", unit="us")
+    s.hz = 0
+    back = Stacks.load(s.save(tmp_path / "off.bpfstacks"))
+    assert (back.unit, back.hz, back.folded()) == ("us", 0, s.folded())
+    assert "0.002 s off CPU" in back._title()
+    on = Stacks.from_folded("p;main 3\n")
+    on.hz = 99
+    assert Stacks.load(on.save(tmp_path / "on.bpfstacks")).hz == 99
+
+
+def test_pprof_sample_types_functions_and_mappings(tmp_path: Path) -> None:
+    from bpfnb.profiler import pprof
+
+    on = Stacks.from_folded(FOLDED)
+    on.hz = 100
+    prof = pprof.decode(on.pprof(tmp_path / "cpu.pb.gz").read_bytes())
+    st = list(prof.string_table)
+    assert [(st[t.type], st[t.unit]) for t in prof.sample_type] == [
+        ("samples", "count"), ("cpu", "nanoseconds")]
+    assert prof.period == 10_000_000 and st[prof.period_type.type] == "cpu"
+    fn = {f.id: st[f.name] for f in prof.function}
+    loc = {x.id: (fn[x.line[0].function_id], x.mapping_id) for x in prof.location}
+    maps = {m.id: st[m.filename] for m in prof.mapping}
+    chains = {}
+    for smp in prof.sample:
+        names = tuple(loc[i][0] for i in reversed(smp.location_id))
+        labels = {st[lb.key]: st[lb.str] for lb in smp.label}
+        chains[(labels["comm"], names)] = list(smp.value)
+    assert chains[("callchain", ("main", "a", "b", "c"))] == [30, 300_000_000]
+    assert chains[("bash", ("main", "read", "entry_SYSCALL_64", "do_syscall_64",
+                            "ksys_read"))] == [5, 50_000_000]
+    mapping_of = {name: maps.get(m, "") for name, m in loc.values()}
+    assert mapping_of["read"] == "libc.so.6" and mapping_of["ksys_read"] == "[kernel.kallsyms]"
+    off = Stacks.from_folded("p;main;sleep 2500\n", unit="us")
+    prof = pprof.decode(off.pprof(tmp_path / "off.pb.gz").read_bytes())
+    st = list(prof.string_table)
+    assert [(st[t.type], st[t.unit]) for t in prof.sample_type] == [("off_cpu", "nanoseconds")]
+    assert [list(s.value) for s in prof.sample] == [[2_500_000]]

@@ -232,3 +232,26 @@ def test_notebook_bar_widgets(capsys: pytest.CaptureFixture[str]) -> None:
     finally:
         progressbar.uninstall()
     assert progress._factory is None
+
+
+def test_stacks_from_a_map_keyed_by_a_bare_stack_id() -> None:
+    import os
+
+    src = """
+    BPF_HASH(counts, int, u64);
+    BPF_STACK_TRACE(traces, 1024);
+    TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+        if ((bpf_get_current_pid_tgid() >> 32) != TARGET) return 0;
+        int id = traces.get_stackid(args, 0);
+        counts.increment(id);
+        return 0;
+    }
+    """
+    with bpfnb.load(src, cflags=[f"-DTARGET={os.getpid()}"]) as prog:
+        for _ in range(7):
+            os.getppid()
+        st = bpfnb.stacks(prog["counts"], prog["traces"], kernel_stack="key")
+    assert st.total == 7
+    (line,) = st.folded().splitlines()
+    assert line.endswith(" 7") and ";do_syscall_64;" in line, line
+    assert st.df()["kernel_frames"].tolist() == [len(line.split(";")) - 1]

@@ -522,7 +522,9 @@ class Stacks:
         try:
             df = decode_table(table, meta["columns"])
             s = cls._from_counts(_load_counts(df), str(meta.get("name", "")))
-            s.unit, s.hz = str(meta.get("unit", "samples")), int(meta.get("hz", 0))
+            unit = meta.get("unit", "samples")
+            s.unit = unit if unit in ("samples", "us") else "samples"
+            s.hz = max(0, int(meta.get("hz", 0)))
             return s
         except (KeyError, TypeError, ValueError, IndexError, AttributeError,
                 OverflowError) as e:
