@@ -45,14 +45,6 @@ class Field:
         return self._parts()[1]
 
     @property
-    def count(self) -> int | None:
-        """Element count of an array field (0 for `[]`), None for a scalar or pointer."""
-        if "[]" in self.decl:
-            return 0
-        n = self._parts()[2]
-        return None if n is None else int(n or 0)
-
-    @property
     def ctype(self) -> str:
         """The C type without the name: 'const char *', 'char[16]', 'char[]' (__data_loc)."""
         base = self._parts()[0]
