@@ -37,12 +37,26 @@ def file_key(st_dev: int, st_ino: int, st_size: int, st_mtime_ns: int) -> str:
     return f"{st_dev:x}-{st_ino:x}-{st_size:x}-{st_mtime_ns:x}.bin"
 
 
+def _compact(name_start: np.ndarray, blob: bytes) -> tuple[np.ndarray, bytes]:
+    """Only the names the table uses (NUL-terminated), in table order: string tables also
+    hold data, section and file names, often most of their bytes."""
+    raw = np.frombuffer(blob, np.uint8)
+    zeros = np.flatnonzero(raw == 0)
+    if not len(name_start) or not len(zeros) or int(name_start.max()) > int(zeros[-1]):
+        return name_start, blob
+    lens = zeros[np.searchsorted(zeros, name_start)] - name_start + 1
+    starts = np.cumsum(lens) - lens
+    idx = np.repeat(name_start - starts, lens) + np.arange(int(lens.sum()))
+    return starts, raw[idx].tobytes()
+
+
 def encode(t: ElfTable) -> bytes:
-    head = np.array([(_MAGIC, len(t.starts), len(t.segments), len(t.blob),
+    names, blob = _compact(t.name_start, t.blob)
+    head = np.array([(_MAGIC, len(t.starts), len(t.segments), len(blob),
                       t.build_id.encode())], _HEAD)
     return b"".join((head.tobytes(), t.starts.astype("<u8").tobytes(),
-                     t.sizes.astype("<u8").tobytes(), t.name_start.astype("<i8").tobytes(),
-                     t.segments.astype("<u8").tobytes(), t.blob))
+                     t.sizes.astype("<u8").tobytes(), names.astype("<i8").tobytes(),
+                     t.segments.astype("<u8").tobytes(), blob))
 
 
 def decode(data: bytes) -> ElfTable | None:
