@@ -82,3 +82,19 @@ def test_a_program_that_prints_nothing_says_so() -> None:
     with bpfnb.load(src, backend="bcc") as prog, \
             pytest.raises(bpfnb.BpfnbError, match="bpf_trace_printk"):
         prog.trace(duration=0)
+
+
+def test_lines_parse_and_forgotten_task_names_come_from_proc() -> None:
+    from bpfnb.program import trace
+
+    tag = "bpfnb1.2: "
+    me = os.getpid()
+    with open(f"/proc/{me}/comm") as f:
+        comm = f.read().strip()
+    line = f"           <...>-{me}     [001] d..31  3646.293428: bpf_trace_printk: {tag}hi 1"
+    assert trace.parse(line, tag) == {"time": 3646.293428, "cpu": 1, "pid": me, "comm": comm,
+                                      "message": "hi 1"}
+    named = f" bpfnb-wl-7 [000] ..... 1.5: bpf_trace_printk: {tag}a: b"
+    assert trace.parse(named, tag) == {"time": 1.5, "cpu": 0, "pid": 7, "comm": "bpfnb-wl",
+                                       "message": "a: b"}
+    assert trace.parse(named, "bpfnb1.3: ") is None  # another program's line

@@ -126,8 +126,19 @@ def parse(line: str, tag: str) -> dict[str, Any] | None:
     m = _LINE.match(line)
     if m is None or not m.group("msg").startswith(tag):
         return None
-    return {"time": float(m.group("ts")), "cpu": int(m.group("cpu")), "pid": int(m.group("pid")),
-            "comm": m.group("comm").strip(), "message": m.group("msg")[len(tag):]}
+    pid, comm = int(m.group("pid")), m.group("comm").strip()
+    return {"time": float(m.group("ts")), "cpu": int(m.group("cpu")), "pid": pid,
+            "comm": _comm(pid) if comm == "<...>" else comm, "message": m.group("msg")[len(tag):]}
+
+
+def _comm(pid: int) -> str:
+    """A task's name when tracefs no longer remembers it ('<...>': its saved_cmdlines cache
+    is small): from /proc while the task lives, else '<...>'."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "<...>"
 
 
 def trace(tag: str | None, duration: float = 1.0, max_lines: int | None = None) -> pd.DataFrame:
