@@ -15,6 +15,7 @@ import socket
 import time
 from typing import Any
 
+from bpfnb._sys.libc import libc
 from bpfnb.errors import BpfnbError
 from bpfnb.machine.inventory import programs
 from bpfnb.testing import workload
@@ -24,7 +25,6 @@ CLONE_NEWUTS = 0x04000000
 
 def own_hostname(name: str) -> str:
     """On an engine: move into a new UTS namespace named `name` (needs CAP_SYS_ADMIN)."""
-    libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWUTS) != 0:
         err = ctypes.get_errno()
         raise BpfnbError(f"unshare(CLONE_NEWUTS) failed: {os.strerror(err)}; run the "
