@@ -98,3 +98,13 @@ def test_lines_parse_and_forgotten_task_names_come_from_proc() -> None:
     assert trace.parse(named, tag) == {"time": 1.5, "cpu": 0, "pid": 7, "comm": "bpfnb-wl",
                                        "message": "a: b"}
     assert trace.parse(named, "bpfnb1.3: ") is None  # another program's line
+
+
+def test_a_program_loaded_again_gets_its_tag_and_compiled_object_back() -> None:
+    first = _load("again", "libbpf")
+    tag = first._trace_tag
+    first.close()
+    with _load("again", "libbpf") as second:
+        assert second._trace_tag == tag and second.module.cached_object
+        with _load("beside", "libbpf") as third:
+            assert third._trace_tag != tag

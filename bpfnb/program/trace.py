@@ -39,6 +39,7 @@ _LINE = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P
 _counter = itertools.count(1)
 _instances: dict[str, Instance | BpfnbError] = {}
 _lock = threading.Lock()
+_taken: set[int] = set()  # tag numbers of programs not yet closed
 
 
 def prints(source: str) -> bool:
@@ -47,8 +48,12 @@ def prints(source: str) -> bool:
 
 
 def new_tag() -> str:
-    """A prefix no other program (of this process or another) uses."""
-    return f"bpfnb{os.getpid()}.{next(_counter)}: "
+    """A prefix no open program (of this process or another) uses: the smallest free number,
+    so a cell run again gets its old tag and the libbpf backend's compiled object back."""
+    with _lock:
+        n = next(i for i in itertools.count(1) if i not in _taken)
+        _taken.add(n)
+    return f"bpfnb{os.getpid()}.{n}: "
 
 
 def tagged(source: str, tag: str) -> str:
@@ -117,6 +122,7 @@ def open_for(owner: object, tag: str) -> None:
 def _drop(tag: str) -> None:
     with _lock:
         inst = _instances.pop(tag, None)
+        _taken.discard(int(tag.rstrip(": ").rsplit(".", 1)[1]))
     if isinstance(inst, Instance):
         inst.close()
 
