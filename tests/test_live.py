@@ -160,6 +160,26 @@ def test_start_stop_pause_resume_are_idempotent() -> None:
     p.stop()
 
 
+def test_late_wakeups_do_not_lower_the_rate() -> None:
+    """Ticks are `every` apart whenever a refresh started: at every=0.05 a thread woken late
+    (a plot holding the GIL, a busy machine) still makes 20 Hz."""
+    p = Poller(lambda: None, every=0.05)
+    assert p._schedule(1.0, start=1.01, end=1.012) == pytest.approx((1.05, 1.05))
+    assert p._schedule(1.05, start=1.09, end=1.095) == pytest.approx((1.10, 1.10))
+    assert not p.status.backing_off
+    # a stall (a period and CATCH_UP late): the rate restarts from now, no burst
+    assert p._schedule(1.0, start=1.3, end=1.301) == pytest.approx((1.35, 1.35))
+    # a slow refresh: max_duty 0.5 rests as long as it ran; the ticks go on
+    assert p._schedule(1.0, start=1.0, end=1.08) == pytest.approx((1.05, 1.16))
+    assert p.status.backing_off
+    # 30 ms spent waiting for a busy machine's CPUs, 3 ms computing: the rate holds;
+    # 30 ms of CPU: rest 30 ms, and the next tick comes sooner to make up for it
+    assert p._schedule(1.0, start=1.0, end=1.03, cpu=0.003) == pytest.approx((1.05, 1.05))
+    assert not p.status.backing_off
+    assert p._schedule(1.0, start=1.0, end=1.03, cpu=0.03) == pytest.approx((1.05, 1.06))
+    assert p.status.backing_off
+
+
 def test_slow_refresh_backs_off_instead_of_queueing() -> None:
     starts: list[float] = []
 

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 ERROR_BACKOFF_MAX = 10.0   # seconds: the longest wait between failing refreshes
+CATCH_UP = 0.2    # s: how late a refresh may start and the next still keep the rate
 JOIN_TIMEOUT = 5.0         # seconds stop() waits for a refresh in progress
 RATE_SUFFIX = "/s"
 
@@ -73,8 +74,10 @@ _ids = itertools.count(1)
 class Poller:
     """Calls `refresh()` every `every` seconds on a daemon thread until stopped.
 
-    `max_duty` caps the share of wall time spent refreshing: after a refresh of `d`
-    seconds the next starts no sooner than `d * (1 - max_duty) / max_duty` after it ends.
+    Refreshes keep a fixed rate (a late one does not delay the next). `max_duty` caps the
+    share of time spent refreshing: after a refresh costing `d` seconds (its CPU time, or its
+    wall time when it overran two intervals) the next starts no sooner than
+    `d * (1 - max_duty) / max_duty` after it ends.
     `owner` (e.g. a MapView) and `tag` (e.g. a notebook cell id) let `stop_all` find it;
     `on_status` runs after every refresh, successful or not, on the poller's thread.
     """
@@ -200,16 +203,16 @@ class Poller:
 
     # -- the thread -------------------------------------------------------------------
     def _loop(self) -> None:
-        due = self._first
+        tick = at = self._first     # the rate's tick, and when the next refresh may run
         try:
             while True:
                 with self._lock:
-                    if not self._wait_until(due):
+                    if not self._wait_until(at):
                         return
-                start = time.monotonic()
+                start, cpu = time.monotonic(), time.thread_time()
                 self._run_once()
                 end = time.monotonic()
-                due = self._next_due(start, end)
+                tick, at = self._schedule(tick, start, end, time.thread_time() - cpu)
         finally:
             if self._thread is threading.current_thread():   # not a newer start()'s
                 _unregister(self)
@@ -229,15 +232,23 @@ class Poller:
                 due += self._every - every
         return False
 
-    def _next_due(self, start: float, end: float) -> float:
+    def _schedule(self, tick: float, start: float, end: float, cpu: float | None = None
+                  ) -> tuple[float, float]:
+        """(next tick, when the next refresh may run). Ticks keep a fixed rate: a refresh
+        that starts late (a plot holding the GIL, a busy machine) does not move them, unless
+        it started more than a period and CATCH_UP late (a stall: the rate restarts from
+        now, no long burst to catch up). The refresh runs at its tick, or later when
+        `max_duty` says rest: a refresh costs its CPU time (`cpu`; waiting for the cores or
+        the GIL is not its cost), or its wall time when it overran two periods."""
         s = self._status
         base = self._every
         if s.consecutive_errors:
             base = min(base * 2 ** (s.consecutive_errors - 1), max(base, ERROR_BACKOFF_MAX))
-        gap = (end - start) * (1 - self.max_duty) / self.max_duty
-        due = max(start + base, end + gap)
-        self._set(backing_off=end + gap > start + base and not s.consecutive_errors)
-        return due
+        tick = (tick if start - tick < base + CATCH_UP else start) + base
+        cost = end - start if cpu is None or end - start > 2 * base else cpu
+        rest = end + cost * (1 - self.max_duty) / self.max_duty
+        self._set(backing_off=rest > max(tick, start + base) and not s.consecutive_errors)
+        return tick, max(tick, rest)
 
     def _run_once(self) -> bool:
         with self._run_lock:
@@ -493,27 +504,26 @@ class Rates:
         """`frame` with a `<col>/s` column after each counter column. Keeps a copy."""
         counters = [c for c in self.value_columns
                     if c in frame.columns and _is_number(frame[c])]
-        out = frame.copy()
         prev, prev_ns = self._prev, self._prev_ns
         self._prev, self._prev_ns = frame[self.key_columns + counters].copy(), int(time_ns)
+        rates: dict[str, np.ndarray] = {}
         if prev is None or time_ns <= prev_ns:
-            for c in counters:
-                out[self.column(c)] = np.nan
+            rates = {c: np.full(len(frame), np.nan) for c in counters}
             self.appeared = self.disappeared = 0
-            return _order(out, self.value_columns, counters)
-        seconds = (time_ns - prev_ns) / 1e9
-        where = _match(_index(prev, self.key_columns), _index(frame, self.key_columns))
-        found = where >= 0
-        self.appeared = int((~found).sum())
-        self.disappeared = len(prev) - int(found.sum())
-        for c in counters:
-            now = frame[c].to_numpy()
-            before = np.zeros_like(now)
-            before[found] = prev[c].to_numpy()[where[found]]
-            grew = now >= before
-            delta = np.where(grew, now - np.where(grew, before, 0), now)
-            out[self.column(c)] = delta.astype(np.float64) / seconds
-        return _order(out, self.value_columns, counters)
+        else:
+            seconds = (time_ns - prev_ns) / 1e9
+            where = _match(_index(prev, self.key_columns), _index(frame, self.key_columns))
+            found = where >= 0
+            self.appeared = int((~found).sum())
+            self.disappeared = len(prev) - int(found.sum())
+            for c in counters:
+                now = frame[c].to_numpy()
+                before = np.zeros_like(now)
+                before[found] = prev[c].to_numpy()[where[found]]
+                grew = now >= before
+                delta = np.where(grew, now - np.where(grew, before, 0), now)
+                rates[c] = delta.astype(np.float64) / seconds
+        return _with_rates(frame, self.value_columns, rates)
 
 
 def _is_number(col: pd.Series) -> bool:
@@ -537,17 +547,19 @@ def _match(before: pd.Index, now: pd.Index) -> np.ndarray:
     return np.asarray(before.get_indexer(now))
 
 
-def _order(frame: pd.DataFrame, values: list[str], counters: list[str]) -> pd.DataFrame:
-    """Each rate column right after its counter; attrs list them as value columns."""
-    cols: list[str] = []
+def _with_rates(frame: pd.DataFrame, values: list[str], rates: dict[str, np.ndarray]
+                ) -> pd.DataFrame:
+    """A new frame: each rate column right after its counter (one DataFrame built from the
+    columns, no per-column inserts); attrs list the rate columns as value columns."""
+    cols: dict[str, Any] = {}
     for c in frame.columns:
-        if c.endswith(RATE_SUFFIX) and c[: -len(RATE_SUFFIX)] in counters:
+        if c.endswith(RATE_SUFFIX) and c[: -len(RATE_SUFFIX)] in rates:
             continue
-        cols.append(c)
-        if c in counters:
-            cols.append(Rates.column(c))
-    out = frame[cols]
+        cols[c] = frame[c].array        # keeps extension dtypes (categories, nullable)
+        if c in rates:
+            cols[Rates.column(c)] = rates[c]
+    out = pd.DataFrame(cols, index=frame.index, copy=True)
     vals = [v for v in values if v in frame.columns]
-    with_rates = [x for v in vals for x in ((v, Rates.column(v)) if v in counters else (v,))]
-    out.attrs.update({str(k): v for k, v in frame.attrs.items()}, value_columns=with_rates)
+    with_rates = [x for v in vals for x in ((v, Rates.column(v)) if v in rates else (v,))]
+    out.attrs = {**{str(k): v for k, v in frame.attrs.items()}, "value_columns": with_rates}
     return out
