@@ -405,3 +405,28 @@ def test_refuses_code_another_user_can_change(prefix: Path,
     with pytest.raises(kernelspec.InstallError, match=f"import code from {theirs}"):
         kernelspec.install("bpfnb-test-x", ("bpf",), prefix=prefix, any_user=True)
     assert _cap_files(prefix) == []
+
+
+def test_uninstall_removes_only_the_prefix_spec(prefix: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """uninstall goes through Jupyter's KernelSpecManager, held to the checked prefix: a
+    same-named spec in the user's Jupyter path stays, a linked spec loses the link only,
+    a half-written one (no kernel.json) goes too."""
+    kernels = prefix / "share" / "jupyter" / "kernels"
+    user = tmp_path / "data" / "kernels"
+    target = tmp_path / "linked"
+    for d in (kernels / "bpfnb-test-u", user / "bpfnb-test-u", kernels / "bpfnb-test-half",
+              target):
+        d.mkdir(parents=True)
+        d.chmod(0o755)
+    for d in (kernels / "bpfnb-test-u", user / "bpfnb-test-u", target):
+        (d / "kernel.json").write_text('{"argv": ["python"], "display_name": "x"}')
+    (kernels / "bpfnb-test-link").symlink_to(target)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    assert kernelspec.uninstall("bpfnb-test-u", prefix)
+    assert kernelspec.uninstall("bpfnb-test-half", prefix)
+    assert kernelspec.uninstall("bpfnb-test-link", prefix)
+    assert not kernelspec.uninstall("bpfnb-test-none", prefix)
+    assert list(kernels.iterdir()) == []
+    assert (user / "bpfnb-test-u" / "kernel.json").exists()
+    assert (target / "kernel.json").exists()

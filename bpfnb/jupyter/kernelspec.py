@@ -11,7 +11,7 @@ The install is a transaction: it stages in a root-only directory, sets capabilit
 smoke-tests as the user, then moves into place; on any failure the staged binary loses its
 capabilities and is removed. Every directory is opened without following links and must be
 owned by root and writable by root only (bpfnb._sys.safedirs); so must every directory the kernel
-imports code from (or be the `--user`'s own). Who may run it: bpfnb.kernelaccess.
+imports code from (or be the `--user`'s own). Who may run it: bpfnb.jupyter.kernelaccess.
 
 What needs which capability here (kernel 6.18, perf_event_paranoid=2, kptr_restrict=0):
   bpf, perfmon      load programs; raw tracepoints, perf events, maps, ring/perf buffers, pins
@@ -35,6 +35,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jupyter_client.kernelspec import KernelSpecManager
 
 from bpfnb._sys import capabilities
 from bpfnb._sys.capabilities import CapabilityError, cap_mask, file_caps
@@ -163,7 +165,7 @@ from bpfnb._sys.capabilities import CAPS, confine, status_masks
 before = status_masks()["CapPrm"]
 confine(before & ~(1 << CAPS["setpcap"]))
 after = status_masks()
-child = subprocess.run([sys.executable, "-I", "-c", "from bpfnb.capabilities import "
+child = subprocess.run([sys.executable, "-I", "-c", "from bpfnb._sys.capabilities import "
                         "status_masks as s; print(s()['CapEff'])"], capture_output=True,
                        text=True, check=True).stdout.strip()
 print(before, after["CapEff"], after["CapBnd"], child)
@@ -427,7 +429,7 @@ def uninstall(name: str = DEFAULT_NAME, prefix: str | Path | None = None) -> boo
         with open_root_dir(spec_dir.parent) as kernels:
             made = _dedicated_group_of(kernels, name)
             found = kernels.exists(name)
-            kernels.remove_tree(name)
+            _remove_spec(kernels, name)
     except FileNotFoundError:
         made = ""
     try:
@@ -439,6 +441,20 @@ def uninstall(name: str = DEFAULT_NAME, prefix: str | Path | None = None) -> boo
     if made:
         subprocess.run(["groupdel", made], capture_output=True, check=False)
     return found
+
+
+def _remove_spec(kernels: SafeDir, name: str) -> None:
+    """Remove kernelspec `name` from `kernels` (checked root's alone, still at its path) with
+    Jupyter's KernelSpecManager, limited to that one directory: a spec of the same name in a
+    user's Jupyter path is not touched. A directory without kernel.json (an install that
+    failed midway) is no kernelspec to Jupyter: removed through the directory's fd."""
+    if not kernels.still_at_path():
+        raise UnsafePathError(f"{kernels.path} changed during the uninstall; run it again")
+    manager = KernelSpecManager(kernel_dirs=[str(kernels.path)], ensure_native_kernel=False)
+    try:
+        manager.remove_kernel_spec(name)
+    except KeyError:  # NoSuchKernel: not a kernelspec (or absent)
+        kernels.remove_tree(name)
 
 
 def _dedicated_group_of(kernels: SafeDir, name: str) -> str:
