@@ -23,6 +23,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbformat.v4 import new_output
+
 from bpfnb._sys import features
 from bpfnb.errors import ReplayError
 from bpfnb.program import events as program_events
@@ -312,7 +314,7 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
     outputs: list[dict[str, Any]] = []
     for name, text in (("stdout", io.stdout), ("stderr", io.stderr)):
         if text:
-            outputs.append({"output_type": "stream", "name": name, "text": text})
+            outputs.append(new_output("stream", name=name, text=text))
     shown: dict[str, int] = {}  # display_id -> its output: an update replaces it
     for out in io.outputs:
         display_id = (out.transient or {}).get("display_id")
@@ -334,7 +336,7 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
 def _display(data: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
     """A display as it is recorded: what replay may show of it (bpfnb.inert)."""
     kept, meta = inert_bundle(data, metadata)
-    return {"output_type": "display_data", "data": kept, "metadata": meta}
+    return dict(new_output("display_data", data=kept, metadata=meta))
 
 
 def replay_cell(shell: Any, recorded: RecordedCell, cell: str,
