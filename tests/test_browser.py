@@ -1,4 +1,4 @@
-"""notebooks/01-live.ipynb in a real JupyterLab, driven through Debian's chromium.
+"""notebooks/05-live.ipynb in a real JupyterLab, driven through Debian's chromium.
 
 Starts JupyterLab from this venv on 127.0.0.1 (random port, token) in a temporary copy of
 the notebook, runs every cell while a workload makes system calls, and checks in the page
@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "01-live.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "05-live.ipynb"
 SCREENSHOT = (ROOT / "docs" / "live.png" if os.environ.get("BPFNB_UPDATE_DOCS") == "1"
               else Path(tempfile.gettempdir()) / "bpfnb-live.png")
 CHROMIUM = "/usr/bin/chromium"

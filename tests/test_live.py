@@ -28,7 +28,7 @@ from bpfnb.live import widgets
 from bpfnb.live.poller import History, Poller, Rates, StopPolling
 from bpfnb.map.view import MapView
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01-live.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05-live.ipynb"
 
 GETPID = r"""
 BPF_HASH(calls, u32, u64, 1024);

@@ -1,5 +1,5 @@
-"""The map-type workshop notebooks (10-19) run top to bottom against the real kernel within
-a minute each; their assert cells check the key results. Cgroups, namespaces and veths they
+"""The map-type workshop notebooks (MAP_NOTEBOOKS) run top to bottom against the real kernel
+within a minute each; their assert cells check the key results. Cgroups, namespaces and veths they
 make are removed afterwards even when a cell fails."""
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from conftest import require
 pytestmark = pytest.mark.usefixtures("kernel")
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-MAP_NOTEBOOKS = sorted(p.name for p in NOTEBOOKS.glob("1[0-9]-*.ipynb"))
-NEEDS = {"10": [mapfeatures.cgroup2], "11": [mapfeatures.cgroup2],
-         "15": [mapfeatures.cgroup2], "18": [mapfeatures.veth, mapfeatures.af_xdp]}
+MAP_NOTEBOOKS = ["02-map-helpers.ipynb", "03-events.ipynb", "07-lpm-trie.ipynb",
+                 "08-prog-array.ipynb", "09-maps-of-maps.ipynb", "10-queue-stack.ipynb",
+                 "11-stack-trace-raw.ipynb", "15-cgroup-maps.ipynb", "16-xdp-maps.ipynb",
+                 "17-socket-maps.ipynb"]
+NEEDS = {"02": [mapfeatures.cgroup2], "07": [mapfeatures.cgroup2],
+         "15": [mapfeatures.cgroup2], "16": [mapfeatures.veth, mapfeatures.af_xdp]}
 LIMIT_S = 60
 
 
@@ -29,7 +32,7 @@ def leftovers():
     """Remove what a notebook that stopped half-way may have left behind."""
     yield
     netns.remove_matching("bpfnb-nb-")
-    netns.remove_matching("bnb1")  # veths of notebooks 1x
+    netns.remove_matching("bnb1")  # veths of the XDP notebook
     cgroupfs.remove_matching("bpfnb-nb-")
 
 
