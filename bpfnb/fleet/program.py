@@ -29,6 +29,7 @@ from bpfnb.fleet import engine, keys, wire
 from bpfnb.fleet.calls import DEFAULT_TIMEOUT, Engines, Outcome, raise_failed, status_frame
 from bpfnb.live import poller as live
 from bpfnb.map.view import MapInfo, snapshot_attrs
+from bpfnb.render import plot
 
 if TYPE_CHECKING:
     from bpfnb.fleet.liveview import FleetLiveView
@@ -353,7 +354,8 @@ class FleetMap:
     def hist(self, by_host: bool = False, linear: int | None = None,
              value: str | None = None) -> pd.DataFrame:
         """Histogram buckets computed on each host and merged by summing the counts of each
-        bucket (`df.bpf.percentiles()` then works on the fleet's histogram); by_host=True
+        bucket (`df.bpf.percentiles()`, bpfnb.plot's accessor, then works on the fleet's
+        histogram); by_host=True
         keeps one histogram per host (a `host` section column)."""
         got = self._gather(engine.hist, linear, value)
         parts = []
@@ -374,6 +376,7 @@ class FleetMap:
             group = [*sections, "low", "high"]
             out = merged.groupby(group, sort=True, as_index=False)[["count"]].sum()
             out["count"] = out["count"].astype(np.uint64)
+        out = out[[*(c for c in out.columns if c not in plot.HIST_COLUMNS), *plot.HIST_COLUMNS]]
         out.attrs.update(attrs, hosts=[str(h) for h in merged["host"].unique()])
         return out
 

@@ -66,8 +66,9 @@ class LocalCluster:
 
         self.cluster = ipp.Cluster(n=self.n, log_level=40)
         try:
-            rc = self.cluster.start_and_connect_sync()
-            rc.wait_for_engines(self.n, timeout=self.timeout)
+            self.cluster.start_cluster_sync(n=self.n)
+            rc = self.cluster.connect_client_sync()
+            rc.wait_for_engines(self.n, timeout=self.timeout, interactive=False)
             found = rc[:].apply_sync(engine_processes)
             controller = getattr(self.cluster.controller, "pid", None)
             ours = {controller, *_children(controller)} if isinstance(controller, int) else set()
