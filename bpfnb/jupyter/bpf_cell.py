@@ -134,7 +134,7 @@ def run_cell(state: NotebookState, line: str, cell: str) -> None:
     if notebook:
         display(Banner(session.banner(args.name), why is not None))
     elif args.mode is not None:
-        display(Banner(f"⏵ {prog.banner()} ({why})" if why is not None else
+        display(Banner(f"{nbsession.REPLAY_MARK} {prog.banner()} ({why})" if why is not None else
                        nbsession.LIVE_BANNER, why is not None))
     display(prog)
 

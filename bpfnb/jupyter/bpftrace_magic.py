@@ -46,7 +46,7 @@ class _Banner(_Text):
     """Where a --fallback/--replay cell's program comes from, and why."""
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        colour = "#fff3cd" if self.text.startswith("⏵") else "#d1e7dd"
+        colour = "#fff3cd" if self.text.startswith(nbsession.REPLAY_MARK) else "#d1e7dd"
         return {"text/plain": self.text,
                 "text/html": f"<div style='background:{colour};padding:4px 8px;"
                              f"border-radius:4px'>{html.escape(self.text)}</div>"}
@@ -195,7 +195,7 @@ class BpftraceMagics(Magics):
         self.programs[name] = prog
         self.shell.user_ns[name] = prog
         if why is not None:
-            display(_Banner(f"⏵ replaying {where} ({why})"))
+            display(_Banner(f"{nbsession.REPLAY_MARK} replaying {where} ({why})"))
         elif source == "record":
             display(_Banner(f"● live, recording to {where} ({nbsession.RECORD_ENV} is set)"))
         elif path is not None or source == "notebook":

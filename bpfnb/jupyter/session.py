@@ -42,6 +42,7 @@ RECORD_EVERY = 1.0  # seconds between timed snapshots while recording
 RECORD_ENV = "BPFNB_RECORD"
 CELLS = "cells.zip"
 LIVE_BANNER = "● live: BPF loads here (the recording is not used)"
+REPLAY_MARK = "[replay]"  # plain text: the default fonts have no glyph for a play sign
 
 
 class Mode(str, Enum):
@@ -108,6 +109,7 @@ class NotebookSession:
         self.path: Path | None = None
         self.mode = Mode.LIVE
         self.reason: str | None = None
+        self.reason_told = False          # a replayed %%recorded cell said why, once
         self.key: str | None = None       # the running cell's
         self._taping: dict[str, _Taping] = {}
         self._replays: dict[str, ReplayProgram] = {}
@@ -132,6 +134,7 @@ class NotebookSession:
             self.mode = Mode.LIVE
         if (self.path, self.mode) != before:
             self._cells = None  # recording afresh, or another notebook's cells
+            self.reason_told = False
         return self.mode
 
     def program_path(self, name: str) -> Path:
@@ -144,7 +147,7 @@ class NotebookSession:
         if self.mode is Mode.REPLAY:
             prog = self._replays.get(name or "")
             told = prog.banner() if prog is not None else f"replaying {where}"
-            return f"⏵ {told} ({self.reason})"
+            return f"{REPLAY_MARK} {told} ({self.reason})"
         if self.mode is Mode.RECORD:
             return f"● live, recording to {where} ({RECORD_ENV} is set)"
         return LIVE_BANNER
@@ -369,8 +372,11 @@ class RecordedNotice:
 
     def __init__(self, session: NotebookSession, dropped: list[str] | tuple[str, ...] = ()
                  ) -> None:
-        self.text = ("⏵ recorded output: this cell drives the kernel, and ran when the "
-                     f"notebook was recorded ({session.reason})")
+        self.text = f"{REPLAY_MARK} recorded output"
+        if not session.reason_told:   # the reason once per notebook, one short line per cell
+            self.text += (": cells marked %%recorded drive the kernel; they show what they "
+                          f"printed when the notebook was recorded ({session.reason})")
+            session.reason_told = True
         if dropped:
             self.text += ("\n⚠ not bound (the cell's source does not bind them): "
                           + _names_line(dropped))

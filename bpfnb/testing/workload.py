@@ -3,10 +3,13 @@ calls under a name programs can filter on (no compiler needed)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
 import sys
 from typing import Any
 
+from bpfnb._sys.libc import libc
 from bpfnb.errors import BpfnbError
 
 COMM = "bpfnb-nb"
@@ -30,6 +33,23 @@ def getpid(n: int, comm: str = COMM, cgroup: Any = None, cpu: int | None = None)
     return proc.pid
 
 
+PR_SET_NAME = 15
+
+
+def name_thread(name: str) -> None:
+    """Name the calling thread (its comm, what BPF programs and `ps` see): at most 15 bytes.
+    Python's threading names are Python's own; the kernel keeps calling the thread `python`."""
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise BpfnbError(f"prctl(PR_SET_NAME, {name!r}) failed: {os.strerror(err)}")
+
+
+def unique(name: str) -> str:
+    """`name` made unique to this kernel (its pid appended): two students sharing a machine
+    get different cgroups, interfaces and pins. Interface names: keep `name` <= 8 bytes."""
+    return f"{name}{os.getpid()}"
+
+
 # C for a program that should see only one command name: compile with comm_cflags(name)
 COMM_FILTER = ("u64 comm_[2] = {}; bpf_get_current_comm(comm_, sizeof(comm_)); "
                "if (comm_[0] != COMM_LO || comm_[1] != COMM_HI) return 0;")
@@ -40,3 +60,8 @@ def comm_cflags(comm: str) -> list[str]:
     raw = comm.encode()[:15].ljust(16, b"\0")
     lo, hi = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
     return [f"-DCOMM_LO={lo:#x}ULL", f"-DCOMM_HI={hi:#x}ULL"]
+
+
+# The workload filter for notebooks: `%%bpf NAME {WORKLOAD_CFLAGS}` defines COMM_LO/COMM_HI,
+# and the program compares the current command name with them (IS_WORKLOAD shows how).
+WORKLOAD_CFLAGS = " ".join(comm_cflags(COMM))

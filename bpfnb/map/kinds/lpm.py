@@ -32,7 +32,8 @@ def parse(view: Any, text: Any) -> Network:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError as e:
-        raise KeyTypeError(f"{text!r} is not an IP address or network: {e}") from None
+        raise KeyTypeError(f"{text!r} is not an IP address or network: {_why(text, e)}"
+                           ) from None
     need = net.max_prefixlen // 8
     have = data_size(view)
     if need > have:
@@ -40,6 +41,18 @@ def parse(view: Any, text: Any) -> Network:
             f"map {view.name!r} keys hold {have} address bytes after the u32 prefixlen; "
             f"{net} needs {need} (declare the key as struct {{ u32 prefixlen; u8 addr[{need}]; }})")
     return net
+
+
+def _why(text: Any, e: ValueError) -> str:
+    """What is wrong with `text`, without repeating it (ipaddress's messages quote it)."""
+    addr, _, plen = str(text).partition("/")
+    try:
+        bits = ipaddress.ip_address(addr).max_prefixlen
+    except ValueError:
+        return "write it like '10.0.0.0/8' or '2001:db8::/32'"
+    if plen.isdigit() and int(plen) > bits:
+        return f"the prefix length {plen} is longer than the address ({bits} bits)"
+    return str(e).replace(repr(str(text)), "it").replace(str(text), "it")
 
 
 def encode(view: Any, key: Any) -> Any:
