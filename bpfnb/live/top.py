@@ -112,6 +112,7 @@ class TopView:
         self._poller: Any = None
         self._widgets: dict[str, Any] = {}
         self._figure: Any = None
+        self._handle: Any = None     # the display handle where the widget was shown
         self.closed = False
         _open_views.add(self)
 
@@ -198,13 +199,18 @@ class TopView:
         ax = fig.add_subplot()
         busiest = df.sort_values("cpu_pct", ascending=False, na_position="last")
         now = time.monotonic_ns()
+        oldest = 0.0
         for r in _records(busiest.head(CHART_PROGRAMS)):
             hist = self.stats.history.get(int(r["id"]), ())
             if not hist:
                 continue
-            ax.plot([(t - now) / 1e9 for t, _, _ in hist], [c for _, _, c in hist],
-                    label=f"{r['id']} {str(r['name'])[:24]}", linewidth=1.2)
-        ax.set_xlabel("seconds")
+            xs = [(t - now) / 1e9 for t, _, _ in hist]
+            oldest = min(oldest, xs[0])
+            ax.plot(xs, [c for _, _, c in hist], label=f"{r['id']} {str(r['name'])[:24]}",
+                    linewidth=1.2, marker="o" if len(hist) < 3 else None, markersize=3)
+        # a fixed window ending now: a first sample is a dot at -every s, not a 15 ms axis
+        ax.set_xlim(min(oldest, -10 * self.every) - 0.5 * self.every, 0)
+        ax.set_xlabel("seconds before now")
         ax.set_ylabel("CPU %")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -251,9 +257,16 @@ class TopView:
         return self
 
     def stop(self) -> None:
-        """Stop refreshing (the widget keeps its last picture)."""
+        """Stop refreshing; where the view was shown, its output becomes the static table and
+        chart of the last refresh (what a saved notebook keeps: no widget view in it)."""
         if self._poller is not None:
             self._poller.stop("top view stopped")
+        self._show_static()
+
+    def _show_static(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None and self._last is not None:
+            handle.update(self._static_bundle(), raw=True)
 
     @property
     def running(self) -> bool:
@@ -263,7 +276,7 @@ class TopView:
         """Stop the thread, close the widget and release the run-time stats. Idempotent."""
         if self.closed:
             return
-        self.stop()
+        self.stop()                    # the output keeps the last state as a picture
         self.closed = True
         box = self._widgets.get("box")
         if box is not None:
@@ -292,6 +305,16 @@ class TopView:
         bundle = self.widget()._repr_mimebundle_(include=include, exclude=exclude)
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         return {**static, **data, "text/plain": static["text/plain"]}
+
+    def _ipython_display_(self) -> None:
+        """Shown in a notebook: keep the display handle, so stop()/close() can replace the
+        widget with the last picture."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        handle = display(bundle, raw=True, display_id=True)
+        if "application/vnd.jupyter.widget-view+json" in bundle:
+            self._handle = handle
 
     def _static_bundle(self) -> dict[str, Any]:
         df = self.df()
