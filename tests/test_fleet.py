@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import bpfnb
-from bpfnb.fleet import engine
+from bpfnb.fleet import HostError, engine
 from bpfnb.testing import hosts
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags
 
@@ -187,6 +187,45 @@ def test_close_leaves_nothing_attached(fleet) -> None:
         fp["counts"].df()
 
 
+def test_doctor_has_a_host_column(fleet) -> None:
+    df = fleet.doctor()
+    assert df.columns[0] == "host" and set(df["host"]) == set(fleet.hosts["host"])
+    assert df.attrs["failed"] == {}
+    per_host = df.groupby("host").size()
+    assert per_host.nunique() == 1 and per_host.iloc[0] > 5
+
+
+def test_reloading_a_name_replaces_it(fleet) -> None:
+    first = fleet.load(SOURCE, name="fleetagain", cflags=comm_cflags(COMM))
+    second = fleet.load(SOURCE, name="fleetagain", cflags=comm_cflags(COMM))
+    try:
+        assert first.closed and not second.closed
+        held = fleet.run(engine.held)
+        assert all(names.count("fleetagain") == 1 for names in held.values()), held
+    finally:
+        second.close()
+
+
+def test_hung_engine_times_out_and_recovers(fleet, loaded, cluster) -> None:
+    fp, pids = loaded
+    busy = cluster[2].apply_async(time.sleep, 6)        # engine 2 answers nothing for 6 s
+    saved, fp.timeout = fp.timeout, 1.5
+    try:
+        start = time.monotonic()
+        df = fp["counts"].df()
+        assert time.monotonic() - start < 5
+        status = fp.status.set_index("host")
+        assert not status.loc["fleet-host-2", "ok"]
+        assert "no answer within 1.5 s" in status.loc["fleet-host-2", "error"]
+        assert sorted(set(df["host"])) == ["fleet-host-0", "fleet-host-1"]
+        busy.get(30)
+        fp.timeout = saved
+        df = fp["counts"].df()
+        assert fp.status["ok"].all() and sorted(set(df["host"])) == sorted(pids)
+    finally:
+        fp.timeout = saved
+
+
 def test_killed_engine_fails_alone(fleet, loaded) -> None:   # last: it kills an engine
     fp, pids = loaded
     victim = fleet.hosts.iloc[1]
@@ -206,3 +245,12 @@ def test_killed_engine_fails_alone(fleet, loaded) -> None:   # last: it kills an
     alive = {h: v for h, v in fleet.run(hosts.holding, timeout=10).items()
              if not isinstance(v, bpfnb.BpfnbError)}
     assert alive == {"fleet-host-0": 0, "fleet-host-2": 0}
+    partial = fleet.load(SOURCE, name="fleetpartial", cflags=comm_cflags(COMM), timeout=10)
+    assert partial.status.set_index("host")["ok"].to_dict() == {
+        "fleet-host-0": True, "fleet-host-1": False, "fleet-host-2": True}
+    partial.close()
+    with pytest.raises(HostError, match="fleet-host-1"):
+        fleet.load(SOURCE, name="fleetstrict", cflags=comm_cflags(COMM), strict=True,
+                   timeout=10)
+    assert all(names == [] for names in fleet.run(engine.held, timeout=10).values()
+               if isinstance(names, list))

@@ -42,6 +42,7 @@ class Fleet:
                          "ok": o.ok, "error": o.error})
         self._hosts = pd.DataFrame(rows)
         self.engines = Engines(client, dict(zip(labels, ids)))
+        self._programs: dict[str, FleetProgram] = {}
 
     @property
     def hosts(self) -> pd.DataFrame:
@@ -84,12 +85,18 @@ class Fleet:
              timeout: float | None = None) -> FleetProgram:
         """Compile, load and attach `source` on every host in parallel. A host that fails
         is left out (see `.status`) unless strict=True, which raises HostError; `timeout`
-        seconds per host (default: the fleet's)."""
+        seconds per host (default: the fleet's). Loading a name again closes the fleet
+        program that had it (as re-running a %%bpf cell does)."""
         if isinstance(cflags, str):
             cflags = cflags.split()
-        return FleetProgram(self.engines, source, name=name, cflags=tuple(cflags),
+        old = self._programs.pop(name or "bpf", None)
+        if old is not None:          # loading a name again (re-running its cell) replaces it
+            old.close()
+        prog = FleetProgram(self.engines, source, name=name, cflags=tuple(cflags),
                             backend=backend, strict=strict,
                             timeout=timeout or max(self.timeout, 60.0))
+        self._programs[prog.name] = prog
+        return prog
 
     def profile(self, duration: float = 5.0, hz: int = 99, pid: int | None = None,
                 timeout: float | None = None) -> FleetStacks:
