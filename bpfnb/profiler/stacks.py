@@ -446,13 +446,14 @@ class Stacks:
         """Flame graph (root at the bottom) or icicle graph (root on top) on matplotlib axes."""
         tree = self.flame_tree()
         return flame.plot(tree, flame.hot_colors(tree), icicle=icicle, ax=ax,
-                          title=self._title() if title is None else title)
+                          title=self._title() if title is None else title, unit=self.unit)
 
     def to_html(self, icicle: bool = False, static: bool = True) -> str:
         """The interactive flame graph as one self-contained HTML fragment."""
         tree = self.flame_tree()
         colors = flame.hot_colors(tree)
-        img = flame.png(tree, colors, icicle=icicle, title=self._title()) if static else None
+        img = (flame.png(tree, colors, icicle=icicle, title=self._title(), unit=self.unit)
+               if static else None)
         return flame.to_html(tree, colors, title=self._title(), icicle=icicle, static_png=img,
                              unit=self.unit)
 
@@ -536,7 +537,9 @@ class Stacks:
     def __repr__(self) -> str:
         procs = len(set(zip(self._pid.tolist(), self._comm)))
         kernel = int(self._count[self._nk > 0].sum())
-        head = (f"<Stacks{' ' + repr(self.name) if self.name else ''}: {self.total:,} samples, "
+        amount = (f"{self.total / 1e6:,.3f} s off CPU" if self.unit == "us" else
+                  f"{self.total:,} {self.unit}")
+        head = (f"<Stacks{' ' + repr(self.name) if self.name else ''}: {amount}, "
                 f"{len(self):,} distinct stacks, {procs} process(es), "
                 f"{100.0 * kernel / max(self.total, 1):.1f}% in kernel>")
         top = self.functions().head(5)
@@ -548,17 +551,19 @@ class Stacks:
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None,
                           exclude: Iterable[str] | None = None) -> dict[str, Any]:
-        return _bundle(self.flame_tree, flame.hot_colors, None, self._title(), repr(self))
+        return _bundle(self.flame_tree, flame.hot_colors, None, self._title(), repr(self),
+                       self.unit)
 
 
-def _bundle(make_tree: Any, colorize: Any, before: Any, title: str, text: str) -> dict[str, Any]:
+def _bundle(make_tree: Any, colorize: Any, before: Any, title: str, text: str,
+            unit: str = "samples") -> dict[str, Any]:
     import base64
 
     tree = make_tree()
     colors = colorize(tree)
-    img = flame.png(tree, colors, title=title)
+    img = flame.png(tree, colors, title=title, unit=unit)
     html = flame.to_html(tree, colors, title=title, static_png=img,
-                         before=before(tree) if before else None)
+                         before=before(tree) if before else None, unit=unit)
     return {"text/plain": text, "text/html": html,
             "image/png": base64.b64encode(img).decode()}
 

@@ -105,19 +105,19 @@ def _hex(rgb: np.ndarray) -> list[str]:
 
 
 def plot(tree: Tree, colors: np.ndarray, *, icicle: bool = False, ax: Axes | None = None,
-         title: str | None = None, fontsize: float = 8.0) -> Axes:
+         title: str | None = None, fontsize: float = 8.0, unit: str = "samples") -> Axes:
     """Draw the tree as a flame graph (root at the bottom) or an icicle graph (root on top)."""
     if ax is None:
         import matplotlib.pyplot as plt
 
         rows = int(tree.depth.max()) + 1 if len(tree) else 1
         _, ax = plt.subplots(figsize=(12, min(0.22 * rows + 0.8, 40)), layout="constrained")
-    draw(ax, tree, colors, icicle=icicle, title=title, fontsize=fontsize)
+    draw(ax, tree, colors, icicle=icicle, title=title, fontsize=fontsize, unit=unit)
     return ax
 
 
 def draw(ax: Axes, tree: Tree, colors: np.ndarray, *, icicle: bool = False,
-         title: str | None = None, fontsize: float = 8.0) -> None:
+         title: str | None = None, fontsize: float = 8.0, unit: str = "samples") -> None:
     from matplotlib.collections import PolyCollection
 
     total = tree.total
@@ -146,7 +146,7 @@ def draw(ax: Axes, tree: Tree, colors: np.ndarray, *, icicle: bool = False,
     ax.set_xlim(0, total or 1)
     ax.set_ylim(rows, 0) if icicle else ax.set_ylim(0, rows)
     ax.set_yticks([])
-    ax.set_xlabel("samples")
+    ax.set_xlabel("µs off CPU" if unit == "us" else unit)
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     if title:
@@ -154,7 +154,7 @@ def draw(ax: Axes, tree: Tree, colors: np.ndarray, *, icicle: bool = False,
 
 
 def png(tree: Tree, colors: np.ndarray, *, icicle: bool = False,
-        title: str | None = None, dpi: int = 80) -> bytes:
+        title: str | None = None, dpi: int = 80, unit: str = "samples") -> bytes:
     """The static picture as PNG bytes, drawn without pyplot (no figure left open)."""
     import io
 
@@ -165,7 +165,7 @@ def png(tree: Tree, colors: np.ndarray, *, icicle: bool = False,
     fig = Figure(figsize=(12, min(0.22 * rows + 0.8, 40)), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    draw(ax, tree, colors, icicle=icicle, title=title)
+    draw(ax, tree, colors, icicle=icicle, title=title, unit=unit)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
