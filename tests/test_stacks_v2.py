@@ -255,3 +255,36 @@ def test_stacks_from_a_map_keyed_by_a_bare_stack_id() -> None:
     (line,) = st.folded().splitlines()
     assert line.endswith(" 7") and ";do_syscall_64;" in line, line
     assert st.df()["kernel_frames"].tolist() == [len(line.split(";")) - 1]
+
+
+EVENTS = """
+struct event { u32 pid; u32 seq; };
+BPF_RINGBUF_OUTPUT(events, 64);
+BPF_ARRAY(hits, u64, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    if ((bpf_get_current_pid_tgid() >> 32) != TARGET) return 0;
+    struct event e = {.pid = TARGET, .seq = 7};
+    events.ringbuf_output(&e, sizeof(e), 0);
+    hits.increment(0);
+    return 0;
+}
+"""
+
+
+def test_events_and_record_show_progress_and_stop_on_ctrl_c(
+        shown: Recorder, tmp_path: Path) -> None:
+    import os
+
+    with bpfnb.load(EVENTS, cflags=[f"-DTARGET={os.getpid()}"]) as prog:
+        for _ in range(5):
+            os.getppid()
+        shown.stop_after = 0.3
+        df = prog["events"].events(duration=10)  # Ctrl-C after 0.3 s: what came so far
+        assert len(df) == 5 and df.attrs["seconds"] < 3
+        assert shown.labels == [("events events", 10.0, "events")] and shown.closed == [True]
+        assert shown.updates[-1][1] == 5
+        shown.stop_after = None
+        rec = bpfnb.record(prog, tmp_path / "r.bpfrec", every=0.2, duration=0.4)
+        assert shown.labels[-1] == (f"record {tmp_path / 'r.bpfrec'}", 0.4, "snapshots")
+        assert [c for _, c in shown.updates[-3:]] == [1, 2, 3] and shown.closed[-1] is False
+        assert rec.snapshots == 3

@@ -108,13 +108,14 @@ class EventReader:
                         on_batch(df)
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+            if shown is not None:
+                shown.update(time.monotonic() - start, count)
         except KeyboardInterrupt:
             if shown is None:
                 raise
             interrupted = True
         finally:
             if shown is not None:
-                shown.update(time.monotonic() - start, count)
                 shown.close(interrupted)
         out = pd.concat(frames, ignore_index=True) if frames else self.frame(
             np.zeros((0, self.dtype.itemsize), np.uint8))
