@@ -23,13 +23,19 @@ pytestmark = pytest.mark.slow
 COMM = "bpfnb-fleet"
 N = {0: 1_100, 1: 2_300, 2: 3_700}     # engine id -> getpid calls its workload makes
 SOURCE = """
+enum kind { KIND_NONE = 0, KIND_GETPID = 7 };
+struct proc_t { u32 pid; enum kind kind; char comm[16]; };
 BPF_HASH(counts, u32, u64);
 BPF_HISTOGRAM(dist, int, 64);
+BPF_HASH(by_proc, struct proc_t, u64);
 TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
     COMM_FILTER
     u32 pid = bpf_get_current_pid_tgid() >> 32;
     counts.increment(pid);
     dist.increment(bpf_log2l(pid));
+    struct proc_t p = {.pid = pid, .kind = KIND_GETPID};
+    bpf_get_current_comm(&p.comm, sizeof(p.comm));
+    by_proc.increment(p);
     return 0;
 }
 """.replace("COMM_FILTER", COMM_FILTER)
@@ -84,6 +90,16 @@ def test_load_status_and_merged_df(loaded) -> None:
     assert list(summed.columns) == ["key", "value"]
     for i, host in enumerate(pids):
         assert summed[summed["key"] == pids[host]]["value"].tolist() == [3 * N[i]]
+
+
+def test_struct_keys_keep_their_fields_enums_and_strings(loaded) -> None:
+    fp, pids = loaded
+    df = fp["by_proc"].df()
+    assert list(df.columns) == ["host", "pid", "kind", "comm", "value"]
+    assert set(df["kind"].astype(str)) == {"KIND_GETPID"} and set(df["comm"]) == {COMM}
+    for i, other in enumerate(pids):
+        rows = df[df["pid"] == pids[other]]
+        assert sorted(rows["host"]) == sorted(pids) and set(rows["value"]) == {N[i]}
 
 
 def test_top_n_is_ranked_on_each_host(loaded) -> None:

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npformat
 
 import bpfnb
 from bpfnb.backends import select
@@ -49,12 +48,13 @@ def _value_dtype(view: MapView) -> np.dtype:
 
 
 def map_meta(view: MapView) -> dict[str, Any]:
+    """The map's info and dtypes (as objects: pickled with their enum/bit-field metadata;
+    the arrays read() sends carry plain dtypes and are viewed through these)."""
     i = view.info
     return {"info": {"name": i.name, "type": i.type, "key_size": i.key_size,
                      "value_size": i.value_size, "max_entries": i.max_entries, "id": i.id,
                      "flags": i.flags},
-            "key_dtype": npformat.dtype_to_descr(view.key_dtype),
-            "value_dtype": npformat.dtype_to_descr(_value_dtype(view)),
+            "key_dtype": view.key_dtype, "value_dtype": _value_dtype(view),
             "hist": frames.looks_like_hist(view)}
 
 
@@ -101,8 +101,9 @@ def sort_field(values: np.ndarray, sort: str | None) -> np.ndarray:
 
 def read(token: str, name: str, top: int | None = None, sort: str | None = None
          ) -> tuple[np.ndarray, np.ndarray, int, int, str, int]:
-    """(keys, values, time_ns, duration_ns, method, entries): the map now, per-CPU values
-    summed; with `top`, only the `top` largest rows by `sort` (ranked here, on the host)."""
+    """(keys, values, time_ns, duration_ns, method, entries): the map now as raw bytes
+    (see `_raw`), per-CPU values summed; with `top`, only the `top` largest rows by `sort`
+    (ranked here, on the host)."""
     view = _view(token, name)
     snap = view.read()
     keys, values = snap.keys, snap.values
@@ -114,8 +115,13 @@ def read(token: str, name: str, top: int | None = None, sort: str | None = None
         idx = np.argpartition(rank, entries - top)[entries - top:]
         idx = idx[np.argsort(rank[idx], kind="stable")[::-1]]
         keys, values = keys[idx], values[idx]
-    return (np.array(keys), np.array(values), snap.time_ns, snap.duration_ns, snap.method,
-            entries)
+    return (_raw(keys), _raw(values), snap.time_ns, snap.duration_ns, snap.method, entries)
+
+
+def _raw(arr: np.ndarray) -> np.ndarray:
+    """A copy of the array's bytes as (n, itemsize) uint8: ipyparallel sends it as one
+    buffer whatever the dtype (the notebook views it through the map's dtype)."""
+    return np.ascontiguousarray(arr).view(np.uint8).reshape(len(arr), arr.dtype.itemsize).copy()
 
 
 def hist(token: str, name: str, linear: int | None = None, value: str | None = None) -> bytes:

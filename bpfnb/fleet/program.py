@@ -252,9 +252,9 @@ class FleetMap:
         meta = prog.meta(name)
         self.name = name
         self._prog = prog
-        self.base_key_dtype = npformat.descr_to_dtype(_descr(meta["key_dtype"]))
+        self.base_key_dtype = _dtype(meta["key_dtype"])
         self.key_dtype = keys.with_host(self.base_key_dtype)
-        self.value_dtype = npformat.descr_to_dtype(_descr(meta["value_dtype"]))
+        self.value_dtype = _dtype(meta["value_dtype"])
         self.host_column = keys.host_field(self.base_key_dtype)
         self.is_hist = bool(meta.get("hist"))
         i = meta["info"]
@@ -295,13 +295,13 @@ class FleetMap:
             if not o.ok:
                 continue
             k, v, time_ns, duration_ns, _method, n = o.value
-            if k.dtype.itemsize != self.base_key_dtype.itemsize or \
-                    v.dtype.itemsize != self.value_dtype.itemsize:
+            if k.ndim != 2 or v.ndim != 2 or k.shape[1] != self.base_key_dtype.itemsize or \
+                    v.shape[1] != self.value_dtype.itemsize or len(k) != len(v):
                 self._mark(h, "its map layout differs from the first host's (another "
                               "kernel or bpfnb version?)")
                 continue
-            k = np.ascontiguousarray(k).view(np.uint8).view(self.base_key_dtype)
-            v = np.ascontiguousarray(v).view(np.uint8).view(self.value_dtype)
+            k = np.ascontiguousarray(k, np.uint8).view(self.base_key_dtype).reshape(len(k))
+            v = np.ascontiguousarray(v, np.uint8).view(self.value_dtype).reshape(len(v))
             parts.append(_Part(h, k, v, time_ns, duration_ns))
             entries[h] = n
         self.status = status_frame(got, entries=entries)
@@ -434,8 +434,9 @@ def _sum_hosts(df: pd.DataFrame, kcols: list[str], top: int | None,
     return out
 
 
-def _descr(d: Any) -> Any:
-    """A dtype descr as JSON/pickle gave it back: lists to tuples where numpy wants them."""
-    if isinstance(d, list):
-        return [tuple(_descr(x) for x in f) if isinstance(f, (list, tuple)) else f for f in d]
-    return d
+def _dtype(d: Any) -> np.dtype:
+    """A dtype an engine sent (older engines: a descr)."""
+    if isinstance(d, np.dtype):
+        return d
+    return npformat.descr_to_dtype(
+        [tuple(f) if isinstance(f, list) else f for f in d] if isinstance(d, list) else d)
