@@ -27,6 +27,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 
 @pytest.fixture(scope="module")
 def ip(shell):
+    """The shell with the extension loaded afresh (no session mode left by other tests)."""
+    shell.run_line_magic("unload_ext", "bpfnb")
+    shell.run_line_magic("load_ext", "bpfnb")
     return shell
 
 

@@ -20,6 +20,7 @@ from bpfnb.live import poller as live
 from bpfnb.live import progressbar
 
 BPFTRACE_MAGIC = "bpfnb.jupyter.bpftrace_magic"
+MAGICS = (ProfileMagics, OffcpuMagics, DoctorMagics)  # stateless; %%bpf, %%recorded share state
 
 
 def _plugins() -> list[Any]:
@@ -33,18 +34,18 @@ def _plugins() -> list[Any]:
 def load_extension(ipython: Any) -> None:
     state = NotebookState(ipython)
     ipython.register_magics(BpfMagics(ipython, state), RecordedMagics(ipython, state),
-                            ProfileMagics, OffcpuMagics, DoctorMagics)
-    helps = [RecordedMagics.recorded.__doc__, ProfileMagics.bpf_profile.__doc__,
-             OffcpuMagics.bpf_offcpu.__doc__, DoctorMagics.bpf_doctor.__doc__]
-    before = set(ipython.magics_manager.registry)
-    for plugin in _plugins():
+                            *MAGICS)
+    modules = _plugins()
+    for plugin in modules:
         plugin.register(ipython)
-    for key in set(ipython.magics_manager.registry) - before:
-        magics = ipython.magics_manager.registry[key]
-        state.plugins.append(magics)
-        helps += [method.__doc__ for kind in magics.magics.values()
-                  for method in kind.values()]
-    document(h or "" for h in helps)
+    names = {m.__name__ for m in modules}  # the registry keeps classes across reloads
+    plugins = [m for m in ipython.magics_manager.registry.values()
+               if type(m).__module__ in names]
+    state.plugins += plugins
+    documented = [ipython.magics_manager.registry[c.__name__]
+                  for c in (RecordedMagics, *MAGICS)] + plugins
+    document(method.__doc__ or "" for magics in documented
+             for kind in magics.magics.values() for method in kind.values())
     ipython.set_custom_exc((BpfnbError,), _show_error)
     progressbar.install()  # profile/offcpu/events/record show a bar while they run
 
