@@ -306,3 +306,23 @@ def test_elf_symbol_tables_cached_on_disk(
     assert elfcache.decode(raw[:-1]) is None and elfcache.decode(b"\0" * 200) is None
     (tmp_path / "cache" / "elf" / key).write_bytes(raw[:100])  # damaged: read the ELF again
     assert Symbolizer().resolve_user(proc.pid, [addrs["c"]]) == ["c [callchain]"]
+
+
+def test_elf_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpfnb.symbols import cachedir, elfcache
+
+    monkeypatch.setenv("BPFNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(elfcache, "MAX_FILES", 4)
+    table = elfcache.ElfTable(np.array([16], np.uint64), np.array([8], np.uint64),
+                              np.array([0]), b"f\0", np.zeros((0, 3), np.uint64), "ab")
+    with elfcache.opened() as where:
+        assert where is not None
+        for i in range(4):
+            elfcache.store(where, f"k{i}.bin", table)
+            os.utime(f"k{i}.bin", ns=(i, i), dir_fd=where.fd)  # written in this order
+        assert sorted(os.listdir(where.fd)) == ["k0.bin", "k1.bin", "k2.bin", "k3.bin"]
+        elfcache.store(where, "k4.bin", table)  # the fifth: the oldest two go
+        assert sorted(os.listdir(where.fd)) == ["k2.bin", "k3.bin", "k4.bin"]
+        got = elfcache.load(where, "k4.bin")
+        assert got is not None and got.build_id == "ab" and got.blob == b"f\0"
+    assert cachedir.open_cache("elf") is not None

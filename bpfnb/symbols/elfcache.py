@@ -3,13 +3,15 @@ parse and sort the symbol tables of every library again.
 
 One file per ELF file version in `$BPFNB_CACHE/elf` (see bpfnb.symbols.cachedir), named
 by what identifies that version without reading it: device, inode, size and mtime (ns).
-It holds the merged function table (starts, sizes, name offsets into the string
-tables), the PT_LOAD segments and the build id.
+It holds the merged function table (starts, sizes, name offsets into the names it
+uses), the PT_LOAD segments and the build id. Past MAX_FILES files the least recently
+written half is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,5 +96,16 @@ def load(where: SafeDir, key: str) -> ElfTable | None:
     return decode(data) if data is not None else None
 
 
+MAX_FILES = 2000  # past this, a store removes the least recently written half
+
+
 def store(where: SafeDir, key: str, table: ElfTable) -> None:
     cachedir.write(where, key, encode(table))
+    with contextlib.suppress(OSError):
+        names = [n for n in os.listdir(where.fd) if n.endswith(".bin")]
+        if len(names) > MAX_FILES:
+            age = {n: os.stat(n, dir_fd=where.fd, follow_symlinks=False).st_mtime_ns
+                   for n in names}
+            for n in sorted(names, key=age.__getitem__)[: len(names) // 2]:
+                if n != key:
+                    os.unlink(n, dir_fd=where.fd)
