@@ -1,31 +1,19 @@
-"""Execute the notebooks top to bottom against the real kernel (their assert cells check
-the key results)."""
+"""Execute the notebooks (all but the map-type ones, see test_maptypes_notebooks.py) top to
+bottom against the real kernel with a CPU hog running beside them; their assert cells check
+the key results, and after their cleanup cell nothing of theirs is left running."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
+import notebook_checks
 import pytest
-from nbclient import NotebookClient
+from notebook_checks import ALL, MAP_NOTEBOOKS, check_clean, run_all
 
-pytestmark = pytest.mark.usefixtures("kernel")
+pytestmark = [pytest.mark.usefixtures("kernel"), pytest.mark.slow]
 
-NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-
-
-def execute(path: Path, timeout: int = 180) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return nb
+cpu_hog = notebook_checks.cpu_hog    # the fixture
 
 
-# the map-type notebooks run in test_maptypes_notebooks.py, with resource cleanup
-@pytest.mark.parametrize("name", ["00-tour.ipynb", "05-live.ipynb", "12-stacks.ipynb",
-                                  "18-machine.ipynb"])
-def test_notebook_runs_top_to_bottom(name):
-    nb = execute(NOTEBOOKS / name)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
+@pytest.mark.parametrize("name", [n for n in ALL if n not in MAP_NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(name, cpu_hog):
+    check_clean(run_all(name, timeout=180))
+    assert cpu_hog.poll() is None, "the hog ran beside the whole notebook"

@@ -5,8 +5,10 @@
 
 The widget refreshes from a daemon thread (see `bpfnb.live.poller`). Its output also carries a
 static HTML table and a PNG of the plot, so a notebook saved without widget state (GitHub,
-nbviewer, nbconvert) still shows the snapshot taken when it was displayed; where no
-frontend runs widgets (nbclient) that snapshot is what the notebook keeps.
+nbviewer, nbconvert) still shows a picture. The view keeps its display handle: when it stops
+(or closes) the output is replaced by the static table and plot of its last refresh, with no
+widget view in it, so a notebook saved after its cleanup cell shows the last state and reopens
+without "model not found"; start() puts the widget back.
 """
 
 from __future__ import annotations
@@ -247,6 +249,8 @@ class LiveView(W.VBox):
         self._shown: tuple[pd.DataFrame, pd.DataFrame] | None = None
         self.owner, self.tag = mapview, tag     # what live.close_views matches
         self._closed = False
+        self._handle: Any = None        # the display handle of where the view was shown
+        self._static = False            # that output shows the static snapshot
         self.poller = live.Poller(self._refresh, every, name=f"bpfnb-live-{mapview.name}",
                                   owner=mapview, tag=tag, on_status=self._on_status)
         # the plot draws on its own thread, so slow drawing never delays the table
@@ -317,14 +321,17 @@ class LiveView(W.VBox):
         if self.spec.kind != "none":
             self.plotter.start(wait_first=True)
         self._set_running(True)
+        self._update_display(static=False)
         return self
 
     def stop(self) -> None:
-        """Stop refreshing; the table, plot and history stay."""
+        """Stop refreshing; the table, plot and history stay, and the output becomes the
+        static table and plot of the last refresh."""
         self.poller.stop()
         self.plotter.stop()
         self._set_running(False)
         self._render(draw=True)
+        self._update_display(static=True)
 
     def close(self, reason: str = "closed") -> None:
         """Stop and close every widget of the view (the output area empties). Closing the
@@ -336,6 +343,9 @@ class LiveView(W.VBox):
         live.untrack(self)
         self.poller.stop(reason)
         self.plotter.stop(reason)
+        if self._handle is not None and not self._static and reason != RERUN:
+            self._render(draw=True)
+            self._update_display(static=True)
         widgettree.close_descendants(self)
         widgettree.close_descendants(self._image)   # not a child with plot="none"
         self._image.close()
@@ -361,6 +371,21 @@ class LiveView(W.VBox):
         bundle = super()._repr_mimebundle_(**kwargs) or {}
         static.update({k: v for k, v in bundle.items() if k != "text/plain"})
         return static
+
+    def _ipython_display_(self) -> None:
+        """Shown in a notebook: keep the display handle (see `_update_display`)."""
+        from IPython.display import display
+
+        self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+
+    def _update_display(self, static: bool) -> None:
+        """Replace the view's output: the static snapshot (no widget view: what a saved
+        notebook keeps), or the widget again."""
+        handle, self._static = self._handle, static
+        if handle is not None:
+            bundle = (self.snapshot()._repr_mimebundle_() if static
+                      else self._repr_mimebundle_())
+            handle.update(bundle, raw=True)
 
     # -- widgets ----------------------------------------------------------------------
     def _build_widgets(self) -> None:
