@@ -146,6 +146,12 @@ def test_live_view_ranks_on_hosts_and_shows_each_host(loaded) -> None:
         assert len(frame) == 6          # each host sent its top 2 of 3 keys
         assert set(frame["key"]) == {pids["fleet-host-1"], pids["fleet-host-2"]}
         assert all(f"✓ {h}" in view._status.value for h in pids)
+        view.every = 0.1
+        view.start()                  # refreshes from its thread while this one reads too
+        for _ in range(10):
+            assert len(fp["counts"].df()) == 9
+        time.sleep(0.5)
+        assert view.status.refreshes >= 3 and view.status.errors == 0
     finally:
         view.close()
 

@@ -5,7 +5,9 @@ waited on with timeouts; a call left unanswered is aborted where it still waits)
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +76,7 @@ class Engines:
     def __init__(self, client: ipp.Client, hosts: dict[str, int]) -> None:
         self.client = client
         self.hosts = dict(hosts)          # label -> engine id
+        self._lock = _client_lock(client)
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = DEFAULT_TIMEOUT,
              hosts: Iterable[str] | None = None) -> dict[str, Outcome]:
@@ -82,17 +85,18 @@ class Engines:
         start = time.monotonic()
         pending: dict[str, Any] = {}
         out: dict[str, Outcome] = {}
-        alive = set(self.client.ids)
-        for host in chosen:
-            eid = self.hosts[host]
-            if eid not in alive:
-                out[host] = Outcome(host, False, error=f"engine {eid} is gone (unregistered "
-                                    "from the controller: it died or was stopped)")
-                continue
-            try:
-                pending[host] = self.client[eid].apply_async(fn, *args)
-            except (ipp.error.KernelError, OSError, KeyError, IndexError) as e:
-                out[host] = Outcome(host, False, error=_why(e))
+        with self._lock:   # live views submit from their own threads
+            alive = set(self.client.ids)
+            for host in chosen:
+                eid = self.hosts[host]
+                if eid not in alive:
+                    out[host] = Outcome(host, False, error=f"engine {eid} is gone (unregistered"
+                                        " from the controller: it died or was stopped)")
+                    continue
+                try:
+                    pending[host] = self.client[eid].apply_async(fn, *args)
+                except (ipp.error.KernelError, OSError, KeyError, IndexError) as e:
+                    out[host] = Outcome(host, False, error=_why(e))
         deadline = start + timeout
         for host, ar in pending.items():
             try:
@@ -111,9 +115,17 @@ class Engines:
             except (ipp.error.KernelError, OSError, TimeoutError, ValueError) as e:
                 out[host] = Outcome(host, False, error=_why(e), seconds=took)
             # the client would keep every answer (a full map each refresh) in its cache
-            with contextlib.suppress(RuntimeError, ValueError, KeyError):
+            with self._lock, contextlib.suppress(RuntimeError, ValueError, KeyError):
                 self.client.purge_local_results(ar)
         return {h: out[h] for h in chosen}
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def _client_lock(client: ipp.Client) -> threading.Lock:
+    """One lock per Client, shared by every fleet made from it."""
+    return _LOCKS.setdefault(client, threading.Lock())
 
 
 def _elapsed(ar: Any, fallback: float) -> float:
