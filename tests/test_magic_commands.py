@@ -7,22 +7,14 @@ import re
 
 import pytest
 from IPython.core.error import UsageError
+from test_trace import PRINTS as TRACE_PRINTS
 
 import bpfnb
 from bpfnb.bpftrace.health import available
 from conftest import COUNT_BY_PID as CELL
 from conftest import run_workload
 
-PRINTS = r"""
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    char comm[16];
-    bpf_get_current_comm(&comm, sizeof(comm));
-    if (comm[0] != 'b' || comm[5] != '-' || comm[6] != 'w')  /* only "bpfnb-wl" */
-        return 0;
-    bpf_trace_printk("seen %d\n", bpf_get_current_pid_tgid() >> 32);
-    return 0;
-}
-"""
+PRINTS = TRACE_PRINTS.replace("WHO", "seen")  # "seen pid=PID" from the workload
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +98,10 @@ def test_trace_command_shows_the_programs_lines(kernel_ip, workload) -> None:
     kernel_ip.run_cell_magic("bpf", "printer --backend=bcc", PRINTS)
     pid = run_workload(workload, "getpid", 6)
     df = kernel_ip.run_line_magic("bpf", "trace --duration 0.5")  # the only program
-    assert df[df.pid == pid].message.tolist() == [f"seen {pid}"] * 6
+    assert df[df.pid == pid].message.tolist() == [f"seen pid={pid}"] * 6
     pid = run_workload(workload, "getpid", 5)
     df = kernel_ip.run_line_magic("bpf", "trace printer --duration 5 --max-lines 3")
-    assert df.message.tolist()[:3] == [f"seen {pid}"] * 3 and len(df) == 3
+    assert df.message.tolist()[:3] == [f"seen pid={pid}"] * 3 and len(df) == 3
 
 
 def test_probes_command(kernel_ip) -> None:

@@ -8,7 +8,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from bpfnb.jupyter import args as margs
-from bpfnb.jupyter.profile_magic import target
+from bpfnb.jupyter.profile_magic import target, target_options
 from bpfnb.profiler.offcpu import offcpu
 
 
@@ -18,9 +18,7 @@ class OffcpuMagics(Magics):
 
     @line_magic
     @magic_arguments("bpf_offcpu")
-    @argument("-p", dest="pid", metavar="PID", help="one process (default: all)")
-    @argument("-d", dest="duration", default="5", metavar="SECONDS",
-              help="how long (5; with a COMMAND, until it exits or this passes)")
+    @target_options
     @argument("--min-us", default="1", metavar="N",
               help="ignore waits shorter than N microseconds (1)")
     def bpf_offcpu(self, line: str) -> Any:
@@ -30,8 +28,7 @@ class OffcpuMagics(Magics):
         Example: %bpf_offcpu -d 3 --min-us 100 -- sleep 1
         """
         magic, func = "%bpf_offcpu", OffcpuMagics.bpf_offcpu
-        ns, pid, command = target(margs.split_words(line, magic), magic, func)
-        usage = margs.usage_of(func)
-        duration = margs.number(ns.duration, f"{magic} -d", usage)
-        min_us = int(margs.number(ns.min_us, f"{magic} --min-us", usage, whole=True))
+        ns, pid, duration, command = target(line, magic, func)
+        min_us = int(margs.number(ns.min_us, f"{magic} --min-us", margs.usage_of(func),
+                                  whole=True))
         return offcpu(pid=pid, command=command or None, duration=duration, min_us=min_us)
