@@ -17,3 +17,30 @@ def test_reason_once_per_notebook(tmp_path):
     (tmp_path / "other").mkdir()
     s.use(tmp_path / "other", replay=True)
     assert s.reason in nbsession.RecordedNotice(s).text   # another notebook: said again
+
+
+class Shows:
+    """A value that displays itself (as top() and live views do, to keep a display handle)."""
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display({"text/plain": "shown by _ipython_display_", "text/html": "<b>shown</b>"},
+                raw=True)
+
+
+def test_recorded_value_that_displays_itself_replays(shell, tmp_path, monkeypatch, capsys):
+    from bpfnb._sys import features
+
+    rec = tmp_path / "nb"
+    shell.user_ns["Shows"] = Shows
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    for cell in (f"%bpf fallback {rec}", "%%recorded\nShows()"):
+        assert shell.run_cell(cell).success
+    monkeypatch.delenv("BPFNB_RECORD")
+    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
+    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
+    capsys.readouterr()
+    for cell in (f"%bpf fallback {rec}", "%%recorded\nShows()"):
+        assert shell.run_cell(cell).success
+    assert "shown by _ipython_display_" in capsys.readouterr().out

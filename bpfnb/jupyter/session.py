@@ -327,9 +327,12 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
         if display_id:
             shown[display_id] = len(outputs)
         outputs.append(_display(out.data, out.metadata))
-    if value is not None:
-        data, metadata = shell.display_formatter.format(value)
-        outputs.append(_display(data, metadata))
+    if value is not None:   # shown after the cell by IPython; recorded as it formats now
+        with capture_output() as shown_io:   # an _ipython_display_ displays: keep that
+            data, metadata = shell.display_formatter.format(value)
+        outputs.extend(_display(o.data, o.metadata) for o in shown_io.outputs)
+        if data:
+            outputs.append(_display(data, metadata))
     store.put(key, [o for o in outputs if o.get("data", True)],
               bound_names(before, shell.user_ns, bindable_names(shell, cell)))
     store.save()
