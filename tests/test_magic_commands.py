@@ -70,6 +70,8 @@ def test_bad_lines(ip, magic, line, message) -> None:
     ("x --fleet nothere", r"'nothere' holds nothing, not a bpfnb.fleet.Fleet"),
     ("x --fleet pytest", r"'pytest' holds a module, not a bpfnb.fleet.Fleet"),
     ("x --fleet f --fallback d", r"--fleet .* has no --fallback"),
+    ("x --fleet f --no-attach", r"--fleet .* has no --no-attach"),
+    ("x --fleet f --usdt /bin/sh:p:f", r"--fleet .* has no --usdt"),
     ("x --replay a --fallback b", r"--replay or --fallback, not both"),
 ])
 def test_bad_cell_lines(ip, line, message) -> None:

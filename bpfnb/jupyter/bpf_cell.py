@@ -87,8 +87,10 @@ def parse_cell_args(line: str) -> CellArgs:
         raise UsageError(f"%%bpf: --replay or --fallback, not both\n\n{usage}")
     mode = "replay" if ns.replay is not None else "fallback" if ns.fallback is not None \
         else None
-    if ns.fleet is not None and mode is not None:
-        raise UsageError(f"%%bpf: --fleet runs on the fleet's hosts; it has no --{mode}")
+    if ns.fleet is not None and (mode is not None or not ns.attach or ns.usdt):
+        extra = f"--{mode}" if mode is not None else "--no-attach" if not ns.attach \
+            else "--usdt"
+        raise UsageError(f"%%bpf: --fleet runs on the fleet's hosts; it has no {extra}")
     cflags = [f for text in ns.cflags for f in margs.split_words(text, "%%bpf --cflags")]
     return CellArgs(name, cflags + [f"-D{d}" for d in ns.defines], ns.attach,
                     [_split_usdt(s) for s in ns.usdt], mode, ns.replay or ns.fallback or "",

@@ -28,8 +28,8 @@ class NotebookState:
         self.programs: dict[str, Any] = {}
         self.last_error: BpfnbError | None = None
         self.session = nbsession.NotebookSession()
-        self.plugins: list[Any] = []  # magics holding programs of their own (%%bpftrace):
-        # each has .programs (names), .close(name) and .close_all()
+        self.plugins: list[Any] = []  # magics holding programs of their own (%%bpftrace),
+        # each with .programs (by name) and .close(name); their modules' unregister() ends them
         self._hooks = [("pre_run_cell", self.session.pre_run_cell),
                        ("post_run_cell", self.session.post_run_cell)]
         for event, hook in self._hooks:
