@@ -1,10 +1,10 @@
 """clang against the running kernel's BTF: vmlinux.h and a precompiled prelude, cached.
 
 The cache directory (per user; /var/cache/bpfnb for root) holds one folder per kernel
-build, named by the sha256 of /sys/kernel/btf/vmlinux, the compatibility header and
-clang's version: vmlinux.h, the prelude header and its PCH. Directories are 0700 and owned
-by the user; files are written atomically. The PCH is what makes a compile fast (~45 ms
-instead of ~300 ms).
+build, named by the sha256 of /sys/kernel/btf/vmlinux, the compatibility header, the clang
+build and the flags: vmlinux.h, the prelude header and its PCH. Directories are 0700 and
+owned by the user; files are written atomically. The PCH is what makes a compile fast
+(~45 ms instead of ~300 ms); a clang started ahead of time (spare.py) takes ~20 ms more off.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpfnb.backends.libbpf import spare
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import FeatureUnavailableError
 
@@ -75,26 +76,52 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def _clang_version(cc: str) -> str:
-    return subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+def _clang_identity(cc: str) -> str:
+    """The clang build: its real path, size and mtime (`clang --version` costs ~60 ms)."""
+    real = os.path.realpath(cc)
+    st = os.stat(real)
+    return f"{real} {st.st_size} {st.st_mtime_ns}"
+
+
+def _btf_digest(btf_path: str) -> str:
+    """sha256 of the kernel BTF, remembered per boot for the running kernel's (hashing its
+    5 MB costs ~20 ms per process)."""
+    boot = ""
+    if btf_path == VMLINUX_BTF:
+        with contextlib.suppress(OSError):
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    memo = cache_root() / f"btf-{boot}" if boot else None
+    if memo is not None:
+        with contextlib.suppress(OSError):
+            digest = memo.read_text()
+            if len(digest) == 64:
+                return digest
+    with open(btf_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if memo is not None:
+        with contextlib.suppress(OSError):
+            for old in _private_dir(cache_root()).glob("btf-*"):
+                old.unlink()
+            with atomic_write(memo) as out:
+                out.write(digest.encode())
+    return digest
 
 
 @functools.lru_cache(maxsize=4)
 def cache_key(btf_path: str = VMLINUX_BTF) -> str:
-    """sha256 of the kernel BTF, the compatibility header and clang's version (per process)."""
-    h = hashlib.sha256()
-    with open(btf_path, "rb") as f:
-        h.update(f.read())
+    """sha256 of the kernel BTF, the compatibility header, the clang build and the flags
+    (per process)."""
+    h = hashlib.sha256(_btf_digest(btf_path).encode())
     h.update(COMPAT_H.read_bytes())
-    h.update(_clang_version(clang()).encode())
+    h.update(_clang_identity(clang()).encode())
     h.update(" ".join(arch_flags()).encode())
     return h.hexdigest()[:32]
 
 
 def arch_flags() -> list[str]:
     arch = _ARCH.get(platform.machine(), "x86")
-    return ["-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-O2", "-g", "-mcpu=v3",
+    # -g for BTF; DWARF 4 as DWARF 5 would MD5 every header (vmlinux.h: 2.8 MB) per compile
+    return ["-target", "bpf", f"-D__TARGET_ARCH_{arch}", "-O2", "-g", "-gdwarf-4", "-mcpu=v3",
             *WARNINGS]
 
 
@@ -211,17 +238,22 @@ def _prune(objects: Path) -> None:
         old.unlink(missing_ok=True)
 
 
+def clang_args(pre: Prelude, cflags: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """clang's command line for C on stdin, the object on stdout."""
+    return [clang(), *arch_flags(), "-I", str(pre.directory), "-include-pch", str(pre.pch),
+            *cflags, "-x", "c", "-", "-c", "-o", "-"]
+
+
 def _clang(text: str, cflags: tuple[str, ...] | list[str], pre: Prelude) -> Compiled:
     for attempt in range(2):
         if attempt:
             pre = prelude()
-        args = [clang(), *arch_flags(), "-I", str(pre.directory), "-include-pch", str(pre.pch),
-                *cflags, "-x", "c", "-", "-c", "-o", "-"]
-        run = subprocess.run(args, input=text.encode(), capture_output=True)
+        run = spare.run(clang_args(pre, cflags), text.encode())
         err = run.stderr.decode("utf-8", "replace")
         if run.returncode == 0:
             return Compiled(run.stdout, err, pre.built)
         if attempt or "precompiled header" not in err:
             break
         pre.pch.unlink(missing_ok=True)  # stale or damaged cache entry: rebuild it once
+        spare.stop()  # it has looked at the old PCH already
     raise ClangError(err)

@@ -1,0 +1,70 @@
+"""The spare clang (backends/libbpf/spare.py): a warm compile runs in the clang started
+after the previous one, with the same output as a clang started for it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from bpfnb.backends.libbpf import compiler, spare
+from bpfnb.backends.select import libbpf_ready
+from conftest import require
+
+
+@pytest.fixture(autouse=True)
+def _toolchain() -> None:
+    require(libbpf_ready())  # kernel BTF, clang, bpftool, libbpf.so.1
+    spare.stop()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] in "XZ"  # exited (reaped or not)
+    except FileNotFoundError:
+        return True
+
+
+def _fresh(body: str) -> str:
+    return f"{body}\n// {time.time_ns()}\n"
+
+
+def test_next_compile_runs_in_the_spare_same_object() -> None:
+    assert spare.waiting() is None
+    compiler.compile_c(_fresh("int first;"))
+    first = spare.waiting()
+    assert first is not None and not _gone(first)
+    text = _fresh("int second = 2;")
+    built = compiler.compile_c(text)
+    assert not built.cached
+    second = spare.waiting()
+    assert second is not None and second != first and _gone(first)
+    direct = subprocess.run(compiler.clang_args(compiler.prelude()), input=text.encode(),
+                            capture_output=True, check=True)
+    assert built.obj == direct.stdout
+
+
+def test_killed_spare_replaced_and_compile_succeeds() -> None:
+    compiler.compile_c(_fresh("int a;"))
+    pid = spare.waiting()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    built = compiler.compile_c(_fresh("int b = 1;"))
+    assert built.obj.startswith(b"\x7fELF") and not built.cached
+    assert spare.waiting() not in (None, pid)
+
+
+def test_other_flags_start_a_new_spare_and_stop_leaves_none() -> None:
+    compiler.compile_c(_fresh("int c;"))
+    pid = spare.waiting()
+    built = compiler.compile_c(_fresh("int d = X;"), ("-DX=3",))
+    assert built.obj.startswith(b"\x7fELF")
+    assert pid is not None and _gone(pid)
+    last = spare.waiting()
+    assert last is not None
+    spare.stop()
+    assert spare.waiting() is None and _gone(last)
