@@ -3,53 +3,32 @@ output as it arrives; record and replay it like a %%bpf cell (`--fallback DIR`).
 
 from __future__ import annotations
 
-import builtins
-import html
 import keyword
 import math
 import os
 import re
-import shlex
 import threading
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from bpfnb.bpftrace import BpftraceProgram, bpftrace, recordfile
 from bpfnb.bpftrace.health import available
 from bpfnb.errors import ReplayError
+from bpfnb.jupyter import args as margs
 from bpfnb.jupyter import session as nbsession
+from bpfnb.jupyter.displays import Banner, Text
+from bpfnb.jupyter.state import NotebookState, check_free
 from bpfnb.program import core
 from bpfnb.store.replay import ReplayProgram
 
 SHOWN_LINES = 200   # the live output shows the last lines printed
 UPDATE_EVERY = 0.25  # seconds between updates of the live output
-_HISTORY = re.compile(r"_+\d*|_i+\d*|_[iod]h|_exit_code")
 _PRINTS = re.compile(r"\b(printf|time|cat|join|system)\s*\(")  # what prints text
-
-
-class _Text:
-    """Plain text in the cell's output (never active content)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-class _Banner(_Text):
-    """Where a --fallback/--replay cell's program comes from, and why."""
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
-        colour = "#fff3cd" if self.text.startswith(nbsession.REPLAY_MARK) else "#d1e7dd"
-        return {"text/plain": self.text,
-                "text/html": f"<div style='background:{colour};padding:4px 8px;"
-                             f"border-radius:4px'>{html.escape(self.text)}</div>"}
 
 
 def _tail(text: str, lines: int = SHOWN_LINES) -> str:
@@ -70,7 +49,7 @@ class LiveOutput:
         self._lock = threading.Lock()
         self._dirty = False
         self._stopped = threading.Event()
-        self.handle = display(_Text(""), display_id=True)
+        self.handle = display(Text(""), display_id=True)
         self._unlisten = prog.on_output(self._add)
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True,
                                         name=f"bpfnb-bpftrace-output-{prog.name}")
@@ -94,31 +73,12 @@ class LiveOutput:
         with self._lock:
             dirty, text, self._dirty = self._dirty, self.text, False
         if dirty and self.handle is not None:
-            self.handle.update(_Text(_tail(text)))
+            self.handle.update(Text(_tail(text)))
 
     def stop(self) -> None:
         self._stopped.set()
         if self._thread is not threading.current_thread():
             self._thread.join(10.0)
-
-
-def split_words(line: str) -> list[str]:
-    """The magic line's words, as a shell splits them; UsageError if a quote is open."""
-    try:
-        return shlex.split(line)
-    except ValueError as e:
-        raise UsageError(f"%%bpftrace: cannot parse the arguments ({e}); close the quote or "
-                         "escape it with a backslash") from None
-
-
-def _notebook_session(shell: Any) -> nbsession.NotebookSession | None:
-    """The notebook's recording session (the %%bpf magics' state holds it), if loaded."""
-    for magics in shell.magics_manager.registry.values():
-        for found in (getattr(getattr(magics, "state", None), "session", None),
-                      getattr(magics, "session", None)):
-            if isinstance(found, nbsession.NotebookSession):
-                return found
-    return None
 
 
 @magics_class
@@ -127,8 +87,9 @@ class BpftraceMagics(Magics):
 
     shell: Any
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, state: NotebookState | None = None) -> None:
         super().__init__(shell)
+        self.state = state  # the %%bpf magics' (None: %%bpftrace alone, with its own session)
         self.programs: dict[str, BpftraceProgram] = {}
         self.outputs: dict[str, LiveOutput] = {}
         self.tapes: dict[str, tuple[BpftraceProgram, Path, tuple[int, bool]]] = {}
@@ -138,12 +99,11 @@ class BpftraceMagics(Magics):
     @property
     def session(self) -> nbsession.NotebookSession:
         """The notebook's session (shared with %%bpf cells and %bpf fallback)."""
-        found = _notebook_session(self.shell)
-        if found is None:
-            if self._session is None:
-                self._session = nbsession.NotebookSession()
-            found = self._session
-        return found
+        if self.state is not None:
+            return self.state.session
+        if self._session is None:
+            self._session = nbsession.NotebookSession()
+        return self._session
 
     @cell_magic
     @magic_arguments()
@@ -167,9 +127,9 @@ class BpftraceMagics(Magics):
         stops the previous NAME; `%bpf stop NAME`, NAME.close() stop it. Errors give the
         line in the cell as the editor counts it (the %%bpftrace line is line 1).
         """
-        words = split_words(line)
+        words = margs.split_words(line, "%%bpftrace")
         at = words.index("--") if "--" in words else len(words)
-        args = parse_argstring(self.bpftrace, shlex.join(words[:at]))
+        args = margs.parse(self.bpftrace, words[:at], "%%bpftrace")
         script_args = words[at + 1:]
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
@@ -181,7 +141,8 @@ class BpftraceMagics(Magics):
                              f"{args.duration:g}")
         if args.fallback and args.replay:
             raise UsageError("%%bpftrace: --fallback or --replay, not both")
-        self._check_free(name)
+        check_free(self.shell, name, "%%bpftrace", lambda bound: isinstance(
+            bound, (BpftraceProgram, core.Program, ReplayProgram)))
         self.close(name)
         path = args.replay or args.fallback
         source, why, where = self._source(name, path, replay=bool(args.replay))
@@ -195,11 +156,11 @@ class BpftraceMagics(Magics):
         self.programs[name] = prog
         self.shell.user_ns[name] = prog
         if why is not None:
-            display(_Banner(f"{nbsession.REPLAY_MARK} replaying {where} ({why})"))
+            display(Banner(f"{nbsession.REPLAY_MARK} replaying {where} ({why})", True))
         elif source == "record":
-            display(_Banner(f"● live, recording to {where} ({nbsession.RECORD_ENV} is set)"))
+            display(Banner(f"● live, recording to {where} ({nbsession.RECORD_ENV} is set)", False))
         elif path is not None or source == "notebook":
-            display(_Banner(nbsession.LIVE_BANNER))
+            display(Banner(nbsession.LIVE_BANNER, False))
         display(prog)
         if prog.running:
             if _PRINTS.search(cell):
@@ -207,7 +168,7 @@ class BpftraceMagics(Magics):
             return
         prog.wait(5.0)  # an ended program's output read to the end (a replayed one: at once)
         if prog.output:
-            display(_Text(_tail(prog.output)))
+            display(Text(_tail(prog.output)))
 
     def _source(self, name: str, path: str | None, replay: bool
                 ) -> tuple[str, str | None, Path]:
@@ -230,21 +191,6 @@ class BpftraceMagics(Magics):
                     "to replay; record the notebook where bpftrace runs (make recordings)")
             return "replay", why, where
         return ("record" if session.mode is nbsession.Mode.RECORD else "notebook"), None, where
-
-    def _check_free(self, name: str) -> None:
-        """UsageError unless `name` is free or holds a program."""
-        shell = self.shell
-        why = None
-        if _HISTORY.fullmatch(name) or name in nbsession.ipython_names(shell):
-            why = "is reserved by IPython"
-        elif hasattr(builtins, name):
-            why = "is a Python builtin"
-        elif name in shell.user_ns and not isinstance(
-                shell.user_ns[name], (BpftraceProgram, core.Program, ReplayProgram)):
-            why = f"is already bound to a {type(shell.user_ns[name]).__name__}"
-        if why is not None:
-            raise UsageError(f"%%bpftrace {name}: {name!r} {why}; choose another NAME "
-                             "(binding it would hide it from the notebook)")
 
     def close(self, name: str) -> None:
         """Stop program `name` (this magic's, or any program bound to it) and its output."""
@@ -277,12 +223,14 @@ class BpftraceMagics(Magics):
                 del self.tapes[name]
 
     def close_all(self) -> None:
+        """Stop every program, finish the recordings, unhook from the shell (again: no-op)."""
         for name in list(self.programs):
             self.close(name)
         for name in list(self.tapes):
             self._save(name)
         self.tapes.clear()
-        self.shell.events.unregister("post_run_cell", self.post_run_cell)
+        if self.post_run_cell in self.shell.events.callbacks["post_run_cell"]:  # once
+            self.shell.events.unregister("post_run_cell", self.post_run_cell)
         if self._session is not None:
             self._session.close()
 
@@ -296,9 +244,10 @@ def _replay_reason() -> str | None:
     return why
 
 
-def register(ipython: Any) -> None:
-    """Register %%bpftrace (the extension loader calls this)."""
-    ipython.register_magics(BpftraceMagics)
+def register(ipython: Any, state: NotebookState | None = None) -> None:
+    """Register %%bpftrace (the extension loader calls this with the %%bpf magics' state,
+    whose session %%bpftrace cells share)."""
+    ipython.register_magics(BpftraceMagics(ipython, state))
 
 
 def unregister(ipython: Any) -> None:

@@ -25,7 +25,7 @@ MAGICS = (ProfileMagics, OffcpuMagics, DoctorMagics)  # stateless; %%bpf, %%reco
 
 def _plugins() -> list[Any]:
     """Optional magic modules present in this install (%%bpftrace): each has
-    register(ipython) and unregister(ipython)."""
+    register(ipython, state) and unregister(ipython)."""
     if importlib.util.find_spec(BPFTRACE_MAGIC) is None:
         return []
     return [importlib.import_module(BPFTRACE_MAGIC)]
@@ -37,7 +37,7 @@ def load_extension(ipython: Any) -> None:
                             *MAGICS)
     modules = _plugins()
     for plugin in modules:
-        plugin.register(ipython)
+        plugin.register(ipython, state)
     names = {m.__name__ for m in modules}  # the registry keeps classes across reloads
     plugins = [m for m in ipython.magics_manager.registry.values()
                if type(m).__module__ in names]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -15,8 +16,21 @@ from bpfnb.program import core
 from bpfnb.store.replay import ReplayProgram
 
 # IPython's output and input history (_, __, _5, _i, _ii5, _ih, _oh, _dh) and its own names
-_IPYTHON_NAMES = re.compile(r"_{1,3}|_i{1,3}\d*|_\d+|_[iod]h|_exit_code|In|Out|get_ipython"
-                            r"|exit|quit")
+_IPYTHON_NAMES = re.compile(r"_+\d*|_i+\d*|_[iod]h|_exit_code|In|Out|get_ipython|exit|quit")
+
+
+def check_free(shell: Any, name: str, magic: str, replaceable: Callable[[Any], bool]) -> None:
+    """UsageError unless `name` is free or holds a value `magic` may replace (a program)."""
+    why = None
+    if _IPYTHON_NAMES.fullmatch(name) or name in getattr(shell, "user_ns_hidden", {}):
+        why = "is reserved by IPython"
+    elif hasattr(builtins, name):
+        why = "is a Python builtin"
+    elif name in shell.user_ns and not replaceable(shell.user_ns[name]):
+        why = f"is already bound to a {type(shell.user_ns[name]).__name__}"
+    if why is not None:
+        raise UsageError(f"{magic} {name}: {name!r} {why}; choose another NAME (binding it "
+                         "would hide it from the notebook)")
 
 
 class NotebookState:
@@ -37,20 +51,8 @@ class NotebookState:
 
     def check_free(self, name: str) -> None:
         """UsageError unless `name` is free or holds a program a magic bound."""
-        shell = self.shell
-        why = None
-        if _IPYTHON_NAMES.fullmatch(name) or name in getattr(shell, "user_ns_hidden", {}):
-            why = "is reserved by IPython"
-        elif hasattr(builtins, name):
-            why = "is a Python builtin"
-        elif name in shell.user_ns:
-            bound = shell.user_ns[name]
-            if not (isinstance(bound, (core.Program, ReplayProgram))
-                    or self.programs.get(name) is bound):
-                why = f"is already bound to a {type(bound).__name__}"
-        if why is not None:
-            raise UsageError(f"%%bpf {name}: {name!r} {why}; choose another NAME (binding it "
-                             "would hide it from the notebook)")
+        check_free(self.shell, name, "%%bpf", lambda bound: isinstance(
+            bound, (core.Program, ReplayProgram)) or self.programs.get(name) is bound)
 
     def bind(self, name: str, prog: Any) -> None:
         self.programs[name] = prog
