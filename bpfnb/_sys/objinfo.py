@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bpfnb._sys import bpfsys
 
@@ -22,29 +24,24 @@ def _type_name(enum: type[bpfsys.ProgType] | type[bpfsys.MapType], value: int) -
         return f"unknown({value})"
 
 
-def prog_by_id(prog_id: int) -> ObjSummary | None:
-    """Name and type of the program with this id (None if it is gone)."""
+def _by_id(obj_id: int, cmd: bpfsys.Cmd, info_of: Callable[[int], Any],
+           enum: type[bpfsys.ProgType] | type[bpfsys.MapType]) -> ObjSummary | None:
     try:
-        fd = bpfsys.fd_by_id(bpfsys.Cmd.PROG_GET_FD_BY_ID, prog_id)
+        fd = bpfsys.fd_by_id(cmd, obj_id)
     except OSError:
         return None
     try:
-        info = bpfsys.prog_info(fd)
+        info = info_of(fd)
     finally:
         os.close(fd)
-    return ObjSummary(prog_id, info.name.decode(errors="replace"),
-                      _type_name(bpfsys.ProgType, info.type))
+    return ObjSummary(obj_id, info.name.decode(errors="replace"), _type_name(enum, info.type))
+
+
+def prog_by_id(prog_id: int) -> ObjSummary | None:
+    """Name and type of the program with this id (None if it is gone)."""
+    return _by_id(prog_id, bpfsys.Cmd.PROG_GET_FD_BY_ID, bpfsys.prog_info, bpfsys.ProgType)
 
 
 def map_by_id(map_id: int) -> ObjSummary | None:
     """Name and type of the map with this id (None if it is gone)."""
-    try:
-        fd = bpfsys.fd_by_id(bpfsys.Cmd.MAP_GET_FD_BY_ID, map_id)
-    except OSError:
-        return None
-    try:
-        info = bpfsys.map_info(fd)
-    finally:
-        os.close(fd)
-    return ObjSummary(map_id, info.name.decode(errors="replace"),
-                      _type_name(bpfsys.MapType, info.type))
+    return _by_id(map_id, bpfsys.Cmd.MAP_GET_FD_BY_ID, bpfsys.map_info, bpfsys.MapType)

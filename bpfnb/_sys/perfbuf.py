@@ -11,6 +11,7 @@ import select
 import numpy as np
 
 from bpfnb._sys.perfevent import PerfEventAttr, open_event
+from bpfnb._sys.records import one_row, round8, stacked
 
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_BPF_OUTPUT = 10
@@ -18,10 +19,6 @@ PERF_SAMPLE_RAW = 1 << 10
 ATTR_WATERMARK = 1 << 14
 PERF_RECORD_LOST, PERF_RECORD_SAMPLE = 2, 9
 DATA_HEAD, DATA_TAIL = 1024, 1032  # offsets in struct perf_event_mmap_page
-
-
-def _round8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 def open_output_event(cpu: int, wakeup_bytes: int) -> int:
@@ -84,7 +81,7 @@ def drain(meta: np.ndarray, ring: np.ndarray, size: int) -> tuple[np.ndarray, in
 
 def parse(data: np.ndarray, size: int) -> tuple[np.ndarray, int]:
     """Samples and lost counts out of a contiguous run of perf records."""
-    stride = 8 + _round8(size + 4)
+    stride = 8 + round8(size + 4)
     parts: list[np.ndarray] = []
     lost = 0
     pos, end = 0, len(data)
@@ -108,14 +105,9 @@ def parse(data: np.ndarray, size: int) -> tuple[np.ndarray, int]:
             lost += int(data[pos + 16:pos + 24].view(np.uint64)[0])
         elif kind1 == PERF_RECORD_SAMPLE:
             raw = int(data[pos + 8:pos + 12].view(np.uint32)[0])
-            row = np.zeros((1, size), np.uint8)
-            take = min(raw, size)
-            row[0, :take] = data[pos + 12:pos + 12 + take]
-            parts.append(row)
+            parts.append(one_row(data[pos + 12:pos + 12 + min(raw, size)], size))
         pos += rec
-    if not parts:
-        return np.zeros((0, size), np.uint8), lost
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), lost
+    return stacked(parts, size), lost
 
 
 class PerfBuffers:

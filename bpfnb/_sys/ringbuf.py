@@ -14,13 +14,11 @@ import select
 
 import numpy as np
 
+from bpfnb._sys.records import one_row, round8, stacked
+
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HDR = 8
-
-
-def _round8(n: int) -> int:
-    return (n + 7) & ~7
 
 
 class RingBuffer:
@@ -67,7 +65,7 @@ def drain(cons: np.ndarray, prod: np.ndarray, data: np.ndarray, size: int,
     each; cons is advanced), `data` the data area mapped twice in a row (2 * ring size)."""
     parts: list[np.ndarray] = []
     discarded = got = 0
-    stride = _round8(size + HDR)
+    stride = round8(size + HDR)
     mask = len(data) // 2 - 1
     pos, end = int(cons[0]), int(prod[0])
     while pos < end and (limit is None or got < limit):
@@ -94,13 +92,8 @@ def drain(cons: np.ndarray, prod: np.ndarray, data: np.ndarray, size: int,
         if length & DISCARD:
             discarded += 1
         else:
-            row = np.zeros((1, size), np.uint8)
-            take = min(real, size)
-            row[0, :take] = region[HDR:HDR + take]
-            parts.append(row)
+            parts.append(one_row(region[HDR:HDR + min(real, size)], size))
             got += 1
-        pos += _round8(real + HDR)
+        pos += round8(real + HDR)
     cons[0] = pos  # hand the space back to the producer
-    if not parts:
-        return np.zeros((0, size), np.uint8), discarded
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), discarded
+    return stacked(parts, size), discarded
