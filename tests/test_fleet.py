@@ -74,6 +74,12 @@ def test_hosts_are_labelled_by_hostname(fleet) -> None:
     assert hosts["ok"].all()
 
 
+def test_a_direct_view_is_a_fleet_of_its_engines(cluster) -> None:
+    some = bpfnb.fleet(cluster[[0, 2]])
+    assert list(some.hosts["host"]) == ["fleet-host-0", "fleet-host-2"]
+    assert list(some.run(os.getpid)) == ["fleet-host-0", "fleet-host-2"]
+
+
 def test_load_status_and_merged_df(loaded) -> None:
     fp, pids = loaded
     status = fp.status

@@ -106,7 +106,7 @@ class Engines:
                 continue
             took = time.monotonic() - start
             if not ar.ready():
-                _abort(ar)
+                self._abort(ar, self.hosts[host])
                 out[host] = Outcome(host, False, error=f"no answer within {timeout:g} s "
                                     "(engine hung, dead or overloaded)", seconds=took)
                 continue
@@ -118,6 +118,13 @@ class Engines:
             with self._lock, contextlib.suppress(RuntimeError, ValueError, KeyError):
                 self.client.purge_local_results(ar)
         return {h: out[h] for h in chosen}
+
+    def _abort(self, ar: Any, eid: int) -> None:
+        """Drop a call still queued on its engine; never waits for the answer (the
+        controller may be gone: AsyncResult.abort() would block)."""
+        with self._lock, contextlib.suppress(ipp.error.KernelError, OSError, ValueError,
+                                             RuntimeError, TypeError):
+            self.client.abort(list(ar.msg_ids), targets=[eid], block=False)
 
 
 _LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -135,12 +142,6 @@ def _elapsed(ar: Any, fallback: float) -> float:
         return float(took) if took is not None else fallback
     except (AttributeError, TypeError, ValueError, ipp.error.KernelError):
         return fallback
-
-
-def _abort(ar: Any) -> None:
-    # already running or the engine is gone: nothing waits on it any more
-    with contextlib.suppress(ipp.error.KernelError, OSError, ValueError, TimeoutError):
-        ar.abort()
 
 
 def status_frame(outcomes: dict[str, Outcome], **columns: dict[str, Any]) -> pd.DataFrame:

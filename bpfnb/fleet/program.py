@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import html
 import threading
 import time
@@ -220,9 +221,13 @@ def open_fleet_programs() -> list[FleetProgram]:
     return [p for p in list(_open) if not p.closed]
 
 
-def close_all() -> None:
+def close_all(timeout: float = 5.0) -> None:
+    """Close every open fleet program (each host gets `timeout` seconds to answer)."""
     for p in open_fleet_programs():
-        p.close()
+        p.close(timeout=timeout)
+
+
+atexit.register(close_all)   # the notebook's kernel exiting detaches on the hosts too
 
 
 class _Kind:

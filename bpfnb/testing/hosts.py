@@ -8,6 +8,7 @@ run on the engines (ipyparallel sends them by reference, so they live in the pac
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -65,6 +66,7 @@ class LocalCluster:
         import ipyparallel as ipp
 
         self.cluster = ipp.Cluster(n=self.n, log_level=40)
+        atexit.register(self.stop)     # a notebook that ends without stop() leaves nothing
         try:
             self.cluster.start_cluster_sync(n=self.n)
             rc = self.cluster.connect_client_sync()
@@ -82,6 +84,9 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop the controller and engines; SIGKILL any engine still there after 20 s."""
+        atexit.unregister(self.stop)
+        # the nannies (children of the engines) may have started after start() looked
+        self.pids = sorted({*self.pids, *(c for p in self.pids for c in _children(p))})
         if self.cluster is not None:
             with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                 self.cluster.stop_cluster_sync()
