@@ -97,56 +97,47 @@ def _einval(c: OpContext) -> MapError:
                     f"{' with flags ' + c.flags if c.flags else ''}")
 
 
-def _ebadf(c: OpContext) -> MapError:
-    return KeyTypeError(f"{c.where} stores file descriptors: the value given to {c.op} is not "
-                        "an open fd of the right kind (program, map, socket, cgroup...)")
-
-
-def _eperm(c: OpContext) -> BpfnbError:
-    return PrivilegeError(f"{c.op} on {c.where} is not permitted: run as root or with "
-                          "CAP_BPF (maps of a frozen or read-only kind refuse writes too)")
-
-
-def _enospc(c: OpContext) -> MapError:
-    return UnsupportedMapError(f"{c.op} on {c.where}: the kernel returns socket cookies only "
-                               "when the value is 8 bytes (declare the map with a u64 value)")
-
-
-def _ebusy(c: OpContext) -> MapError:
-    return MapError(f"{c.where} is busy ({c.op}); retry (a program holds the element)")
-
-
-def _obj_gone(what: str) -> BpfnbError:
-    return MapError(f"could not {what}: it does not exist (any more); list what there is with "
-                    "bpfnb.maps(), bpfnb.programs() or bpfnb.pinned()")
-
-
-def _obj_eperm(what: str) -> BpfnbError:
-    return PrivilegeError(f"the kernel refused to {what} (EPERM): listing and opening BPF "
-                          "objects by id needs CAP_SYS_ADMIN; run the notebook kernel as root")
-
-
-def _obj_eacces(what: str) -> BpfnbError:
-    return PrivilegeError(f"the kernel refused to {what} (EACCES): check the file's "
-                          "permissions and run the notebook kernel as root")
-
-
 MapMessage = Callable[[OpContext], BpfnbError]
 ObjMessage = Callable[[str], BpfnbError]
 
+
+def _map(cls: type[BpfnbError], text: str) -> MapMessage:
+    """A map message with no cases: `text` with the OpContext as {c}."""
+    return lambda c: cls(text.format(c=c))
+
+
+def _obj(cls: type[BpfnbError], text: str) -> ObjMessage:
+    """An object message: `text` with what was tried as {what}."""
+    return lambda what: cls(text.format(what=what))
+
+
+_eperm = _map(PrivilegeError, "{c.op} on {c.where} is not permitted: run as root or with "
+              "CAP_BPF (maps of a frozen or read-only kind refuse writes too)")
+
 # errno: (error for a map element op, error for an object op or None for the generic one)
 TABLE: dict[int, tuple[MapMessage, ObjMessage | None]] = {
-    errno.ENOENT: (_enoent, _obj_gone),
+    errno.ENOENT: (_enoent, _obj(
+        MapError, "could not {what}: it does not exist (any more); list what there is with "
+        "bpfnb.maps(), bpfnb.programs() or bpfnb.pinned()")),
     errno.EEXIST: (_eexist, None),
     errno.E2BIG: (_e2big, None),
     errno.EINVAL: (_einval, None),
     errno.EOPNOTSUPP: (_unsupported, None),
     bpfsys.ENOTSUPP: (_unsupported, None),
-    errno.EBADF: (_ebadf, None),
-    errno.EPERM: (_eperm, _obj_eperm),
-    errno.EACCES: (_eperm, _obj_eacces),
-    errno.ENOSPC: (_enospc, None),
-    errno.EBUSY: (_ebusy, None),
+    errno.EBADF: (_map(
+        KeyTypeError, "{c.where} stores file descriptors: the value given to {c.op} is not "
+        "an open fd of the right kind (program, map, socket, cgroup...)"), None),
+    errno.EPERM: (_eperm, _obj(
+        PrivilegeError, "the kernel refused to {what} (EPERM): listing and opening BPF "
+        "objects by id needs CAP_SYS_ADMIN; run the notebook kernel as root")),
+    errno.EACCES: (_eperm, _obj(
+        PrivilegeError, "the kernel refused to {what} (EACCES): check the file's "
+        "permissions and run the notebook kernel as root")),
+    errno.ENOSPC: (_map(
+        UnsupportedMapError, "{c.op} on {c.where}: the kernel returns socket cookies only "
+        "when the value is 8 bytes (declare the map with a u64 value)"), None),
+    errno.EBUSY: (_map(MapError, "{c.where} is busy ({c.op}); retry (a program holds the "
+                                 "element)"), None),
 }
 
 
