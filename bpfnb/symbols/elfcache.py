@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bpfnb._sys.safedirs import SafeDir
-from bpfnb.symbols import cachedir
+from bpfnb.symbols import cachedir, cachefile
 
 _MAGIC = b"bpfnbEL1"
 _HEAD = np.dtype([("magic", "S8"), ("n", "<u8"), ("segs", "<u8"), ("blob", "<u8"),
@@ -56,27 +56,21 @@ def encode(t: ElfTable) -> bytes:
     names, blob = _compact(t.name_start, t.blob)
     head = np.array([(_MAGIC, len(t.starts), len(t.segments), len(blob),
                       t.build_id.encode())], _HEAD)
-    return b"".join((head.tobytes(), t.starts.astype("<u8").tobytes(),
-                     t.sizes.astype("<u8").tobytes(), names.astype("<i8").tobytes(),
-                     t.segments.astype("<u8").tobytes(), blob))
+    return cachefile.pack(head, t.starts.astype("<u8"), t.sizes.astype("<u8"),
+                          names.astype("<i8"), t.segments.astype("<u8"), blob)
 
 
 def decode(data: bytes) -> ElfTable | None:
     """What `encode` wrote, or None if it is not that (or truncated, or names out of range)."""
-    if len(data) < _HEAD.itemsize:
+    found = cachefile.unpack(data, _HEAD, _MAGIC, lambda h: [
+        ("<u8", h["n"]), ("<u8", h["n"]), ("<i8", h["n"]), ("<u8", 3 * h["segs"]),
+        ("u1", h["blob"])])
+    if found is None:
         return None
-    head = np.frombuffer(data, _HEAD, 1)[0]
-    n, ns, nb = int(head["n"]), int(head["segs"]), int(head["blob"])
-    at = _HEAD.itemsize
-    if head["magic"] != _MAGIC or len(data) != at + 24 * n + 24 * ns + nb:
+    head, (starts, sizes, names, segs, blob) = found
+    if len(names) and (int(names.max()) >= len(blob) or int(names.min()) < 0):
         return None
-    starts = np.frombuffer(data, "<u8", n, at)
-    sizes = np.frombuffer(data, "<u8", n, at + 8 * n)
-    names = np.frombuffer(data, "<i8", n, at + 16 * n)
-    if n and (int(names.max()) >= nb or int(names.min()) < 0):
-        return None
-    segs = np.frombuffer(data, "<u8", 3 * ns, at + 24 * n).reshape(-1, 3)
-    return ElfTable(starts, sizes, names, data[at + 24 * n + 24 * ns :], segs,
+    return ElfTable(starts, sizes, names, blob.tobytes(), segs.reshape(-1, 3),
                     bytes(head["build_id"]).decode("ascii", "replace"))
 
 

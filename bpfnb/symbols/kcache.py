@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpfnb.symbols import cachedir
+from bpfnb.symbols import cachedir, cachefile
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MODULES = "/proc/modules"
@@ -111,27 +111,22 @@ _HEAD = np.dtype([("magic", "S8"), ("n", "<u8"), ("ranges", "<u8"), ("blob", "<u
 def encode(syms: KernelSymbols) -> bytes:
     """One file: a header, then starts (u64), name ends (u32), ranges (u64), names."""
     head = np.array([(_MAGIC, len(syms.starts), len(syms.ranges), len(syms.blob))], _HEAD)
-    return b"".join((head.tobytes(), syms.starts.astype("<u8").tobytes(),
-                     syms.name_end.astype("<u4").tobytes(),
-                     syms.ranges.astype("<u8").tobytes(), syms.blob))
+    return cachefile.pack(head, syms.starts.astype("<u8"), syms.name_end.astype("<u4"),
+                          syms.ranges.astype("<u8"), syms.blob)
 
 
 def decode(data: bytes) -> KernelSymbols | None:
     """What `encode` wrote, or None if it is not that (or truncated)."""
-    if len(data) < _HEAD.itemsize:
+    found = cachefile.unpack(data, _HEAD, _MAGIC, lambda h: [
+        ("<u8", h["n"]), ("<u4", h["n"]), ("<u8", 2 * h["ranges"]), ("u1", h["blob"])])
+    if found is None:
         return None
-    head = np.frombuffer(data, _HEAD, 1)[0]
-    n, nr, nb = int(head["n"]), int(head["ranges"]), int(head["blob"])
-    at = _HEAD.itemsize
-    if head["magic"] != _MAGIC or len(data) != at + 12 * n + 16 * nr + nb:
-        return None
-    starts = np.frombuffer(data, "<u8", n, at)
-    ends = np.frombuffer(data, "<u4", n, at + 8 * n).astype(np.int64)
-    ranges = np.frombuffer(data, "<u8", 2 * nr, at + 12 * n).reshape(-1, 2)
+    starts, ends32, ranges, blob = found[1]
+    ends = ends32.astype(np.int64)
     begins = np.empty_like(ends)
     begins[:1] = 0
     begins[1:] = ends[:-1]
-    return KernelSymbols(starts, begins, ends, data[at + 12 * n + 16 * nr :], ranges)
+    return KernelSymbols(starts, begins, ends, blob.tobytes(), ranges.reshape(-1, 2))
 
 
 def load(key: str) -> KernelSymbols | None:
