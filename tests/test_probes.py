@@ -4,6 +4,7 @@ BTF, uprobes and USDT probes of a binary; the per-boot cache."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import bpfnb
 from bpfnb._sys import features
 from bpfnb.machine import probes as probes_mod
-from bpfnb.symbols import stapsdt
+from bpfnb.symbols import cachedir, stapsdt
 from conftest import require, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
@@ -54,11 +55,14 @@ def test_every_tracepoint_is_listed_fast_once_cached() -> None:
 
 def test_cache_is_per_boot_and_private() -> None:
     bpfnb.probes(kind="tracepoint")
-    where = probes_mod._cache_dir()
-    assert where is not None and where.stat().st_mode & 0o077 == 0
+    where = cachedir.open_cache("probes", users=True)
+    assert where is not None and os.fstat(where.fd).st_mode & 0o077 == 0
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    (path,) = where.glob(f"tracepoints-{boot}-*.json")
-    assert json.loads(path.read_text())["version"] == probes_mod._CACHE_VERSION
+    with where:
+        (name,) = [n for n in os.listdir(where.fd) if n.startswith(f"tracepoints-{boot}-")]
+        data = cachedir.read(where, name)
+    assert name.endswith(".json") and data is not None
+    assert json.loads(data)["version"] == probes_mod._CACHE_VERSION
 
 
 def test_raw_tracepoints_and_kernel_functions_have_btf_signatures() -> None:

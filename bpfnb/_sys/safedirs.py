@@ -18,11 +18,13 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class SafeDir:
-    """An open directory owned by root and writable by root only; `path` is where it was."""
+    """An open directory owned by root (or one of `owners`) and writable by its owner only;
+    `path` is where it was."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int, path: Path, owners: frozenset[int] = ROOT) -> None:
         self.fd = fd
         self.path = path
+        self.owners = owners
 
     def __enter__(self) -> SafeDir:
         return self
@@ -40,7 +42,8 @@ class SafeDir:
         if create:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(name, mode, dir_fd=self.fd)
-        return _checked(_open_dir(name, self.fd, self.path / name), self.path / name, True, ROOT)
+        return _checked(_open_dir(name, self.fd, self.path / name), self.path / name, True,
+                        self.owners)
 
     def exists(self, name: str) -> bool:
         try:
@@ -109,7 +112,7 @@ def _checked(fd: int, path: Path, last: bool, owners: frozenset[int]) -> SafeDir
         raise UnsafePathError(f"{path} {problem}: root would write through a directory someone "
                               "else controls. Use a prefix owned by root and writable by root "
                               "only (e.g. /usr/local), or fix its owner/mode")
-    return SafeDir(fd, path)
+    return SafeDir(fd, path, owners)
 
 
 def open_root_dir(path: str | Path, create: bool = False, mode: int = 0o755,

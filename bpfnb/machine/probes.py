@@ -30,10 +30,9 @@ import pandas as pd
 
 from bpfnb._sys import features, fentryprobe, tracefs
 from bpfnb._sys.btf import Btf, BtfKind
-from bpfnb.backends.libbpf.compiler import cache_root
-from bpfnb.data.atomicfile import atomic_write
+from bpfnb._sys.safedirs import SafeDir
 from bpfnb.errors import BpfnbError
-from bpfnb.symbols import stapsdt
+from bpfnb.symbols import cachedir, stapsdt
 from bpfnb.symbols.symbolizer import load_elf
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
@@ -127,17 +126,6 @@ def _btf_probes() -> tuple[dict[str, str], list[list[Any]]]:
     return raw, sorted(funcs.values())
 
 
-def _cache_dir() -> Path | None:
-    """A directory of this user's, open to no one else (None: do not cache)."""
-    path = cache_root() / "probes"
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    except OSError:
-        return None
-    return path if st.st_uid == os.geteuid() and not st.st_mode & 0o077 else None
-
-
 def _fingerprint(root: str) -> str:
     """The boot id and a digest of available_events (a module loaded since changes it)."""
     try:
@@ -154,24 +142,38 @@ def _cached(part: str, build: Callable[[str | None], Any], refresh: bool = False
     key = f"{part}-{_fingerprint(root)}" if root else ""
     if key and key in _MEMO and not refresh:
         return _MEMO[key]
-    where = _cache_dir() if key else None
-    path = where / f"{key}.json" if where else None
-    if path is not None and not refresh:
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(path.read_text())
-            if isinstance(data, dict) and data.get("version") == _CACHE_VERSION:
-                _MEMO[key] = data["data"]
-                return data["data"]
-    result = build(root)
-    if path is not None:
-        with contextlib.suppress(OSError):
-            for old in path.parent.glob(f"{part}-*.json"):
-                old.unlink()
-            with atomic_write(path) as f:
-                f.write(json.dumps({"version": _CACHE_VERSION, "data": result}).encode())
-    if key:
-        _MEMO[key] = result
-    return result
+    if not key:
+        return build(root)
+    where = cachedir.open_cache("probes", users=True)
+    if where is None:
+        found = build(root)
+    else:
+        with where:
+            found = None if refresh else _load(where, f"{key}.json")
+            if found is None:
+                found = build(root)
+                _store(where, part, f"{key}.json", found)
+    _MEMO[key] = found
+    return found
+
+
+def _load(where: SafeDir, name: str) -> Any:
+    """The data of cache file `name` (None if absent, damaged or of another version)."""
+    raw = cachedir.read(where, name)
+    with contextlib.suppress(ValueError):
+        data = json.loads(raw) if raw is not None else None
+        if isinstance(data, dict) and data.get("version") == _CACHE_VERSION:
+            return data["data"]
+    return None
+
+
+def _store(where: SafeDir, part: str, name: str, data: Any) -> None:
+    """Write cache file `name`, removing `part`'s files of other boots; errors are ignored."""
+    with contextlib.suppress(OSError):
+        for old in os.listdir(where.fd):
+            if old.startswith(f"{part}-") and old.endswith(".json"):
+                os.unlink(old, dir_fd=where.fd)
+    cachedir.write(where, name, json.dumps({"version": _CACHE_VERSION, "data": data}).encode())
 
 
 def kernel_probes(kinds: Iterable[str] = KERNEL_KINDS, refresh: bool = False) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""The symbol caches' directory: `$BPFNB_CACHE/<name>` (default /var/cache/bpfnb/<name>),
-root only, every component owned by root and writable by root only (bpfnb._sys.safedirs),
-the leaf 0700. Files go in under a temporary name and are renamed into place (atomic)."""
+"""The caches' directories: `$BPFNB_CACHE/<name>` (default /var/cache/bpfnb/<name>), every
+component owned by root and writable by root only (bpfnb._sys.safedirs), the leaf 0700; a
+cache that other users may keep too (`users=True`) is, for them, under
+$XDG_CACHE_HOME/bpfnb (default ~/.cache/bpfnb), each component theirs or root's. Files go
+in under a temporary name and are renamed into place (atomic)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,18 @@ from bpfnb._sys.safedirs import SafeDir, open_root_dir
 from bpfnb.errors import BpfnbError
 
 
-def open_cache(name: str) -> SafeDir | None:
-    """The cache directory `name`, or None (not root, or no safe place for it)."""
-    if os.geteuid() != 0:
+def open_cache(name: str, users: bool = False) -> SafeDir | None:
+    """The cache directory `name`, or None (no safe place for it, or not root and not
+    `users`)."""
+    uid = os.geteuid()
+    if uid != 0 and not users:
         return None
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    base = os.environ.get("BPFNB_CACHE") or (
+        "/var/cache/bpfnb" if uid == 0 else os.path.join(home, "bpfnb"))
     try:
-        with open_root_dir(os.environ.get("BPFNB_CACHE") or "/var/cache/bpfnb",
-                           create=True) as base:
-            return base.sub(name, mode=0o700)
+        with open_root_dir(base, create=True, owners=frozenset({0, uid})) as where:
+            return where.sub(name, mode=0o700)
     except (OSError, BpfnbError):
         return None
 
