@@ -143,7 +143,8 @@ def verifier_error(function: str, source: str, output: str, err: int) -> Excepti
 
 def _is_insn(line: str) -> bool:
     s = line.lstrip()
-    return bool(re.match(r"^(\d+: |; |from \d+ to \d+|HINT:|mark_precise|last_idx|frame\d)", s))
+    return bool(re.match(r"^(\d+: |; |from \d+ to \d+|HINT:|mark_precise|last_idx|frame\d|"
+                         r"(cur|old) state:)", s))  # state dumps follow "infinite loop detected"
 
 
 def load_refused(function: str, err: int) -> Exception:
