@@ -1,8 +1,8 @@
 """Benchmark: ring-buffer events of a 32-byte struct into a DataFrame, bcc vs bpfnb.
 
-The same program and workload feed each reader an identical stream: one event per
-getpid() of the workload (`struct event { u32 pid; u32 seq; u64 ts; char comm[16]; }`,
-32 bytes, 40 with the ring header).
+The same program (bpfnb.testing.events) and workload feed each reader an identical stream:
+one event per getpid() of the workload (`struct event { u32 pid; u32 seq; u64 ts;
+char comm[16]; }`, 32 bytes, 40 with the ring header).
 
   bcc:   BPF["rb"].open_ring_buffer(callback); the callback casts each record with
          table.event(data) and keeps (pid, seq, ts, comm); ring_buffer_consume() until all
@@ -38,34 +38,11 @@ import numpy as np
 import pandas as pd
 
 import bpfnb
+from bpfnb.testing import events
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD_SRC = ROOT / "tests" / "workload" / "workload.c"
 COLUMNS = ["pid", "seq", "ts", "comm"]
-
-PROGRAM = r"""
-struct event { u32 pid; u32 seq; u64 ts; char comm[16]; };
-BPF_RINGBUF_OUTPUT(rb, PAGES);
-BPF_ARRAY(seq, u64, 1);
-BPF_ARRAY(dropped, u64, 1);
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    char comm[16];
-    bpf_get_current_comm(&comm, sizeof(comm));
-    if (comm[0] != 'b' || comm[1] != 'p' || comm[5] != '-') return 0;
-    int zero = 0;
-    u64 *s = seq.lookup(&zero);
-    if (!s) return 0;
-    struct event e = {};
-    e.pid = bpf_get_current_pid_tgid() >> 32;
-    e.seq = __sync_fetch_and_add(s, 1);
-    e.ts = bpf_ktime_get_ns();
-    __builtin_memcpy(&e.comm, comm, sizeof(e.comm));
-    if (rb.ringbuf_output(&e, sizeof(e), 0) < 0)
-        dropped.increment(zero);
-    return 0;
-}
-"""
-
 
 def workload_binary(tmp: Path) -> Path:
     out = tmp / "workload"
@@ -74,7 +51,8 @@ def workload_binary(tmp: Path) -> Path:
 
 
 def load(pages: int) -> bpfnb.Program:
-    return bpfnb.load(PROGRAM, name="bench_events", cflags=[f"-DPAGES={pages}"])
+    return events.load(ring=True, perf=False, rb_pages=pages, name="bench_events",
+                       backend="bcc")  # the bcc reader needs bcc's BPF object
 
 
 def produce(binary: Path, n: int) -> None:

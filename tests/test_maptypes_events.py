@@ -10,43 +10,16 @@ import pytest
 
 import bpfnb
 from bpfnb.errors import UnsupportedMapError
-from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
+from bpfnb.testing import events
+from bpfnb.testing.workload import getpid
 
 pytestmark = pytest.mark.usefixtures("kernel")
-
-EVENTS = r"""
-struct event { u32 pid; u32 seq; u64 ts; char comm[16]; };
-BPF_RINGBUF_OUTPUT(rb, RB_PAGES);
-BPF_PERF_OUTPUT(perf);
-BPF_ARRAY(seq, u64, 1);
-BPF_ARRAY(dropped, u64, 1);
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    COMM_FILTER
-    int zero = 0;
-    u64 *s = seq.lookup(&zero);
-    if (!s) return 0;
-    struct event e = {};
-    e.pid = bpf_get_current_pid_tgid() >> 32;
-    e.seq = __sync_fetch_and_add(s, 1);
-    e.ts = bpf_ktime_get_ns();
-    bpf_get_current_comm(&e.comm, sizeof(e.comm));
-    if (USE_RB) {
-        if (rb.ringbuf_output(&e, sizeof(e), 0) < 0) dropped.increment(zero);
-    } else {
-        perf.perf_submit(args, &e, sizeof(e));
-    }
-    return 0;
-}
-"""
-
 
 COMM = f"bpfnb-e{os.getpid() % 100000}"  # this session's workloads only
 
 
 def load(rb_pages: int = 64, use_rb: bool = True) -> bpfnb.Program:
-    return bpfnb.load(EVENTS.replace("COMM_FILTER", COMM_FILTER),
-                      cflags=[*comm_cflags(COMM), f"-DRB_PAGES={rb_pages}",
-                              f"-DUSE_RB={int(use_rb)}"])
+    return events.load(COMM, ring=use_rb, perf=not use_rb, rb_pages=rb_pages)
 
 
 def test_ring_buffer_events_as_rows():

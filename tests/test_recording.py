@@ -21,6 +21,7 @@ from bpfnb.data.arrow import decode_table, encode_frame
 from bpfnb.errors import ReplayError, UnknownMapError
 from bpfnb.store.recording import Recorder, record
 from bpfnb.store.replay import replay
+from bpfnb.testing import events
 from conftest import run_workload
 
 ROOT = Path(__file__).parent.parent
@@ -347,28 +348,6 @@ def test_codec_round_trips_awkward_columns():
 
 # -- events ---------------------------------------------------------------------------------
 
-EVENT_SOURCE = r"""
-struct event { u32 pid; u32 seq; u64 ts; char comm[16]; };
-BPF_RINGBUF_OUTPUT(rb, 64);
-BPF_PERF_OUTPUT(perf);
-BPF_ARRAY(seq, u64, 1);
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    char comm[16];
-    bpf_get_current_comm(&comm, sizeof(comm));
-    if (comm[0] != 'b' || comm[1] != 'p' || comm[2] != 'f' || comm[6] != 'w') return 0;
-    int zero = 0;
-    u64 *s = seq.lookup(&zero);
-    if (!s) return 0;
-    struct event e = {};
-    e.pid = bpf_get_current_pid_tgid() >> 32;
-    e.seq = __sync_fetch_and_add(s, 1);
-    e.ts = bpf_ktime_get_ns();
-    bpf_get_current_comm(&e.comm, sizeof(e.comm));
-    rb.ringbuf_output(&e, sizeof(e), 0);
-    perf.perf_submit(args, &e, sizeof(e));
-    return 0;
-}
-"""
 EVENT_MAPS = ("rb", "perf")
 
 
@@ -381,7 +360,7 @@ def recorded_events(tmp_path_factory, workload):
     require(features.can_trace())
     path = tmp_path_factory.mktemp("events") / "events.bpfrec"
     pids: dict[int, int] = {}
-    with bpfnb.load(EVENT_SOURCE, name="ev") as prog:
+    with events.load(name="ev") as prog:
 
         def progress(p):
             if p.snapshots in (1, 2):
@@ -462,7 +441,7 @@ def test_record_events_with_explicit_type(tmp_path, workload):
     class Small(ct.Structure):
         _fields_ = [("pid", ct.c_uint32), ("seq", ct.c_uint32)]
 
-    with bpfnb.load(EVENT_SOURCE, name="ev") as prog:
+    with events.load(name="ev") as prog:
         with pytest.raises(BpfnbError, match="not an event map"):
             record(prog, tmp_path / "bad.bpfrec", count=1, events={"seq": Small})
         pid = run_workload(workload, "getpid", 5)  # waits in the ring buffer
