@@ -282,3 +282,17 @@ def test_killed_engine_fails_alone(fleet, loaded) -> None:   # last: it kills an
                    timeout=10)
     assert all(names == [] for names in fleet.run(engine.held, timeout=10).values()
                if isinstance(names, list))
+
+
+def test_a_stopped_cluster_never_hangs_the_notebook() -> None:
+    cluster = hosts.LocalCluster(1, prefix="gone-")
+    with cluster as rc:
+        fleet = bpfnb.fleet(rc, timeout=3)        # what reads and closes wait per host
+        fp = fleet.load(SOURCE, name="fleetgone", cflags=comm_cflags(COMM))
+    assert not cluster.alive
+    start = time.monotonic()
+    df = fp["counts"].df()
+    closed = fp.close(timeout=2)
+    assert time.monotonic() - start < 10          # 3 s for the read, 2 s for the close
+    assert len(df) == 0 and not fp.status["ok"].any()
+    assert closed["ok"].tolist() == [False]

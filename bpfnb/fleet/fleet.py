@@ -84,8 +84,9 @@ class Fleet:
              backend: str = "auto", strict: bool = False,
              timeout: float | None = None) -> FleetProgram:
         """Compile, load and attach `source` on every host in parallel. A host that fails
-        is left out (see `.status`) unless strict=True, which raises HostError; `timeout`
-        seconds per host (default: the fleet's). Loading a name again closes the fleet
+        is left out (see `.status`) unless strict=True, which raises HostError; `timeout`:
+        seconds each host has to load (default: 60, or the fleet's timeout if longer);
+        reads then wait the fleet's timeout per host. Loading a name again closes the fleet
         program that had it (as re-running a %%bpf cell does)."""
         if isinstance(cflags, str):
             cflags = cflags.split()
@@ -94,7 +95,8 @@ class Fleet:
             old.close()
         prog = FleetProgram(self.engines, source, name=name, cflags=tuple(cflags),
                             backend=backend, strict=strict,
-                            timeout=timeout or max(self.timeout, 60.0))
+                            timeout=self.timeout,
+                            load_timeout=timeout or max(self.timeout, 60.0))
         self._programs[prog.name] = prog
         return prog
 

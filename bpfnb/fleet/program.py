@@ -69,11 +69,14 @@ def _snapshot(parts: list[_Part], keys_: np.ndarray, values: np.ndarray) -> Snap
 
 class FleetProgram:
     """One BPF program on many hosts. Hosts that failed to load are left out of reads;
-    a host that stops answering later shows as failed in `status`, the others go on."""
+    a host that stops answering later shows as failed in `status`, the others go on.
+    `timeout`: seconds each host has to answer a read or a close (`load_timeout`: to
+    compile and load; the fleet's default is 60 s, compiles can be slow)."""
 
     def __init__(self, engines: Engines, source: str, name: str | None = None,
                  cflags: tuple[str, ...] = (), backend: str = "auto",
-                 strict: bool = False, timeout: float = DEFAULT_TIMEOUT) -> None:
+                 strict: bool = False, timeout: float = DEFAULT_TIMEOUT,
+                 load_timeout: float | None = None) -> None:
         self.name = name or "bpf"
         self.source = source
         self.cflags = tuple(cflags)
@@ -86,7 +89,7 @@ class FleetProgram:
         self._closed = False
         self._views: dict[str, FleetMap] = {}
         got = engines.call(engine.load, self.token, source, name, list(self.cflags), backend,
-                           timeout=timeout)
+                           timeout=load_timeout or timeout)
         self._hosts = {h: _Host(o.ok, o.value["backend"] if o.ok else "", o.error, o.seconds,
                                 o.value["maps"] if o.ok else {}) for h, o in got.items()}
         _open.add(self)
