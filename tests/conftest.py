@@ -6,10 +6,13 @@ import contextlib
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import bpfnb
 from bpfnb._sys import features
 
 HERE = Path(__file__).parent
@@ -40,6 +43,20 @@ def run_workload(binary: Path, *args: object, cpu: int | None = None) -> int:
     proc = subprocess.Popen(cmd)
     assert proc.wait(timeout=60) == 0
     return proc.pid
+
+
+@contextlib.contextmanager
+def on_both_backends(source: str, name: str, binary: Path, symbol: str, fn: str,
+                     *values: int) -> Iterator[dict[str, Any]]:
+    """`source` loaded with backend auto (libbpf where it runs) and with bcc, `fn` a uprobe
+    on `symbol` of the workload `binary` in both, then `binary record *values` run:
+    {"auto": program, "bcc": program}."""
+    with bpfnb.load(source, name=name) as auto, \
+            bpfnb.load(source, name=name, backend="bcc") as bcc:
+        for prog in (auto, bcc):
+            prog.attach_uprobe(str(binary), symbol, fn)
+        run_workload(binary, "record", *values)
+        yield {"auto": auto, "bcc": bcc}
 
 
 def require(feature: features.Feature) -> None:

@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-import bpfnb
-from conftest import run_workload
+from conftest import on_both_backends
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -72,12 +71,8 @@ def _rows(h) -> list[tuple[int, int, int]]:
 def slot_programs(workload):
     """The program on both backends (auto: libbpf where it runs); bcc's printer is the
     reference for both."""
-    with bpfnb.load(SLOTS, name="slots") as auto, \
-            bpfnb.load(SLOTS, name="slots", backend="bcc") as bcc:
-        for prog in (auto, bcc):
-            prog.attach_uprobe(str(workload), "doubled", "on_doubled")
-        run_workload(workload, "record", *VALUES)
-        yield {"auto": auto, "bcc": bcc}
+    with on_both_backends(SLOTS, "slots", workload, "doubled", "on_doubled", *VALUES) as progs:
+        yield progs
 
 
 @pytest.fixture(params=["auto", "bcc"])

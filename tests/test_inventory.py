@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,19 +146,28 @@ def bcc_prog() -> Iterator[tuple[object, int, int]]:
 
 # -- programs() and maps() against bpftool ------------------------------------------------
 
-def test_programs_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
-    _b, prog_id, map_id = bcc_prog
+def _against_bpftool(listing: Any, kind: str, by_id: bpfsys.Cmd, mine: int
+                     ) -> tuple[Any, dict[int, dict[str, Any]], set[int]]:
+    """(our rows by id, bpftool's by id, the ids alive before and after): `listing()` read
+    on either side of `bpftool KIND show`, leaving no fd open, missing nothing bpftool saw
+    (but what is gone since) and holding `mine`."""
     fds = _fd_count()
-    before = programs()
-    theirs = {p["id"]: p for p in _bpftool("prog", "show")}
-    after = programs()
-    assert _fd_count() == fds, "programs() left fds open"
+    before = listing()
+    theirs = {o["id"]: o for o in _bpftool(kind, "show")}
+    after = listing()
+    assert _fd_count() == fds, f"{listing.__name__}() left fds open"
     stable = set(before.id) & set(after.id)
-    assert prog_id in stable
+    assert mine in stable
     assert stable <= set(theirs), f"bpftool missed {stable - set(theirs)}"
     for gone in set(theirs) - set(before.id) - set(after.id):
-        assert not _exists(bpfsys.Cmd.PROG_GET_FD_BY_ID, gone)
-    rows = after.set_index("id")
+        assert not _exists(by_id, gone)
+    return after.set_index("id"), theirs, stable
+
+
+def test_programs_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
+    _b, prog_id, map_id = bcc_prog
+    rows, theirs, stable = _against_bpftool(programs, "prog", bpfsys.Cmd.PROG_GET_FD_BY_ID,
+                                            prog_id)
     for pid in stable:
         ours, bt = rows.loc[pid], theirs[pid]
         assert ours["name"] == bt.get("name", ""), pid
@@ -180,17 +190,7 @@ def test_programs_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
 
 def test_maps_match_bpftool(bcc_prog: tuple[object, int, int]) -> None:
     _b, prog_id, map_id = bcc_prog
-    fds = _fd_count()
-    before = maps()
-    theirs = {m["id"]: m for m in _bpftool("map", "show")}
-    after = maps()
-    assert _fd_count() == fds, "maps() left fds open"
-    stable = set(before.id) & set(after.id)
-    assert map_id in stable
-    assert stable <= set(theirs), f"bpftool missed {stable - set(theirs)}"
-    for gone in set(theirs) - set(before.id) - set(after.id):
-        assert not _exists(bpfsys.Cmd.MAP_GET_FD_BY_ID, gone)
-    rows = after.set_index("id")
+    rows, theirs, stable = _against_bpftool(maps, "map", bpfsys.Cmd.MAP_GET_FD_BY_ID, map_id)
     static_memlock = {"HASH", "ARRAY", "PERCPU_HASH", "PERCPU_ARRAY"}
     for mid in stable:
         ours, bt = rows.loc[mid], theirs[mid]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bpfnb
-from conftest import run_workload
+from conftest import on_both_backends, run_workload
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -164,12 +164,8 @@ def _log2_slot(v: int) -> int:
 @pytest.fixture(scope="module")
 def hist_programs(workload):
     """The same program on both backends (auto: libbpf where it runs), same workload."""
-    with bpfnb.load(HIST, name="hists") as auto, \
-            bpfnb.load(HIST, name="hists", backend="bcc") as bcc:
-        for prog in (auto, bcc):
-            prog.attach_uprobe(str(workload), "record", "on_record")
-        run_workload(workload, "record", *VALUES)
-        yield {"auto": auto, "bcc": bcc}
+    with on_both_backends(HIST, "hists", workload, "record", "on_record", *VALUES) as progs:
+        yield progs
 
 
 @pytest.fixture(params=["auto", "bcc"])

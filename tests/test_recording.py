@@ -234,6 +234,20 @@ def test_exception_mid_recording_leaves_valid_shorter_file(tmp_path, workload):
     assert [p.name for p in tmp_path.iterdir()] == ["x.bpfrec"]
 
 
+def _interrupt_write(n: int, monkeypatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) as the n-th member is written into a zip."""
+    real = zipfile.ZipFile.writestr
+    calls = []
+
+    def flaky(self, name, data, *a, **k):
+        calls.append(name)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(self, name, data, *a, **k)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", flaky)
+
+
 def test_interrupted_save_keeps_previous_file(tmp_path, monkeypatch, workload):
     path = tmp_path / "x.bpfrec"
     with bpfnb.load(SOURCE, name="rec") as prog:
@@ -243,16 +257,7 @@ def test_interrupted_save_keeps_previous_file(tmp_path, monkeypatch, workload):
         rec = Recorder(prog, path)
         for _ in range(4):
             rec.snapshot()
-        real = zipfile.ZipFile.writestr
-        calls = []
-
-        def flaky(self, name, data, *a, **k):
-            calls.append(name)
-            if len(calls) == 5:
-                raise KeyboardInterrupt           # Ctrl-C in the middle of writing
-            return real(self, name, data, *a, **k)
-
-        monkeypatch.setattr(zipfile.ZipFile, "writestr", flaky)
+        _interrupt_write(5, monkeypatch)          # Ctrl-C in the middle of writing
         with pytest.raises(KeyboardInterrupt):
             rec.save()
         monkeypatch.undo()
@@ -550,16 +555,7 @@ def test_interrupted_append_restores_the_previous_file(tmp_path, monkeypatch, wo
         before = path.read_bytes()
         for _ in range(3):
             rec.snapshot()
-        real = zipfile.ZipFile.writestr
-        calls = []
-
-        def flaky(self, name, data, *a, **k):
-            calls.append(name)
-            if len(calls) == 3:
-                raise KeyboardInterrupt           # Ctrl-C in the middle of an append
-            return real(self, name, data, *a, **k)
-
-        monkeypatch.setattr(zipfile.ZipFile, "writestr", flaky)
+        _interrupt_write(3, monkeypatch)          # Ctrl-C in the middle of an append
         with pytest.raises(KeyboardInterrupt):
             rec.save()
         monkeypatch.undo()
