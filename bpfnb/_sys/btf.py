@@ -3,16 +3,16 @@
 A map created with BTF names the types of its key and value (`btf_key_type_id`,
 `btf_value_type_id`) inside a BTF object (`btf_id`). `Btf.from_id` fetches that object
 through bpf(2); `Btf.ctype` turns a type id into a ctypes type with the same size and field
-offsets, which bpfnb.layout reads as numpy:
+offsets, which bpfnb.data.layout reads as numpy:
 
 - integers keep their size and signedness; `char` becomes c_char so `char[]` reads as str;
   `_Bool` -> c_bool; 128-bit integers -> 16 bytes marked `_bpfnb_int128_` (signedness);
   `long double` -> raw bytes
 - structs and unions keep every field offset (explicit padding, `_pack_ = 1`); anonymous
   struct members are inlined, anonymous unions become a field named in `_anonymous_`
-  (bpfnb.layout inlines their members, as C and bpftool name them)
+  (bpfnb.data.layout inlines their members, as C and bpftool name them)
 - bit fields are not ctypes fields (their bytes become padding); the struct lists them in
-  `_bpfnb_bits_` as `Bits` and bpfnb.layout reads each as a column
+  `_bpfnb_bits_` as `Bits` and bpfnb.data.layout reads each as a column
 - arrays -> ctypes arrays; enums -> integers whose type carries `_bpfnb_enum_` {value: name}
 - typedef / const / volatile / restrict / type tags resolve to their target
 - pointers -> `Pointer` (a c_uint64 marked as an address, shown as hex)

@@ -27,7 +27,7 @@ def is_padding(name: str) -> bool:
 def dtype_of(ctype: Any) -> np.dtype:
     """The numpy dtype that reads a ctypes type's bytes in place. What numpy cannot say
     rides in dtype metadata: `enum` {value: name}, `ptr`, `int128` (signed), and a
-    struct's bit fields `bits` (bpfnb.btf.Bits)."""
+    struct's bit fields `bits` (bpfnb._sys.btf.Bits)."""
     if isinstance(ctype, type) and issubclass(ctype, (ct.Structure, ct.Union)):
         return _record_dtype(ctype)
     if isinstance(ctype, type) and issubclass(ctype, ct.Array):

@@ -6,7 +6,7 @@
 A notebook recording is a directory: `NAME.zip` per `%%bpf NAME` cell (bpfnb.record's
 format, with a snapshot at the end of every cell, marked with the cell's key, and one every
 `RECORD_EVERY` seconds for live views) and `cells.zip`, the outputs and variables of the
-notebook's `%%recorded` cells (bpfnb.cellstore). A cell is known by a hash of its source, so
+notebook's `%%recorded` cells (bpfnb.store.cellstore). A cell is known by a hash of its source, so
 it finds its snapshot whichever frontend runs it. With BPFNB_RECORD=1 in the kernel's
 environment (`make recordings`), a notebook running live (re)writes its recordings.
 """
@@ -340,7 +340,7 @@ def record_cell(shell: Any, store: CellStore, key: str, cell: str) -> Any:
 
 
 def _display(data: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """A display as it is recorded: what replay may show of it (bpfnb.inert)."""
+    """A display as it is recorded: what replay may show of it (bpfnb.store.inert)."""
     kept, meta = inert_bundle(data, metadata)
     return dict(new_output("display_data", data=kept, metadata=meta))
 

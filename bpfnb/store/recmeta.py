@@ -1,8 +1,8 @@
 """The `meta.json` of a recording, checked before anything trusts it.
 
 `check(meta, path)` raises ReplayError naming the file and the first field that is not what
-bpfnb.recording writes (wrong type, unknown map type, a map with no table, an object dtype...),
-so replay code can index the dict without KeyError/TypeError.
+bpfnb.store.recording writes (wrong type, unknown map type, a map with no table, an object
+dtype...), so replay code can index the dict without KeyError/TypeError.
 """
 
 from __future__ import annotations

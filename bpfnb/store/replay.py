@@ -1,4 +1,4 @@
-"""Replay a recording (see bpfnb.recording) with the Program API, no kernel needed.
+"""Replay a recording (see bpfnb.store.recording) with the Program API, no kernel needed.
 
 >>> prog = bpfnb.replay("counts.bpfrec")
 >>> prog["by_pid"].df()               # the last snapshot, same schema as live df()

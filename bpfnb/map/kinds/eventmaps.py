@@ -1,6 +1,6 @@
 """RINGBUF and PERF_EVENT_ARRAY: event streams, not tables. df() takes the events waiting
 right now (it consumes them); view.events(duration=...) collects for a while. See
-bpfnb.events for the decoding."""
+bpfnb.map.events for the decoding."""
 
 from __future__ import annotations
 
