@@ -10,8 +10,10 @@ import time
 
 import pytest
 
-from bpfnb.backends.libbpf import compiler, spare
+from bpfnb.backends.libbpf import LibbpfModule, compiler, spare
 from bpfnb.backends.select import libbpf_ready
+from bpfnb.errors import CompileError
+from bpfnb.testing.workload import comm_cflags
 from conftest import require
 
 
@@ -39,7 +41,9 @@ def test_next_compile_runs_in_the_spare_same_object() -> None:
     first = spare.waiting()
     assert first is not None and not _gone(first)
     text = _fresh("int second = 2;")
+    served = spare.served()
     built = compiler.compile_c(text)
+    assert spare.served() == served + 1
     assert not built.cached
     second = spare.waiting()
     assert second is not None and second != first and _gone(first)
@@ -53,7 +57,9 @@ def test_killed_spare_replaced_and_compile_succeeds() -> None:
     pid = spare.waiting()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    served = spare.served()
     built = compiler.compile_c(_fresh("int b = 1;"))
+    assert spare.served() == served
     assert built.obj.startswith(b"\x7fELF") and not built.cached
     assert spare.waiting() not in (None, pid)
 
@@ -61,10 +67,32 @@ def test_killed_spare_replaced_and_compile_succeeds() -> None:
 def test_other_flags_start_a_new_spare_and_stop_leaves_none() -> None:
     compiler.compile_c(_fresh("int c;"))
     pid = spare.waiting()
-    built = compiler.compile_c(_fresh("int d = X;"), ("-DX=3",))
+    served = spare.served()
+    built = compiler.compile_c(_fresh("int d = 1;"), ("-I/nonexistent",))
+    assert spare.served() == served  # other arguments: not the spare's
     assert built.obj.startswith(b"\x7fELF")
     assert pid is not None and _gone(pid)
     last = spare.waiting()
     assert last is not None
     spare.stop()
     assert spare.waiting() is None and _gone(last)
+
+
+def test_defines_become_source_lines_and_share_the_spare() -> None:
+    compiler.compile_c(_fresh("int e;"))
+    served = spare.served()
+    built = compiler.compile_c(_fresh("#ifdef GONE\n#error GONE\n#endif\nint v = X;"),
+                               ("-D", "X=0x1234567", "-DGONE", "-UGONE"))
+    assert (0x1234567).to_bytes(4, "little") in built.obj
+    assert spare.served() == served + 1  # the same clang arguments: the spare ran it
+    assert compiler.defines_as_text(["-DA", "-D", "B=2", "-UC", "-I/x", "-D"]) == (
+        '#line 1 "<command line>"\n#define A 1\n#define B 2\n#undef C\n#line 1 "<stdin>"\n',
+        ("-I/x", "-D"))
+
+
+def test_compile_error_with_defines_still_names_the_cell_line() -> None:
+    src = "BPF_HASH(c, u32, u64);\nint f(void *ctx) {\n    u64 x = COMM_LO +;\n    return 0;\n}\n"
+    with pytest.raises(CompileError) as err:
+        LibbpfModule(src, cflags=comm_cflags("abc"))
+    assert err.value.diagnostics[0][:2] == (3, 22)
+    assert str(err.value).startswith("C compile error at line 3, column 22")

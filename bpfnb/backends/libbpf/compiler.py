@@ -215,6 +215,8 @@ def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     Objects are cached by text and flags: running the same cell again needs no clang
     (not for text including files other than libbpf's: they may change)."""
     pre = prelude()
+    prefix, cflags = defines_as_text(cflags)
+    text = prefix + text
     if _INCLUDE.search(text):
         return _clang(text, cflags, pre)
     objects = pre.directory / "objects"
@@ -230,6 +232,28 @@ def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     with contextlib.suppress(OSError):  # another process may be pruning too
         _prune(objects)
     return built
+
+
+def defines_as_text(cflags: tuple[str, ...] | list[str]) -> tuple[str, tuple[str, ...]]:
+    """-D and -U flags as #define/#undef lines to put before the source, and the other
+    flags: cells with different -D flags then run clang with the same arguments (the
+    spare fits). The PCH is compiled already, so a -D never reached it anyway."""
+    lines: list[str] = []
+    rest: list[str] = []
+    flags = iter(cflags)
+    for flag in flags:
+        if flag in ("-D", "-U"):
+            flag += next(flags, "")
+        if flag[:2] not in ("-D", "-U") or len(flag) == 2 or "\n" in flag:
+            rest.append(flag)
+            continue
+        name, eq, value = flag[2:].partition("=")
+        lines.append(f"#define {name} {value if eq else '1'}" if flag[1] == "D"
+                     else f"#undef {name}")
+    if not lines:
+        return "", tuple(rest)
+    return ('#line 1 "<command line>"\n' + "\n".join(lines) + '\n#line 1 "<stdin>"\n',
+            tuple(rest))
 
 
 def _prune(objects: Path) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 _lock = threading.Lock()
 _spare: tuple[tuple[str, ...], subprocess.Popen[bytes], int] | None = None  # key, proc, pid
 _starting: threading.Thread | None = None
+_served = 0  # compiles a spare ran (this process)
 
 
 def run(args: Sequence[str], source: bytes) -> subprocess.CompletedProcess[bytes]:
@@ -31,6 +32,8 @@ def run(args: Sequence[str], source: bytes) -> subprocess.CompletedProcess[bytes
     if proc is not None:
         out, err = proc.communicate(source)
         if proc.returncode >= 0:  # < 0: killed before or while it ran; run afresh
+            global _served
+            _served += 1
             _keep(key)
             return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
     result = subprocess.run(list(args), input=source, capture_output=True)
@@ -86,6 +89,11 @@ def _start(key: tuple[str, ...]) -> None:
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.kill()
     proc.communicate()
+
+
+def served() -> int:
+    """How many compiles of this process ran in a spare."""
+    return _served
 
 
 def waiting() -> int | None:
