@@ -33,8 +33,8 @@ def bpf_ok():
 
 def test_workload_cflags_count_only_the_workload(bpf_ok):
     with bpfnb.load(FILTERED, cflags=workload.WORKLOAD_CFLAGS.split()) as prog:
-        workload.getpid(137)
-        workload.getpid(50, comm="someone-else")
+        workload.workload(137)
+        workload.getpid(50)                     # another notebook's workload: not counted
         assert prog["calls"][0] == 137
 
 
@@ -52,6 +52,12 @@ def test_name_thread_is_the_comm_bpf_sees(bpf_ok):
         t.join()
         assert prog["calls"][0] == 42
     assert threading.current_thread().name == "MainThread"
+
+
+def test_workload_comm_is_this_kernels():
+    assert workload.WORKLOAD_COMM.startswith(workload.COMM + "-")
+    assert len(workload.WORKLOAD_COMM) <= 15      # the kernel keeps 15 bytes of a comm
+    assert workload._base36(36 ** 4 * 35 + 1) == "z0001"
 
 
 def test_unique_names_differ_per_process():

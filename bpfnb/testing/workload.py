@@ -62,6 +62,24 @@ def comm_cflags(comm: str) -> list[str]:
     return [f"-DCOMM_LO={lo:#x}ULL", f"-DCOMM_HI={hi:#x}ULL"]
 
 
-# The workload filter for notebooks: `%%bpf NAME {WORKLOAD_CFLAGS}` defines COMM_LO/COMM_HI,
-# and the program compares the current command name with them (IS_WORKLOAD shows how).
-WORKLOAD_CFLAGS = " ".join(comm_cflags(COMM))
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
+# This kernel's workload name: "bpfnb-nb-" and the pid in base 36 (at most 14 bytes), so two
+# notebooks on one machine count only their own workload. `%%bpf NAME {WORKLOAD_CFLAGS}` defines
+# COMM_LO/COMM_HI (the name as two u64) for the program to compare the current comm with.
+WORKLOAD_COMM = f"{COMM}-{_base36(os.getpid())}"
+WORKLOAD_CFLAGS = " ".join(comm_cflags(WORKLOAD_COMM))
+
+
+def workload(n: int, cgroup: Any = None, cpu: int | None = None) -> int:
+    """getpid() under this kernel's WORKLOAD_COMM (what WORKLOAD_CFLAGS filters): a process
+    making exactly n getpid() calls. Returns its pid."""
+    return getpid(n, comm=WORKLOAD_COMM, cgroup=cgroup, cpu=cpu)
