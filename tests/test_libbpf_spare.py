@@ -96,3 +96,24 @@ def test_compile_error_with_defines_still_names_the_cell_line() -> None:
         LibbpfModule(src, cflags=comm_cflags("abc"))
     assert err.value.diagnostics[0][:2] == (3, 22)
     assert str(err.value).startswith("C compile error at line 3, column 22")
+
+
+def test_forked_child_compiles_without_the_parents_spare() -> None:
+    compiler.compile_c(_fresh("int f;"))
+    parent, served = spare.waiting(), spare.served()
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        ok = False
+        try:
+            built = compiler.compile_c(_fresh("int g;"))
+            ok = built.obj.startswith(b"\x7fELF") and spare.served() == served
+            spare.stop()
+        finally:
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        assert f.read() == b"1"
+    os.waitpid(child, 0)
+    assert spare.waiting() == parent and not _gone(parent)

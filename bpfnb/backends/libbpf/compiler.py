@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpfnb.backends.libbpf import spare
+from bpfnb.backends.libbpf import objcache, spare
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import FeatureUnavailableError
 
@@ -67,8 +67,11 @@ def cache_root() -> Path:
 
 def _private_dir(path: Path) -> Path:
     """Create `path` 0700; refuse one owned by someone else or open to others."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
+    try:
+        st = path.stat()  # mkdir of an existing folder can wait on its parent's lock
+    except FileNotFoundError:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise FeatureUnavailableError(
             f"The compile cache {path} is not private (owner uid {st.st_uid}, mode "
@@ -194,9 +197,6 @@ class Compiled:
     cached: bool = False  # the object came from the cache (no clang run)
 
 
-MAX_OBJECTS = 512  # compiled objects kept per kernel build (oldest dropped first)
-
-
 class ClangError(Exception):
     """clang failed; `output` holds its diagnostics (turned into CompileError by callers)."""
 
@@ -219,18 +219,13 @@ def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     text = prefix + text
     if _INCLUDE.search(text):
         return _clang(text, cflags, pre)
-    objects = pre.directory / "objects"
-    key = hashlib.sha256("\0".join([text, *cflags]).encode()).hexdigest()[:32]
-    try:
-        return Compiled((objects / f"{key}.o").read_bytes(), "", False, True)
-    except OSError:
-        pass
+    file = objcache.path(pre.directory / "objects", text, cflags)
+    obj = objcache.get(file)
+    if obj is not None:
+        return Compiled(obj, "", False, True)
     built = _clang(text, cflags, pre)
-    _private_dir(objects)
-    with atomic_write(objects / f"{key}.o") as f:
-        f.write(built.obj)
-    with contextlib.suppress(OSError):  # another process may be pruning too
-        _prune(objects)
+    _private_dir(file.parent)
+    objcache.put(file, built.obj)
     return built
 
 
@@ -254,12 +249,6 @@ def defines_as_text(cflags: tuple[str, ...] | list[str]) -> tuple[str, tuple[str
         return "", tuple(rest)
     return ('#line 1 "<command line>"\n' + "\n".join(lines) + '\n#line 1 "<stdin>"\n',
             tuple(rest))
-
-
-def _prune(objects: Path) -> None:
-    files = sorted(objects.glob("*.o"), key=lambda p: p.stat().st_mtime)
-    for old in files[:-MAX_OBJECTS]:
-        old.unlink(missing_ok=True)
 
 
 def clang_args(pre: Prelude, cflags: tuple[str, ...] | list[str] = ()) -> list[str]:

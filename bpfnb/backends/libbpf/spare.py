@@ -3,9 +3,9 @@
 Half of a warm compile's CPU time (~20 ms of ~40 ms) is clang starting: the dynamic linking
 of libLLVM and its static constructors, before it reads a byte of source. So after each
 compile one more clang is started with the same arguments; it blocks reading its source
-from stdin (it opens the PCH only after that), and the next compile with the same
-arguments and working directory hands its source to it. The spare is started from a thread
-(Popen waits until the child has exec'd: 5-12 ms on a loaded machine). One spare per
+from stdin (it reads the PCH only after that), and the next compile with the same
+arguments and working directory hands its source to it. The spare is started on a background
+thread (Popen waits until the child has exec'd: 5-12 ms on a loaded machine). One spare per
 process, killed at exit; should the process die first, the spare reads end-of-file,
 compiles an empty file and exits.
 """
@@ -17,10 +17,13 @@ import os
 import subprocess
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+
+from bpfnb.backends.libbpf import background
 
 _lock = threading.Lock()
 _spare: tuple[tuple[str, ...], subprocess.Popen[bytes], int] | None = None  # key, proc, pid
-_starting: threading.Thread | None = None
+_starting: tuple[Future[None], int] | None = None  # a spare being started, by pid
 _served = 0  # compiles a spare ran (this process)
 
 
@@ -61,16 +64,14 @@ def _keep(key: tuple[str, ...]) -> None:
     """Start the spare for the next compile with `key` (replacing any other), in a thread."""
     global _starting
     _started()
-    _starting = threading.Thread(target=_start, args=(key,), name="bpfnb-spare-clang",
-                                 daemon=True)
-    _starting.start()
+    _starting = (background.submit(_start, key), os.getpid())
 
 
 def _started() -> None:
     """Wait for a spare being started (so that there is never more than one)."""
-    thread = _starting
-    if thread is not None and thread.ident is not None:
-        thread.join()
+    job = _starting
+    if job is not None and job[1] == os.getpid():  # a forked child has no such thread
+        job[0].result()
 
 
 def _start(key: tuple[str, ...]) -> None:
