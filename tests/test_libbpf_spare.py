@@ -116,4 +116,4 @@ def test_forked_child_compiles_without_the_parents_spare() -> None:
     with os.fdopen(r, "rb") as f:
         assert f.read() == b"1"
     os.waitpid(child, 0)
-    assert spare.waiting() == parent and not _gone(parent)
+    assert parent is not None and spare.waiting() == parent and not _gone(parent)
