@@ -128,10 +128,6 @@ def paths_by_id(root: str | None = None) -> dict[int, str]:
     return out
 
 
-def path_of(cgroup_id: int, root: str | None = None) -> str | None:
-    return paths_by_id(root).get(cgroup_id)
-
-
 def remove_matching(prefix: str, root: str | None = None) -> list[str]:
     """Remove every top-level cgroup whose name starts with `prefix`; the paths removed."""
     base = root or cgroup2_root()

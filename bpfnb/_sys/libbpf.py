@@ -19,7 +19,6 @@ from bpfnb._sys.libc import libc
 
 _lib: Any = None
 _local = threading.local()
-_print_lock = threading.Lock()
 
 PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)
 P = ct.c_void_p

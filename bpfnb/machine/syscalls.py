@@ -79,7 +79,6 @@ def syscall_names(numbers: pd.Series | pd.Index | list[int]) -> pd.Series:
     """A column of system call numbers (e.g. a `key` column of a map keyed by
     `args->id`) as names; unknown numbers become 'syscall_NR'."""
     s = pd.Series(numbers)
-    names = table()
-    out = s.map(lambda v: names.get(int(v), f"syscall_{int(v)}"))
+    out = s.map(syscall_name)
     out.name = s.name
     return out.astype("string")

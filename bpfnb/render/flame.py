@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 ROOT, COMM, USER, KERNEL, MISSING = range(5)
-KIND_NAMES = ("root", "process", "user", "kernel", "missing")
 _MAX_HTML_NODES = 60_000
 
 
