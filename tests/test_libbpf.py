@@ -85,18 +85,25 @@ def test_core_reads_task_struct_right() -> None:
     assert rows == [(pid, pid, pid, COMM.encode(), 1000)]  # only our process has COMM
 
 
-def test_same_bcc_source_same_counts() -> None:
-    bcc, lb = BccModule(COUNT_BY_PID), LibbpfModule(COUNT_BY_PID)
+def _on_both(src: str, flags: list[str], table: str, calls: int
+             ) -> tuple[int, pd.DataFrame, pd.DataFrame]:
+    """`src` attached on bcc and on libbpf while the workload makes `calls` getpid() calls:
+    (its pid, bcc's `table` as a DataFrame, libbpf's)."""
+    bcc, lb = BccModule(src, flags), LibbpfModule(src, flags)
     try:
         bcc.autoattach()
         lb.autoattach()
-        pid = run(321)
-        t = bcc.table("by_pid")
-        by_bcc = MapView("by_pid", t.map_fd, t.Key, t.Leaf).df().set_index("key")
-        by_lb = view(lb, "by_pid").df().set_index("key")
+        pid = run(calls)
+        t = bcc.table(table)
+        return pid, MapView(table, t.map_fd, t.Key, t.Leaf).df(), view(lb, table).df()
     finally:
         bcc.close()
         lb.close()
+
+
+def test_same_bcc_source_same_counts() -> None:
+    pid, by_bcc, by_lb = _on_both(COUNT_BY_PID, [], "by_pid", 321)
+    by_bcc, by_lb = by_bcc.set_index("key"), by_lb.set_index("key")
     assert by_bcc.loc[pid, "value"] == by_lb.loc[pid, "value"] == 321
     assert by_lb["value"].dtype == by_bcc["value"].dtype
 
@@ -115,17 +122,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 def test_histogram_matches_bcc() -> None:
     src = HIST.replace("COMM_FILTER", COMM_FILTER)
     flags = comm_cflags(COMM)
-    bcc, lb = BccModule(src, flags), LibbpfModule(src, flags)
-    try:
-        bcc.autoattach()
-        lb.autoattach()
-        run(50)
-        t = bcc.table("dist")
-        h_bcc = MapView("dist", t.map_fd, t.Key, t.Leaf).df()
-        h_lb = view(lb, "dist").df()
-    finally:
-        bcc.close()
-        lb.close()
+    _pid, h_bcc, h_lb = _on_both(src, flags, "dist", 50)
     nonzero = h_lb[h_lb["value"] > 0].set_index("key")["value"].to_dict()
     assert nonzero == {3: 50, 10: 100}
     assert h_lb.equals(h_bcc)
@@ -430,17 +427,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
 }
 """.replace("COMM_FILTER", COMM_FILTER)
     flags = comm_cflags(COMM)
-    bcc, lb = BccModule(src, flags), LibbpfModule(src, flags)
-    try:
-        bcc.autoattach()
-        lb.autoattach()
-        pid = run(77)
-        t = bcc.table("stats")
-        by_bcc = MapView("stats", t.map_fd, t.Key, t.Leaf).df()
-        by_lb = view(lb, "stats").df()
-    finally:
-        bcc.close()
-        lb.close()
+    pid, by_bcc, by_lb = _on_both(src, flags, "stats", 77)
     assert by_lb.to_dict("records") == [
         {"pid": pid, "comm": COMM, "calls": 77, "last_cpu": 7, "small": -3}]
     assert by_lb.equals(by_bcc)
