@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 import bpfnb
-from bpfnb._sys import features
+from bpfnb._sys import features, mapfeatures
+from bpfnb._sys.cgroupfs import Cgroup
 
 HERE = Path(__file__).parent
 WORKLOAD_SRC = HERE / "workload" / "workload.c"
@@ -70,6 +71,30 @@ def kernel() -> None:
     """Tests that load BPF: `pytestmark = pytest.mark.usefixtures("kernel")`."""
     require(features.can_load_bpf())
     require(features.can_trace())
+
+
+@pytest.fixture
+def cgroup(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh cgroup v2 named for the test module and this process, removed after."""
+    require(mapfeatures.cgroup2())
+    module = request.module.__name__.removeprefix("test_").replace("_", "-")
+    cg = Cgroup(f"bpfnb-{module}-{os.getpid()}")
+    try:
+        yield cg
+    finally:
+        cg.remove()
+
+
+@pytest.fixture(scope="module")
+def plain_shell() -> Any:
+    """The process's IPython shell (the singleton start_ipython() uses) without a history
+    thread, the extension not loaded: for tests that count threads."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    return TerminalInteractiveShell.instance(config=config)
 
 
 COUNT_BY_PID = """

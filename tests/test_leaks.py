@@ -100,32 +100,21 @@ def prog() -> Iterator[bpfnb.Program]:
     p.close()
 
 
-@pytest.fixture(scope="module")
-def shell() -> Any:
-    """The process's IPython shell, without a history thread (as in test_live)."""
-    from IPython.terminal.interactiveshell import TerminalInteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.enabled = False
-    return TerminalInteractiveShell.instance(config=config)
-
-
 # -- live views ----------------------------------------------------------------------------
 
-def test_rerunning_a_cell_in_plain_ipython_replaces_its_views(shell: Any) -> None:
+def test_rerunning_a_cell_in_plain_ipython_replaces_its_views(plain_shell: Any) -> None:
     """No cell ids: the same source is the same cell. 8 re-runs of a cell showing a 60k-key
     map leave one view: its widgets, its two threads and its history rows, no more."""
     base_models, base_rows = models(), history_rows()
-    shell.run_line_magic("load_ext", "bpfnb")
+    plain_shell.run_line_magic("load_ext", "bpfnb")
     try:
-        shell.run_cell_magic("bpf", "leaky", SOURCE)
-        fill(shell.user_ns["leaky"]["big"], BIG)
+        plain_shell.run_cell_magic("bpf", "leaky", SOURCE)
+        fill(plain_shell.user_ns["leaky"]["big"], BIG)
         cell = 'leaky["big"].live(every=0.05, top=5)'
         views, one_view = [], 0
         for _ in range(8):
-            assert shell.run_cell(cell, store_history=True).success
-            views.append(shell.user_ns["_"])        # the output cache holds every view
+            assert plain_shell.run_cell(cell, store_history=True).success
+            views.append(plain_shell.user_ns["_"])        # the output cache holds every view
             wait_for(lambda: views[-1].status.refreshes >= 3)
             one_view = one_view or models() - base_models
         newest = views[-1]
@@ -135,10 +124,10 @@ def test_rerunning_a_cell_in_plain_ipython_replaces_its_views(shell: Any) -> Non
         newest.pause()
         assert history_rows() == base_rows + newest._history.rows >= base_rows + 3 * BIG
         assert models() - base_models == one_view >= 14   # one view's models, not eight's
-        shell.run_line_magic("bpf", "stop leaky")   # closes the newest view too
+        plain_shell.run_line_magic("bpf", "stop leaky")   # closes the newest view too
         assert models() == base_models
     finally:
-        shell.run_line_magic("unload_ext", "bpfnb")
+        plain_shell.run_line_magic("unload_ext", "bpfnb")
     assert live.running() == []
 
 
@@ -164,20 +153,20 @@ def test_closing_the_program_closes_its_views_and_frees_them(prog: bpfnb.Program
     assert history_rows() == base_rows
 
 
-def test_bpf_stop_and_unload_close_views(shell: Any) -> None:
+def test_bpf_stop_and_unload_close_views(plain_shell: Any) -> None:
     base_models = models()
-    shell.run_line_magic("load_ext", "bpfnb")
+    plain_shell.run_line_magic("load_ext", "bpfnb")
     try:
-        shell.run_cell_magic("bpf", "a", SOURCE)
-        shell.run_cell_magic("bpf", "b", SOURCE)
-        va = widgets.live_view(shell.user_ns["a"]["calls"], every=0.02)
-        vb = widgets.live_view(shell.user_ns["b"]["calls"], every=0.02)
+        plain_shell.run_cell_magic("bpf", "a", SOURCE)
+        plain_shell.run_cell_magic("bpf", "b", SOURCE)
+        va = widgets.live_view(plain_shell.user_ns["a"]["calls"], every=0.02)
+        vb = widgets.live_view(plain_shell.user_ns["b"]["calls"], every=0.02)
         after_two = models()
-        shell.run_line_magic("bpf", "stop a")
+        plain_shell.run_line_magic("bpf", "stop a")
         assert va.status.state == "stopped" and vb.status.state == "running"
         assert models() == base_models + (after_two - base_models) // 2
     finally:
-        shell.run_line_magic("unload_ext", "bpfnb")
+        plain_shell.run_line_magic("unload_ext", "bpfnb")
     assert vb.status.stop_reason == "program b closed"
     assert models() == base_models and live.running() == []
 

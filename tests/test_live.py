@@ -382,36 +382,24 @@ def test_close_program_stops_views_and_threads_return(child: Workload) -> None:
     assert value_of(views[0].history, child.pid) >= 50      # what was kept stays
 
 
-@pytest.fixture(scope="module")
-def shell() -> Any:
-    """The process's IPython shell (made before threads are counted). The same singleton
-    IPython.testing's start_ipython() uses, without a history thread."""
-    from IPython.terminal.interactiveshell import TerminalInteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.enabled = False
-    return TerminalInteractiveShell.instance(config=config)
-
-
-def test_magics_stop_and_unload_stop_views(child: Workload, shell: Any) -> None:
+def test_magics_stop_and_unload_stop_views(child: Workload, plain_shell: Any) -> None:
     base = threading.active_count()
-    shell.run_line_magic("load_ext", "bpfnb")
+    plain_shell.run_line_magic("load_ext", "bpfnb")
     try:
         cell = GETPID.replace("TARGET", str(child.pid))
-        shell.run_cell_magic("bpf", "counts", cell)
-        v1 = widgets.live_view(shell.user_ns["counts"]["calls"], every=0.02)
+        plain_shell.run_cell_magic("bpf", "counts", cell)
+        v1 = widgets.live_view(plain_shell.user_ns["counts"]["calls"], every=0.02)
         time.sleep(0.05)
-        shell.run_line_magic("bpf", "stop counts")
+        plain_shell.run_line_magic("bpf", "stop counts")
         assert v1.status.state == "stopped" and threading.active_count() == base
-        shell.run_cell_magic("bpf", "counts", cell)
-        v2 = widgets.live_view(shell.user_ns["counts"]["calls"], every=0.02)
-        shell.run_cell_magic("bpf", "counts", cell)     # re-running the %%bpf cell
+        plain_shell.run_cell_magic("bpf", "counts", cell)
+        v2 = widgets.live_view(plain_shell.user_ns["counts"]["calls"], every=0.02)
+        plain_shell.run_cell_magic("bpf", "counts", cell)     # re-running the %%bpf cell
         assert v2.status.state == "stopped"
-        v3 = widgets.live_view(shell.user_ns["counts"]["calls"], every=0.02)
+        v3 = widgets.live_view(plain_shell.user_ns["counts"]["calls"], every=0.02)
         assert v3.status.state == "running"
     finally:
-        shell.run_line_magic("unload_ext", "bpfnb")
+        plain_shell.run_line_magic("unload_ext", "bpfnb")
     assert v3.status.state == "stopped"
     assert threading.active_count() == base and live.running() == []
 

@@ -13,13 +13,10 @@ import numpy as np
 import pytest
 
 import bpfnb
-from bpfnb._sys import mapfeatures
-from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.errors import KeyNotFoundError, KeyTypeError, MapFullError, UnsupportedMapError
 from bpfnb.map.kinds.lpm import longest_match
 from bpfnb.program.functions import function
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
-from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -30,16 +27,6 @@ SYSCALLS = {"x86_64": {"getpid": 39, "exit_group": 231},
 COMM = f"bpfnb-k{os.getpid() % 100000}"  # this session's workloads only
 CFLAGS = comm_cflags(COMM)
 IS_WORKLOAD = COMM_FILTER
-
-
-@pytest.fixture
-def cgroup():
-    require(mapfeatures.cgroup2())
-    cg = Cgroup(f"bpfnb-kinds-{os.getpid()}")
-    try:
-        yield cg
-    finally:
-        cg.remove()
 
 
 # -- LPM trie ---------------------------------------------------------------------------------

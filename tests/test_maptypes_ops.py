@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 import bpfnb
-from bpfnb._sys import mapfeatures
 from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.errors import (
     KeyExistsError,
@@ -27,7 +26,6 @@ from bpfnb.errors import (
 )
 from bpfnb.program.functions import function
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
-from conftest import require
 
 pytestmark = pytest.mark.usefixtures("kernel")
 
@@ -236,16 +234,6 @@ SENDER = ("import socket, sys\n"
           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
           "for _ in range(int(sys.argv[2])): s.sendto(b'x' * int(sys.argv[3]), "
           "('127.0.0.1', int(sys.argv[1])))\n")
-
-
-@pytest.fixture
-def cgroup():
-    require(mapfeatures.cgroup2())
-    cg = Cgroup(f"bpfnb-test-{os.getpid()}")
-    try:
-        yield cg
-    finally:
-        cg.remove()
 
 
 @pytest.fixture
