@@ -9,7 +9,7 @@ from typing import Any
 from bpfnb.program import core
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags
 
-WORKLOAD_COMM = "bpfnb-wl"  # what tests/workload/workload.c names itself
+WORKLOAD_BINARY_COMM = "bpfnb-wl"  # what tests/workload/workload.c names itself
 
 _SOURCE = r"""
 struct event { u32 pid; u32 seq; u64 ts; char comm[16]; };
@@ -45,7 +45,7 @@ def source(ring: bool = True, perf: bool = True, rb_pages: int = 64) -> str:
             .replace("SENDS", "\n    ".join(sends)))
 
 
-def load(comm: str = WORKLOAD_COMM, ring: bool = True, perf: bool = True, rb_pages: int = 64,
+def load(comm: str = WORKLOAD_BINARY_COMM, ring: bool = True, perf: bool = True, rb_pages: int = 64,
          **kwargs: Any) -> core.Program:
     """The program loaded for the process named `comm` (bpfnb.load's `kwargs`)."""
     return core.load(source(ring, perf, rb_pages), cflags=comm_cflags(comm), **kwargs)
