@@ -39,10 +39,6 @@ class MapDecl:
     def arity(self) -> int:
         return len(self.key)
 
-    @property
-    def stack_key(self) -> bool:
-        return any(_stack_name(k) in STACK_KEYS for k in self.key)
-
     def columns(self) -> list[str]:
         """Key column names: `key` for one component; for more, each component's expression
         when it is a plain name (`comm`, `pid`), else `key0`, `key1`, ..."""
@@ -62,10 +58,6 @@ class MapDecl:
                 return None
             out.append((k.strip(), *known))
         return out
-
-
-def _stack_name(expr: str) -> str:
-    return re.split(r"[\s(]", expr.strip(), maxsplit=1)[0]
 
 
 def split_args(text: str) -> tuple[str, ...]:
