@@ -114,14 +114,6 @@ def owners(inodes: set[int]) -> dict[int, list[int]]:
     return out
 
 
-def comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def cookie_of(sock: socket.socket) -> int:
     """SO_COOKIE of a socket this process holds."""
     so_cookie = 57

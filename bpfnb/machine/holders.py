@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from bpfnb._sys import bpfobjs
+from bpfnb._sys import bpfobjs, procfs
 from bpfnb.machine.attachments import describe_fd_query
 
 _ANON = {"anon_inode:bpf-prog": "prog", "anon_inode:bpf-map": "map",
@@ -36,14 +36,6 @@ class Holders:
 
     def comm_list(self, pids: list[int]) -> list[str]:
         return [self.comms.get(p, "") for p in pids]
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _fds(pid: int) -> list[tuple[int, str]]:
@@ -88,7 +80,7 @@ def scan(perf: bool = True) -> Holders:
                 holders.progs[int(info["prog_id"])].add(pid)
             held = True
         if held:
-            holders.comms[pid] = _comm(pid)
+            holders.comms[pid] = procfs.comm(pid)
     return holders
 
 

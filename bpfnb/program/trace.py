@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from bpfnb._sys import features
+from bpfnb._sys import features, procfs
 from bpfnb.errors import BpfnbError, FeatureUnavailableError, ProgramClosedError
 from bpfnb.program import events
 
@@ -133,18 +133,10 @@ def parse(line: str, tag: str) -> dict[str, Any] | None:
     if m is None or not m.group("msg").startswith(tag):
         return None
     pid, comm = int(m.group("pid")), m.group("comm").strip()
+    if comm == "<...>":  # tracefs forgot the name (its saved_cmdlines cache is small)
+        comm = procfs.comm(pid, "<...>")
     return {"time": float(m.group("ts")), "cpu": int(m.group("cpu")), "pid": pid,
-            "comm": _comm(pid) if comm == "<...>" else comm, "message": m.group("msg")[len(tag):]}
-
-
-def _comm(pid: int) -> str:
-    """A task's name when tracefs no longer remembers it ('<...>': its saved_cmdlines cache
-    is small): from /proc while the task lives, else '<...>'."""
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "<...>"
+            "comm": comm, "message": m.group("msg")[len(tag):]}
 
 
 def trace(tag: str | None, duration: float = 1.0, max_lines: int | None = None) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bpfnb._sys import bpfsys, sockdiag
+from bpfnb._sys import bpfsys, procfs, sockdiag
 from bpfnb.data.layout import flatten
 from bpfnb.map.kinds import Closer, Kind, insert_columns, register
 from bpfnb.map.kinds.fdvalues import fd_of
@@ -47,7 +47,7 @@ def describe(cookies: np.ndarray) -> dict[str, Any]:
         "local": [i.local if i else "" for i in infos],
         "remote": [i.remote if i else "" for i in infos],
         "pid": pd.array(owner, dtype="Int64"),
-        "comm": [sockdiag.comm(p) if p else "" for p in owner],
+        "comm": [procfs.comm(p) if p else "" for p in owner],
     }
 
 
