@@ -14,6 +14,7 @@ import functools
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -302,8 +303,7 @@ class LibbpfModule:
         obj = getattr(self, "obj", None)
         if obj is None:
             return
-        for link in self._links:
-            obj.lib.bpf_link__destroy(link)
+        _destroy(obj.lib, self._links)
         self._links.clear()
         for extra in self._extra.values():
             extra.close()
@@ -312,6 +312,17 @@ class LibbpfModule:
         self.attached.clear()
         self._tables.clear()
         self.obj = None  # type: ignore[assignment]
+
+
+def _destroy(lib: Any, links: Sequence[int]) -> None:
+    """Detach `links`, several at once: detaching a tracepoint waits for an RCU grace period
+    (75 ms each on a loaded machine), and waits that overlap share one."""
+    if len(links) < 2:
+        for link in links:
+            lib.bpf_link__destroy(link)
+        return
+    with ThreadPoolExecutor(min(len(links), 8), thread_name_prefix="bpfnb-detach") as pool:
+        list(pool.map(lib.bpf_link__destroy, links))
 
 
 def _check_permission() -> None:

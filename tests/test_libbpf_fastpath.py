@@ -1,5 +1,6 @@
-"""The spare clang (backends/libbpf/spare.py): a warm compile runs in the clang started
-after the previous one, with the same output as a clang started for it."""
+"""The libbpf backend's fast paths: a warm compile runs in the spare clang started after
+the previous one (backends/libbpf/spare.py), with the same output as a clang started for
+it; -D flags as source lines; close() detaching several links at once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from bpfnb._sys import bpfsys, objinfo
 from bpfnb.backends.libbpf import LibbpfModule, compiler, spare
 from bpfnb.backends.select import libbpf_ready
 from bpfnb.errors import CompileError
@@ -117,3 +119,18 @@ def test_forked_child_compiles_without_the_parents_spare() -> None:
         assert f.read() == b"1"
     os.waitpid(child, 0)
     assert parent is not None and spare.waiting() == parent and not _gone(parent)
+
+
+def test_close_detaches_every_tracepoint() -> None:
+    src = """
+BPF_HASH(start, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { u32 k = 1; u64 v = 2; start.update(&k, &v); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { u32 k = 1; start.delete(&k); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) { return 0; }
+"""
+    m = LibbpfModule(src)
+    m.autoattach()
+    ids = [bpfsys.prog_info(fd).id for fd in m.loaded_fds().values()]
+    assert len(ids) == 3 and all(objinfo.prog_by_id(i) is not None for i in ids)
+    m.close()
+    assert [objinfo.prog_by_id(i) for i in ids] == [None, None, None]
