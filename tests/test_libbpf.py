@@ -19,6 +19,7 @@ from bpfnb.backends.libbpf import LibbpfModule, load_object
 from bpfnb.backends.select import Choice, libbpf_ready
 from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
 from bpfnb.map.view import MapView
+from bpfnb.testing.events import source as event_source
 from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import COUNT_BY_PID, open_fds, require, run_workload
 
@@ -434,32 +435,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
     assert list(by_lb.dtypes) == list(by_bcc.dtypes)
 
 
-PERF = """
-struct data_t { u32 pid; u32 seq; char comm[16]; };
-BPF_PERF_OUTPUT(events);
-BPF_ARRAY(counter, u32, 1);
-TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
-    COMM_FILTER
-    int zero = 0;
-    u32 *c = counter.lookup(&zero);
-    if (!c) return 0;
-    struct data_t data = {};
-    data.pid = bpf_get_current_pid_tgid() >> 32;
-    data.seq = __sync_fetch_and_add(c, 1);
-    bpf_get_current_comm(&data.comm, sizeof(data.comm));
-    events.perf_submit(args, &data, sizeof(data));
-    return 0;
-}
-"""
-
-
 def test_perf_output_event_type_from_source() -> None:
-    m = LibbpfModule(PERF.replace("COMM_FILTER", COMM_FILTER), comm_cflags(COMM))
+    m = LibbpfModule(event_source(ring=False), comm_cflags(COMM))
     try:
         m.autoattach()
-        t = m.table("events")
-        assert [f[0] for f in t.event_type._fields_] == ["pid", "seq", "comm"]
-        v = MapView("events", t.map_fd, t.Key, t.Leaf)
+        t = m.table("perf")
+        assert [f[0] for f in t.event_type._fields_] == ["pid", "seq", "ts", "comm"]
+        v = MapView("perf", t.map_fd, t.Key, t.Leaf)
         v.event_reader(t.event_type)  # open the per-CPU buffers before the workload runs
         pid = run(25)
         df = v.events(duration=None)
