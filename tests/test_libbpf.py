@@ -15,7 +15,7 @@ import pytest
 import bpfnb
 from bpfnb._sys import bpfsys, features
 from bpfnb.backends.bcc import BccModule
-from bpfnb.backends.libbpf import LibbpfModule, load_object
+from bpfnb.backends.libbpf import LibbpfModule, load_object, objcache, spare
 from bpfnb.backends.select import Choice, libbpf_ready
 from bpfnb.errors import BpfnbError, CompileError, FeatureUnavailableError, VerifierError
 from bpfnb.map.view import MapView
@@ -482,6 +482,8 @@ def test_auto_picks_libbpf_here_and_bcc_for_bcc_only_programs() -> None:
 def test_close_releases_every_fd() -> None:
     src = COUNT_BY_PID + "int on_sample(struct bpf_perf_event_data *ctx) { return 0; }\n"
     LibbpfModule(src).close()  # warm the caches (libbpf's first-use probes keep nothing)
+    spare.waiting()  # the compiles' background work (a spare clang, a cache write) done
+    objcache.wait()
     before = open_fds()
     m = LibbpfModule(src)
     m.autoattach()

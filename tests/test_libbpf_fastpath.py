@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from bpfnb._sys import bpfsys, objinfo
+from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, compiler, spare
 from bpfnb.backends.select import libbpf_ready
 from bpfnb.errors import CompileError
-from bpfnb.testing.workload import comm_cflags
+from bpfnb.testing.workload import COMM_FILTER, comm_cflags, getpid
 from conftest import require
 
 
@@ -134,3 +137,48 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getpid) { return 0; }
     assert len(ids) == 3 and all(objinfo.prog_by_id(i) is not None for i in ids)
     m.close()
     assert [objinfo.prog_by_id(i) for i in ids] == [None, None, None]
+
+
+LOG2_VALUES = [0, 1, 2, 3, 7, 1000, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32,
+               (1 << 32) + 1, 0x123456789, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+LOG2 = "BPF_ARRAY(out, u32, {n});\nTRACEPOINT_PROBE(syscalls, sys_enter_getpid) {{\n" \
+    "    COMM_FILTER\n    volatile u64 v; u32 k, r;\n{body}    return 0;\n}}\n"
+
+
+def _bcc_log2l(v: int) -> int:
+    """bcc's bpf_log2l, as its helpers.h writes it."""
+    def log2(x: int) -> int:
+        r = (x > 0xFFFF) << 4
+        x >>= r
+        for bits, limit in ((3, 0xFF), (2, 0xF), (1, 0x3)):
+            shift = (x > limit) << bits
+            x >>= shift
+            r |= shift
+        return r | (x >> 1)
+    hi = v >> 32
+    return log2(hi) + 33 if hi else log2(v) + 1
+
+
+def test_log2l_same_value_as_bccs_for_64_bit_values() -> None:
+    body = "".join(f"    v = {v:#x}ULL; k = {i}; r = bpf_log2l(v); out.update(&k, &r);\n"
+                   for i, v in enumerate(LOG2_VALUES))
+    src = LOG2.format(n=len(LOG2_VALUES), body=body).replace("COMM_FILTER", COMM_FILTER)
+    comm = f"bpfnb-log{os.getpid() % 10000}"
+    results = []
+    makers: list[Callable[..., Any]] = [LibbpfModule, BccModule]
+    for make in makers:
+        m = make(src, cflags=comm_cflags(comm))
+        try:
+            m.autoattach()
+            getpid(1, comm=comm)
+            t = m.table("out")
+            value = t.Leaf()
+            row = []
+            for i in range(len(LOG2_VALUES)):
+                bpfsys.lookup(t.map_fd, t.Key(i), value)
+                row.append(value.value)
+            results.append(row)
+        finally:
+            m.close()
+    assert results[0] == results[1] == [_bcc_log2l(v) for v in LOG2_VALUES]
+    assert results[0][:4] == [1, 1, 2, 2] and results[0][-1] == 64
