@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -182,3 +183,23 @@ def test_log2l_same_value_as_bccs_for_64_bit_values() -> None:
             m.close()
     assert results[0] == results[1] == [_bcc_log2l(v) for v in LOG2_VALUES]
     assert results[0][:4] == [1, 1, 2, 2] and results[0][-1] == 64
+
+
+AT_EXIT = """
+import atexit, sys, time
+from bpfnb.backends.libbpf import compiler, spare
+def late():
+    built = compiler.compile_c(f"int late_{time.time_ns()};")
+    print("late", built.obj[:4] == b"\\x7fELF", spare.waiting(), flush=True)
+atexit.register(late)  # runs before spare's own at-exit stop (registered earlier)
+compiler.compile_c(f"int early_{time.time_ns()};")
+"""
+
+
+def test_compile_while_the_interpreter_exits_then_no_spare_left() -> None:
+    run = subprocess.run([sys.executable, "-c", AT_EXIT], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    word, ok, pid = run.stdout.split()
+    assert (word, ok) == ("late", "True")
+    assert _gone(int(pid))  # the spare started at exit was stopped

@@ -23,4 +23,10 @@ def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     with _lock:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="bpfnb-libbpf"))
-        return _pool[1].submit(fn, *args)
+        pool = _pool[1]
+    try:
+        return pool.submit(fn, *args)
+    except RuntimeError:  # the interpreter is exiting: no new threads; run it here
+        done: Future[Any] = Future()
+        done.set_result(fn(*args))
+        return done

@@ -48,8 +48,10 @@ def put(file: Path, obj: bytes) -> None:
     """Keep `obj` as `file` (its folder exists), written in a thread."""
     with _lock:
         _writing[file] = obj
+    job = background.submit(_write, file, obj)  # unlocked: at exit it runs right here
+    with _lock:
         _jobs[:] = [(j, pid) for j, pid in _jobs if not j.done() and pid == os.getpid()]
-        _jobs.append((background.submit(_write, file, obj), os.getpid()))
+        _jobs.append((job, os.getpid()))
 
 
 def wait() -> None:
