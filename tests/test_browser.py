@@ -1,10 +1,13 @@
-"""notebooks/05-live.ipynb in a real JupyterLab, driven through Debian's chromium.
+"""The notebooks in a real JupyterLab, driven through Debian's chromium.
 
 Starts JupyterLab from this venv on 127.0.0.1 (random port, token) in a temporary copy of
-the notebook, runs every cell while a workload makes system calls, and checks in the page
-that the first live view's table changes at least three times, that its plot changes and
-that its Stop button stops it. Saves the view as a screenshot: docs/live.png (the README's)
-when BPFNB_UPDATE_DOCS=1, else under pytest's temporary directory, so runs leave the tree clean.
+the notebooks. 05-live: runs every cell above its stopping cells while a workload makes system
+calls, and checks in the page that the first live view's table changes at least three times,
+that its plot changes and that its Stop button stops it. Saves the view as a screenshot:
+docs/live.png (the README's) when BPFNB_UPDATE_DOCS=1, else under pytest's temporary
+directory, so runs leave the tree clean. A handful of notebooks (BROWSER_NOTEBOOKS, one
+server): Run All shows no error output and no widget error, and saved and reopened they show
+their static tables and pictures, not "Error displaying widget: model not found".
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "05-live.ipynb"
+# Run All in the browser, under 2 minutes together: the tour, events, live views, a map type
+BROWSER_NOTEBOOKS = ["00-tour.ipynb", "03-events.ipynb", "05-live.ipynb",
+                     "10-queue-stack.ipynb"]
 SCREENSHOT = (ROOT / "docs" / "live.png" if os.environ.get("BPFNB_UPDATE_DOCS") == "1"
               else Path(tempfile.gettempdir()) / "bpfnb-live.png")
 CHROMIUM = "/usr/bin/chromium"
@@ -139,16 +145,29 @@ class Lab:
         self._log.close()
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+@contextlib.contextmanager
+def _lab_in(root: Path) -> Iterator[Lab]:
     _requirements()
-    shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
-    server = Lab(tmp_path)
+    shutil.copytree(NOTEBOOK.parent, root, dirs_exist_ok=True)   # with the recordings
+    server = Lab(root)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with _lab_in(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One server for every notebook of BROWSER_NOTEBOOKS."""
+    with _lab_in(tmp_path_factory.mktemp("lab")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -173,6 +192,20 @@ ALL_RUN = """() => {
         .every(c => c.model.executionCount !== null)
         && w.sessionContext.session.kernel.status === 'idle';
 }"""
+ABOVE_RUN = """(i) => {
+    const w = window.jupyterapp.shell.currentWidget;
+    return w.content.widgets.slice(0, i).filter(c => c.model.type === 'code')
+        .every(c => c.model.executionCount !== null)
+        && w.sessionContext.session.kernel.status === 'idle';
+}"""
+RUN_ABOVE = """async (prefix) => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const i = panel.content.widgets.findIndex(c => c.model.sharedModel.getSource()
+                                                   .startsWith(prefix));
+    panel.content.activeCellIndex = i;
+    await window.jupyterapp.commands.execute('notebook:run-all-above');
+    return i;
+}"""
 ROUND_TRIP = """async () => {
     const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
     const t = performance.now();
@@ -181,7 +214,7 @@ ROUND_TRIP = """async () => {
 }"""
 RUNNING = """async () => {
     const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-    const expr = "sorted(p.name for p in __import__('bpfnb.live.poller').live.running())";
+    const expr = "sorted(p.name for p in __import__('bpfnb.live.poller').live.poller.running())";
     const reply = await k.requestExecute({code: '', silent: true,
                                           user_expressions: {names: expr}}).done;
     return reply.content.user_expressions.names.data['text/plain'];
@@ -195,6 +228,7 @@ RERUN = """async (prefix) => {
     return i;
 }"""
 FIRST = "document.querySelector('.bpfnb-live')"
+STATIC = "document.querySelector('.bpfnb-live-static')"
 
 
 def _sample(page: Any, expression: str, seconds: float, every: float = 0.3) -> list[str]:
@@ -223,8 +257,9 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
             page.wait_for_function(KERNEL_IDLE, timeout=90_000)
             page.evaluate("window.jupyterapp.shell.collapseLeft()")   # room for the view
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(ALL_RUN, timeout=90_000, polling=250)
+            stopping = page.evaluate(RUN_ABOVE, "procs.stop()")   # the views keep running
+            assert stopping > 0
+            page.wait_for_function(ABOVE_RUN, arg=stopping, timeout=90_000, polling=250)
             assert page.locator(".jp-OutputArea-output[data-mime-type*=error]").count() == 0
             page.wait_for_function("document.querySelectorAll('.bpfnb-live').length === 3",
                                    timeout=30_000)
@@ -245,22 +280,25 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
             SCREENSHOT.parent.mkdir(exist_ok=True)
             view.screenshot(path=str(SCREENSHOT))
 
+            # stopped, the view's output becomes the static table and plot of its last
+            # refresh (what a saved notebook keeps); the other two views run on
             view.get_by_role("button", name="Stop").click()
             page.wait_for_function(
-                f"{FIRST}.querySelector('.bpfnb-live-status').textContent.includes('stopped')",
-                timeout=10_000)
-            after = _sample(page, f"{FIRST}.querySelector('.bpfnb-live-table').textContent",
+                "document.querySelectorAll('.bpfnb-live').length === 2 && "
+                "document.querySelectorAll('.bpfnb-live-static').length === 1", timeout=10_000)
+            after = _sample(page, f"{STATIC}.querySelector('.bpfnb-live-table').textContent",
                             seconds=3)
             assert _changes(after) == 0
+            assert page.evaluate(f"{STATIC}.querySelector('img').src").startswith("data:image")
             others = page.evaluate(
                 "Array.from(document.querySelectorAll('.bpfnb-live-status'))"
                 ".map(e => e.textContent)")
-            assert all("running" in s for s in others[1:]), others
+            assert len(others) == 2 and all("running" in s for s in others), others
 
             # re-running a view's cell stops the view it made before
             assert page.evaluate(RUNNING).count("bpfnb-live-by_syscall") == 1
             assert page.evaluate(RERUN, "per_cpu = ") >= 0
-            page.wait_for_function(ALL_RUN, timeout=30_000, polling=250)
+            page.wait_for_function(ABOVE_RUN, arg=stopping, timeout=30_000, polling=250)
             names = page.evaluate(RUNNING)
             assert names.count("bpfnb-live-by_syscall") == 1, names
             assert "bpfnb-live-by_proc" not in names, names     # stopped by its button
@@ -271,5 +309,82 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
         finally:   # the driver and chromium: ours, minus the server and its kernels
             server = {lab.proc.pid, *_descendants(lab.proc.pid)}
             spawned = set(_descendants(os.getpid())) - before - server - {workload.pid}
+            browser.close()
+    _kill(sorted(spawned))
+
+
+ERROR_OUTPUTS = ".jp-OutputArea-output[data-mime-type*=error]"
+WIDGET_ERRORS = """() => Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+    .map(e => e.textContent).filter(t => t.includes('Error displaying widget')
+                                         || t.includes('model not found'))"""
+
+
+NONE_RUN = """() => window.jupyterapp.shell.currentWidget.content.widgets
+    .filter(c => c.model.type === 'code').every(c => c.model.executionCount === null)"""
+RAN = """(name) => {
+    const w = window.jupyterapp.shell.currentWidget;
+    const k = w && w.context && w.context.path === name && w.sessionContext.session
+        && w.sessionContext.session.kernel;
+    return !!k && k.status === 'idle' && w.content.widgets.filter(c => c.model.type === 'code')
+        .every(c => c.model.executionCount !== null);
+}"""
+OPENED = """(name) => {
+    const w = window.jupyterapp.shell.currentWidget;
+    const k = w && w.context && w.context.path === name && w.sessionContext.session
+        && w.sessionContext.session.kernel;
+    return !!k && k.status === 'idle';
+}"""
+
+
+def _command(page: Any, command: str) -> None:
+    """Start a JupyterLab command (not waiting for it: some wait for a dialog)."""
+    page.evaluate(f"() => {{ window.jupyterapp.commands.execute('{command}'); }}")
+
+
+def _open(page: Any, lab: Lab, name: str) -> None:
+    """Open `name` alone, in a workspace of its own (nothing restored beside it)."""
+    page.goto(lab.url(f"lab/workspaces/{Path(name).stem}/tree/{name}"))
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    page.wait_for_function(OPENED, arg=name, timeout=90_000)
+
+
+@pytest.mark.parametrize("name", BROWSER_NOTEBOOKS)
+def test_notebook_run_all_then_reopened(shared_lab: Lab, name: str, tmp_path: Path) -> None:
+    """Run All: no error output, no widget error; saved and reopened: still none, and the
+    live views that the cleanup cell stopped show their static table and plot."""
+    sync_playwright = _requirements()
+    lab = shared_lab
+    before = set(_descendants(os.getpid()))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        try:
+            _open(page, lab, name)
+            _command(page, "notebook:clear-all-cell-outputs")   # no execution counts left
+            page.wait_for_function(NONE_RUN, timeout=10_000)
+            _command(page, "notebook:run-all-cells")
+            page.wait_for_function(RAN, arg=name, timeout=150_000, polling=500)
+            assert page.locator(ERROR_OUTPUTS).count() == 0
+            assert page.evaluate(WIDGET_ERRORS) == []
+            assert page.locator(".jp-OutputArea-output").count() > 0
+            _command(page, "docmanager:save")
+            page.wait_for_timeout(1500)
+            _command(page, "notebook:close-and-shutdown")
+            page.locator(".jp-Dialog .jp-mod-accept").click(timeout=10_000)   # "Shut down?"
+            page.wait_for_timeout(1500)
+            _open(page, lab, name)                   # reopened: a new kernel, saved outputs
+            page.wait_for_timeout(2000)
+            assert page.evaluate(WIDGET_ERRORS) == []
+            assert page.locator(ERROR_OUTPUTS).count() == 0
+            assert page.locator(".bpfnb-live").count() == 0        # no widget views left
+            if name == NOTEBOOK.name:
+                assert page.locator(".bpfnb-live-static").count() == 3
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot: {tmp_path / 'failure.png'}\nserver log:\n{lab.log()}")
+            raise
+        finally:
+            server = {lab.proc.pid, *_descendants(lab.proc.pid)}
+            spawned = set(_descendants(os.getpid())) - before - server
             browser.close()
     _kill(sorted(spawned))
