@@ -13,7 +13,7 @@ from nbconvert import HTMLExporter
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-MIN_WITH_OUTPUT = 0.4   # %%bpf, definitions and assert cells print nothing
+MIN_WITH_OUTPUT = 1 / 3   # %%bpf, definitions and assert cells print nothing
 MIN_RICH = 2            # cells showing a table or a picture
 
 
