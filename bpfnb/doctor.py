@@ -280,6 +280,7 @@ def attach_results(refresh: bool = False) -> tuple[list[ProbeResult], bool]:
     if cached is not None and {p.kind for p in cached} == set(KINDS):
         return cached, True
     probes = probe_attach_kinds()
+    select.release()  # its probes were one-offs: keep no spare compiler for them
     _write_cache(key, probes)
     return probes, False
 

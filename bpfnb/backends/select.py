@@ -16,6 +16,7 @@ from typing import Any
 from bpfnb._sys import features, libbpf
 from bpfnb.backends.bcc import BccModule
 from bpfnb.backends.libbpf import LibbpfModule, compiler
+from bpfnb.backends.libbpf import release as release_libbpf
 from bpfnb.errors import BpfnbError, FeatureUnavailableError, KeyTypeError
 
 BACKENDS = ("auto", "libbpf", "bcc")
@@ -126,3 +127,9 @@ def status() -> dict[str, str]:
     auto = choose("")
     out["auto picks"] = f"{auto.backend} ({auto.reason})"
     return out
+
+
+def release() -> None:
+    """Give back what the backends keep warm between cells (libbpf's spare compiler and
+    worker thread); the next load starts them again."""
+    release_libbpf()

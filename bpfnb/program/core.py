@@ -236,6 +236,8 @@ class Program(MapNameHints):
             module, self._module = self._module, None
             module.close()
             _open_programs.discard(self)
+        if not open_programs():  # the last one: keep nothing warm for a next cell
+            select.release()
 
     def __enter__(self) -> Program:
         return self
@@ -331,9 +333,11 @@ def open_programs() -> list[Program]:
 
 
 def close_all() -> None:
-    """Close every program this process holds (extension unload, interpreter exit)."""
+    """Close every program this process holds (extension unload, `%bpf stop --all`,
+    interpreter exit) and release what the backends keep warm for the next cell."""
     for prog in open_programs():
         prog.close()
+    select.release()
 
 
 atexit.register(close_all)

@@ -30,3 +30,15 @@ def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
         done: Future[Any] = Future()
         done.set_result(fn(*args))
         return done
+
+
+def shutdown() -> None:
+    """Finish the queued work and end this process's worker thread (a later job starts a
+    new one)."""
+    global _pool
+    if threading.current_thread().name.startswith("bpfnb-libbpf"):
+        return  # a job closing a program: the worker cannot join itself
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None and pool[0] == os.getpid():
+        pool[1].shutdown(wait=True)
