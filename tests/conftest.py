@@ -128,7 +128,10 @@ def open_fds() -> list[str]:
 
 
 def bpf_fd_count() -> int:
-    return sum(("bpf" in f or "perf_event" in f) for f in open_fds())
+    """BPF objects (programs, maps, links, BTF) and perf events this process holds; files
+    that merely have "bpf" in their path (the kit's caches under /var/cache/bpfnb) are not."""
+    return sum(target.startswith("anon_inode:") and ("bpf" in target or "perf_event" in target)
+               for target in (f.split(":", 1)[1] for f in open_fds()))
 
 
 def resources() -> tuple[int, int, int]:
