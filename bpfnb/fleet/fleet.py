@@ -70,12 +70,7 @@ class Fleet:
         """Every host's doctor table, `host` first (attrs['failed']: hosts that did not
         answer, and why)."""
         got = self.engines.call(engine.doctor, timeout=timeout or max(self.timeout, 120.0))
-        parts = []
-        for h, o in got.items():
-            if o.ok:
-                part = wire.unpack(o.value, f"host {h}")
-                part.insert(0, "host", h)
-                parts.append(part)
+        parts = wire.host_frames(got)
         out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"host": []})
         out.attrs["failed"] = {h: o.error for h, o in got.items() if not o.ok}
         return out

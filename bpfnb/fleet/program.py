@@ -366,12 +366,7 @@ class FleetMap:
         histogram); by_host=True
         keeps one histogram per host (a `host` section column)."""
         got = self._gather(engine.hist, linear, value)
-        parts = []
-        for h, o in got.items():
-            if o.ok:
-                part = wire.unpack(o.value, f"host {h}")
-                part.insert(0, "host", h)
-                parts.append(part)
+        parts = wire.host_frames(got)
         if not parts:
             raise BpfnbError(f"no host answered hist() of {self.name!r}; see .status")
         attrs: dict[str, Any] = {str(k): v for k, v in parts[0].attrs.items()}
@@ -395,12 +390,7 @@ class FleetMap:
             raise BpfnbError("event_type cannot travel to the hosts; declare the event struct "
                              "in the program's C source instead")
         got = self._gather(engine.events, duration, max_events)
-        parts = []
-        for h, o in got.items():
-            if o.ok:
-                part = wire.unpack(o.value, f"host {h}")
-                part.insert(0, "host", h)
-                parts.append(part)
+        parts = wire.host_frames(got)
         if not parts:
             return pd.DataFrame({"host": pd.Series(dtype=str)})
         attrs = {str(k): v for k, v in parts[0].attrs.items()}

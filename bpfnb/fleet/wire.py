@@ -8,6 +8,7 @@ the frame's JSON-safe attrs in the schema metadata. Nothing is pickled row by ro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -65,3 +66,15 @@ def unpack(data: bytes, where: str = "an engine") -> pd.DataFrame:
         if isinstance(attrs, dict):
             df.attrs.update(attrs)
     return df
+
+
+def host_frames(answers: Mapping[Any, Any]) -> list[pd.DataFrame]:
+    """The frames of the hosts that answered (`answers`: host -> call outcome), each with
+    `host` as its first column."""
+    parts = []
+    for host, outcome in answers.items():
+        if outcome.ok:
+            part = unpack(outcome.value, f"host {host}")
+            part.insert(0, "host", host)
+            parts.append(part)
+    return parts
