@@ -5,7 +5,7 @@ then symbolizes the same distinct stacks two ways:
 
   bcc:   for each stack, for each address: BPF.sym(addr, pid, show_module=True)
          or BPF.ksym(addr)  (what bcc's tools do, per distinct stack)
-  bpfnb: Symbolizer.resolve_user(pid, all addresses of pid) per process and
+  bpfnb: one Symbolizer.resolve_users({pid: all addresses of pid}) call and
          one Symbolizer.resolve_kernel(all kernel addresses)
 
 "cold" starts from empty caches (bcc: BPF._sym_caches cleared; bpfnb: a new
@@ -170,10 +170,11 @@ def run_bpfnb(sym: Symbolizer, work: Work) -> list[list[str]]:
     for i, (pid, _) in enumerate(work[0]):
         by_pid.setdefault(pid, []).append(i)
     out: list[list[str]] = [[] for _ in work[0]]
+    segs = {pid: [work[0][i][1] for i in idx] for pid, idx in by_pid.items()}
+    names = sym.resolve_users({pid: np.concatenate(s) for pid, s in segs.items()})
     for pid, idx in by_pid.items():
-        segs = [work[0][i][1] for i in idx]
-        for i, names in zip(idx, _split(sym.resolve_user(pid, np.concatenate(segs)), segs)):
-            out[i] = names
+        for i, frames in zip(idx, _split(names[pid], segs[pid])):
+            out[i] = frames
     if work[1]:
         out += _split(sym.resolve_kernel(np.concatenate(work[1])), work[1])
     return out

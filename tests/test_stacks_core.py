@@ -40,6 +40,9 @@ class FakeSymbolizer:
         self.calls.append(("user", pid, len(addrs)))
         return [f"u{int(a):x} [m{pid}]" for a in addrs]
 
+    def resolve_users(self, addrs_by_pid: dict[int, np.ndarray]) -> dict[int, list[str]]:
+        return {pid: self.resolve_user(pid, a) for pid, a in addrs_by_pid.items()}
+
 
 def _arrays(**over: Any) -> dict[str, Any]:
     data: dict[str, Any] = dict(

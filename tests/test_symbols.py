@@ -229,6 +229,47 @@ def test_perf_map_names_jit_code(tmp_path: Path) -> None:
                    "[unknown] 0x8000"]
 
 
+def test_resolve_users_batches_processes(binaries: dict[str, Path]) -> None:
+    """Two processes in one call: the same frames as one call each, the disk cache directory
+    opened once for the batch and closed after it."""
+    a, addrs_a = _start(binaries["pie"], 20)
+    b, addrs_b = _start(binaries["nopie"], 20)
+    try:
+        want = {a.pid: [addrs_a["c"], addrs_a["main"] + 1, addrs_a["getpid"]],
+                b.pid: [addrs_b["y"], addrs_b["c"] + 2]}
+        fds = len(os.listdir("/proc/self/fd"))
+        batch = Symbolizer()
+        opened = []
+        real = symbols.cachedir.open_cache
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(symbols.cachedir, "open_cache", lambda n: opened.append(n) or real(n))
+            got = batch.resolve_users({p: np.array(v, np.uint64) for p, v in want.items()})
+        assert len(opened) == (1 if os.geteuid() == 0 else 0)
+        assert len(os.listdir("/proc/self/fd")) == fds
+        one = Symbolizer()
+        assert got == {p: one.resolve_user(p, v) for p, v in want.items()}
+        assert got[a.pid][:2] == ["c [callchain]", "main [callchain]"]
+        assert got[b.pid] == ["y [callchain-nopie]", "c [callchain-nopie]"]
+    finally:
+        for proc in (a, b):
+            proc.kill()
+            proc.wait()
+
+
+def test_vdso_from_the_auxiliary_vector() -> None:
+    """The vDSO read through AT_SYSINFO_EHDR is the bytes /proc/self/maps locates."""
+    data = symbols._own_vdso()
+    with open("/proc/self/maps") as f:
+        span = next((ln.split()[0] for ln in f if ln.rstrip().endswith("[vdso]")), "")
+    if not span:
+        pytest.skip("no vDSO in this process")
+    lo, hi = (int(v, 16) for v in span.split("-"))
+    with open("/proc/self/mem", "rb") as mem:
+        mem.seek(lo)
+        mapped = mem.read(hi - lo)
+    assert data is not None and mapped.startswith(data) and data[:4] == b"\x7fELF"
+
+
 def test_vdso() -> None:
     sym = Symbolizer()
     elf = sym._vdso_symbols()

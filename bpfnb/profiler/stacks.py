@@ -74,6 +74,11 @@ def _resolve_many(segments: list[np.ndarray], resolve: Any) -> list[tuple[str, .
     if not segments:
         return []
     names = resolve(np.concatenate(segments)) if sum(map(len, segments)) else []
+    return _split_root_first(segments, names)
+
+
+def _split_root_first(segments: list[np.ndarray], names: list[str]) -> list[tuple[str, ...]]:
+    """Cut the names of concatenated segments back into one tuple per segment, root first."""
     out, pos = [], 0
     for seg in segments:
         out.append(tuple(reversed(names[pos : pos + len(seg)])))
@@ -261,9 +266,11 @@ class Stacks:
                 by_pid.setdefault(p, []).append(sid)
             else:
                 out[(p, sid)] = (missing_frame("user", -errno.ENOENT),)
+        segments = {p: [_trim(table[s]) for s in sids] for p, sids in by_pid.items()}
+        names = sym.resolve_users({p: np.concatenate(segs) for p, segs in segments.items()
+                                   if sum(map(len, segs))})   # one batch for all processes
         for p, sids in by_pid.items():
-            resolved = _resolve_many([_trim(table[s]) for s in sids],
-                                     lambda a, p=p: sym.resolve_user(p, a))
+            resolved = _split_root_first(segments[p], names.get(p, []))
             out.update(((p, s), r) for s, r in zip(sids, resolved))
         return out
 

@@ -13,13 +13,15 @@ Frame strings: `symbol` for kernel frames, `symbol [module]` for user frames,
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import io
 import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -28,7 +30,7 @@ import numpy as np
 from bpfnb._sys.libc import libc
 from bpfnb._sys.safedirs import SafeDir
 from bpfnb.errors import ElfError
-from bpfnb.symbols import elfcache, kcache
+from bpfnb.symbols import cachedir, elfcache, kcache
 
 KALLSYMS = "/proc/kallsyms"
 _KERNEL_DATA_TYPES = b"bBdDrR"  # kallsyms types that are data, not code
@@ -468,6 +470,36 @@ def _load_cached(path: str, key: tuple[int, ...], where: SafeDir | None) -> ElfS
     return elf
 
 
+_AT_SYSINFO_EHDR = 33  # auxv: where the kernel mapped this process's vDSO
+_VDSO_MAX = 1 << 20
+
+
+def _own_vdso() -> bytes | None:
+    """This process's vDSO image (an ELF file in memory), found through the auxiliary
+    vector and read through /proc/self/mem (a bad size reads short, never faults)."""
+    libc.getauxval.restype = ctypes.c_ulong
+    libc.getauxval.argtypes = [ctypes.c_ulong]
+    base = libc.getauxval(_AT_SYSINFO_EHDR)
+    if not base:
+        return None
+    try:
+        with open("/proc/self/mem", "rb") as mem:
+            mem.seek(base)
+            head = mem.read(64)
+            if head[:5] != b"\x7fELF\x02" or len(head) < 64:
+                return None
+            shoff, = struct.unpack_from("<Q", head, 40)
+            shentsize, shnum = struct.unpack_from("<HH", head, 58)
+            size = shoff + shentsize * shnum
+            if not 64 <= size <= _VDSO_MAX:
+                return None
+            mem.seek(base)
+            data = mem.read(size)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return data if len(data) == size else None
+
+
 # ---------------------------------------------------------------- the symbolizer
 
 
@@ -513,6 +545,8 @@ class Symbolizer:
         self._elves: dict[tuple[int, ...], ElfSymbols] = {}
         self._modules: dict[tuple[object, ...], Module] = {}
         self._vdso: ElfSymbols | None = None
+        self._where: SafeDir | None = None  # the ELF disk cache, open during a batch
+        self._depth = 0
         self.processes: dict[int, ProcessMap] = {}
 
     # -- kernel
@@ -650,17 +684,29 @@ class Symbolizer:
         return mod
 
     def _load_all(self, mods: Iterable[Module]) -> None:
-        """Load the symbols of modules not loaded yet (one pass over the disk cache)."""
+        """Load the symbols of modules not loaded yet (through the batch's disk cache)."""
         todo = [m for m in mods if m.elf is None]
-        if not todo:
-            return
-        if not self._use_disk:
-            for m in todo:
-                self._load(m)
-            return
-        with elfcache.opened() as where:
-            for m in todo:
-                self._load(m, where)
+        if todo:
+            with self._batch():
+                for m in todo:
+                    self._load(m, self._cache_dir())
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Calls inside share one open disk cache directory, closed when the batch ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._where is not None:
+                self._where.close()
+                self._where = None
+
+    def _cache_dir(self) -> SafeDir | None:
+        if self._where is None and self._use_disk and self._depth:
+            self._where = cachedir.open_cache("elf")
+        return self._where
 
     def _load(self, mod: Module, where: SafeDir | None = None) -> ElfSymbols:
         if mod.elf is None:
@@ -679,17 +725,7 @@ class Symbolizer:
     def _vdso_symbols(self) -> ElfSymbols:
         """The vDSO is the same image in every process: read it from our own memory."""
         if self._vdso is None:
-            data = None
-            try:
-                with open("/proc/self/maps") as f:
-                    span = next((ln.split()[0] for ln in f if ln.rstrip().endswith("[vdso]")), "")
-                if span:
-                    lo, hi = (int(v, 16) for v in span.split("-"))
-                    with open("/proc/self/mem", "rb") as m:
-                        m.seek(lo)
-                        data = m.read(hi - lo)
-            except (OSError, ValueError):
-                data = None
+            data = _own_vdso()
             self._vdso = (load_elf("[vdso]", data) if data else
                           ElfSymbols("[vdso]", _empty_table(), np.zeros((0, 3), np.uint64)))
         return self._vdso
@@ -716,6 +752,12 @@ class Symbolizer:
         if pm is None:
             return _memoized(addrs, {}, lambda a: [unknown(v) for v in a.tolist()])
         return _memoized(addrs, pm.names, lambda a: self._name_user(pm, a))
+
+    def resolve_users(self, addrs_by_pid: Mapping[int, np.ndarray | Sequence[int]]
+                      ) -> dict[int, list[str]]:
+        """`resolve_user` for several processes at once (the disk cache opened once)."""
+        with self._batch():
+            return {pid: self.resolve_user(pid, a) for pid, a in addrs_by_pid.items()}
 
     def _name_user(self, pm: ProcessMap, uniq: np.ndarray) -> list[str]:
         """Frame strings for sorted distinct addresses of one process."""
