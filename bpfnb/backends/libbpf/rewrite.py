@@ -40,7 +40,15 @@ LAZY = "bpfnb/"
 # arguments (PT_REGS_*, raw tracepoint args); packet and BTF pointers are fine
 _KERNEL_PTR = re.compile(r"\bstruct\s+(\w+)\s*\*\s*(\w+)\s*=\s*(?:\([^;]*\))?\s*"
                          r"(?:bpf_get_current_task\s*\(\)|PT_REGS_\w+\s*\(|ctx\s*->\s*args\s*\[)")
-_CORE_OK = re.compile(r"BPF_CORE_READ|bpf_core_read|bpf_probe_read|BPF_PROBE_READ|sizeof")
+# calls whose arguments only name a field or type, never read it (CO-RE relocations,
+# sizeof): `bpf_core_field_offset(task->tgid)` is no dereference
+_UNEVALUATED = re.compile(r"(?:sizeof|_Alignof|__alignof__|__typeof__|__typeof|typeof|"
+                          r"(?:__builtin_)?offsetof|bpf_core_(?:field|type|enum)_\w+|"
+                          r"__builtin_preserve_(?:field|type)_info|__builtin_preserve_enum_value|"
+                          r"__builtin_btf_type_id)$")
+_WORD_END = re.compile(r"\w+$")
+_CHAINED = re.compile(r"\s*->")
+_BTF_TYPED = re.compile(r"\b(?:KFUNC_PROBE|KRETFUNC_PROBE|LSM_PROBE)\b")
 
 
 @dataclass
@@ -118,11 +126,41 @@ def functions(source: str) -> list[tuple[int, int, str, str]]:
     return found
 
 
+def _unevaluated(masked: str, at: int) -> bool:
+    """Whether position `at` is inside the parentheses of a call in _UNEVALUATED (within
+    its statement)."""
+    depth = 0
+    for i in range(at - 1, -1, -1):
+        ch = masked[i]
+        if ch == ")":
+            depth += 1
+        elif ch == "(" and depth:
+            depth -= 1
+        elif ch == "(":
+            name = masked[:i].rstrip()
+            word = _WORD_END.search(name, max(0, len(name) - 64))
+            if word and _UNEVALUATED.match(word.group(0)):
+                return True
+        elif ch in ";{}" and not depth:
+            return False
+    return False
+
+
+def _address_only(masked: str, start: int, end: int) -> bool:
+    """`&p->field` (address arithmetic, as bpf_probe_read and bpf_core_read take), unless
+    the field is dereferenced further (`&p->parent->pid` loads p->parent)."""
+    before = masked[:start].rstrip()
+    return (before.endswith("&") and not before.endswith("&&")
+            and not _CHAINED.match(masked, end))
+
+
 def check_kernel_derefs(source: str) -> None:
     """CompileError for `p->field` on a kernel struct pointer outside BPF_CORE_READ.
 
     bcc silently turns such reads into bpf_probe_read calls; with libbpf they would read
-    memory the verifier refuses (or, through old headers, the wrong offsets)."""
+    memory the verifier refuses (or, through old headers, the wrong offsets). Taking the
+    address (`&p->field`) and naming the field in sizeof/typeof or a CO-RE builtin
+    (`bpf_core_field_offset(p->field)`) read nothing and are fine."""
     masked = _mask(source)
     pointers = {m.group(2): m.group(1) for m in _KERNEL_PTR.finditer(masked)}
     for m in re.finditer(r"\bint\s+kprobe__\w+\s*\(([^)]*)\)", masked):  # kprobe arguments
@@ -131,23 +169,19 @@ def check_kernel_derefs(source: str) -> None:
             if p.group(1) != "pt_regs")
     if not pointers:
         return
+    typed = _BTF_TYPED.search(masked)  # BTF-typed programs may dereference directly: stop
     use = re.compile(r"\b(" + "|".join(map(re.escape, pointers)) + r")\s*->\s*(\w+)")
-    lines = masked.split("\n")
-    for no, text in enumerate(lines, 1):
-        if re.search(r"\b(?:KFUNC_PROBE|KRETFUNC_PROBE|LSM_PROBE)\b", text):
-            return  # BTF-typed programs may dereference directly; stop checking (heuristic)
-        for m in use.finditer(text):
-            before = text[:m.start()].rstrip()
-            address_of = before.endswith("&") and not before.endswith("&&")
-            if address_of or _CORE_OK.search(before):
-                continue
-            var, member = m.group(1), m.group(2)
-            msg = (f"Use BPF_CORE_READ({var}, {member}) to read struct {pointers[var]} "
-                   f"(line {no}): the libbpf backend does not rewrite kernel pointer "
-                   "dereferences as bcc does; or run the cell with backend='bcc'.")
-            raise CompileError(
-                f"{msg}\n      {source_line(source, no)}",
-                details=msg, diagnostics=[(no, m.start() + 1, msg)])
+    for m in use.finditer(masked, 0, typed.start() if typed else len(masked)):
+        if _address_only(masked, m.start(), m.end()) or _unevaluated(masked, m.start()):
+            continue
+        var, member = m.group(1), m.group(2)
+        no = masked.count("\n", 0, m.start()) + 1
+        col = m.start() - masked.rfind("\n", 0, m.start())
+        msg = (f"Use BPF_CORE_READ({var}, {member}) to read struct {pointers[var]} "
+               f"(line {no}): the libbpf backend does not rewrite kernel pointer "
+               "dereferences as bcc does; or run the cell with backend='bcc'.")
+        raise CompileError(f"{msg}\n      {source_line(source, no)}",
+                           details=msg, diagnostics=[(no, col, msg)])
 
 
 _SUBMIT = re.compile(r"\b(\w+)\s*\.\s*(?:perf_submit\s*\(\s*\w+\s*,|ringbuf_output\s*\()"
