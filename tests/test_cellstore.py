@@ -15,7 +15,7 @@ import socket
 import threading
 import zipfile
 import zoneinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from bpfnb import errors
 from bpfnb.data.arrow import encode_frame
 from bpfnb.data.arrow import pyarrow_module as _pa
 from bpfnb.errors import ReplayError
+from bpfnb.profiler import pprof
 from bpfnb.profiler.stacks import Stacks
 from bpfnb.store.cellstore import FORMAT, INDEX, CellStore, NotRecorded, RecordedCell, same
 
@@ -242,6 +243,137 @@ def test_stacks_round_trip(tmp_path):
     assert round_trip(tmp_path, Stacks(name="empty")).total == 0
 
 
+def offcpu_like() -> Stacks:
+    """Stacks as offcpu() makes them: weighted in microseconds, with what the collector knew
+    and the modules the symbolizer read."""
+    value = Stacks(pd.DataFrame({"pid": [7, 7], "comm": ["sleeper", "sleeper"],
+                                 "frames": [["main", "nanosleep", "schedule"], ["main"]],
+                                 "kernel_frames": [1, 0], "count": [300_123, 5]}),
+                   name="offcpu sleeper", unit="us", hz=0)
+    value.info.update(exit_status=0, cpu_time=0.0125, duration=0.31, interrupted=False,
+                      command=["sleeper", "0.3"], pid=7)
+    value.mappings = {"libc.so.6": ("/usr/lib/x86_64-linux-gnu/libc.so.6", "ab12"),
+                      "sleeper": ("/tmp/sleeper", "")}
+    return value
+
+
+def test_stacks_keep_unit_rate_info_and_mappings(tmp_path):
+    value = offcpu_like()
+    value.hz = 99
+    back = round_trip(tmp_path, value)
+    assert (back.unit, back.hz, back.info, back.mappings) == (
+        "us", 99, value.info, value.mappings)
+    assert list(back.info) == list(value.info) and type(back.info["cpu_time"]) is float
+    assert vars(back).keys() == vars(value).keys()
+    assert repr(back) == repr(value) and "s off CPU" in repr(back)  # not "samples"
+    profiles = [pprof.build(s) for s in (value, back)]
+    for p in profiles:
+        p.time_nanos = 0
+    assert profiles[0] == profiles[1]   # unit, rate and build ids are in it
+
+
+def test_stacks_with_an_attribute_the_store_does_not_know_are_not_stored(tmp_path):
+    value = offcpu_like()
+    value.note = "mine"  # type: ignore[attr-defined]
+    assert CellStore(tmp_path / "c.zip").put("k", [], {"s": value}).skipped == {"s": "Stacks"}
+    assert not same(value, offcpu_like()) and not same(offcpu_like(), value)
+    other = offcpu_like()
+    other.unit = "samples"
+    assert not same(offcpu_like(), other)
+
+
+# -- named tuples -------------------------------------------------------------------------------
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Sample(NamedTuple):
+    pid: int
+    comm: str
+    when: pd.Timestamp
+    at: Point = Point(0, 0)
+
+
+def test_named_tuples_come_back_with_their_name_and_fields(tmp_path):
+    values = {"p": Point(1, 2.5), "s": Sample(7, "w", pd.Timestamp(5, tz="UTC"), Point(3, 4)),
+              "many": [Point(1, 2), Point(3, 4)], "keyed": {Point(1, 2): "a"},
+              "set": {Point(1, 2), (3, 4)}, "row": next(pd.DataFrame(
+                  {"a b": [1], "c": ["x"]}).itertuples())}  # fields renamed: _1
+    got = reopened(tmp_path, values)
+    assert got.skipped == {}
+    for name, value in values.items():
+        assert same(value, got.variables[name]), name
+    p, s, many = got.variables["p"], got.variables["s"], got.variables["many"]
+    assert type(p).__name__ == "Point" and p._fields == ("x", "y") and p == (1, 2.5)
+    assert (p.x, p.y) == (1, 2.5) and p._asdict() == {"x": 1, "y": 2.5}
+    assert type(s).__name__ == "Sample" and s._fields == Sample._fields
+    assert s.when == values["s"].when and s.at.y == 4 and type(s.at) is type(p)
+    assert type(many[0]) is type(many[1]) is type(p)  # one class per (name, fields)
+    assert repr(s) == repr(values["s"]) and p._replace(x=9) == (9, 2.5)
+    row = got.variables["row"]
+    assert row._fields == ("Index", "_1", "c") and row == (0, 1, "x")
+    assert {type(x).__name__ for x in got.variables["set"]} == {"Point", "tuple"}
+
+
+def test_named_tuples_differ_from_plain_tuples_and_other_names():
+    Other = collections.namedtuple("Other", "x y")
+    Swapped = collections.namedtuple("Point", "y x")
+    assert not same(Point(1, 2), (1, 2)) and not same((1, 2), Point(1, 2))
+    assert not same(Point(1, 2), Other(1, 2)) and not same(Point(1, 2), Swapped(1, 2))
+    assert not same(Point(1, 2), Point(1, 3)) and same(Point(1, [2]), Point(1, [2]))
+    assert not same({Point(1, 2)}, {Other(1, 2)})
+
+
+def test_a_named_tuple_with_attributes_or_live_objects_is_not_stored(tmp_path):
+    class Tagged(Point):
+        pass
+
+    tagged = Tagged(1, 2)
+    tagged.tag = "x"  # type: ignore[attr-defined]
+    cell = CellStore(tmp_path / "c.zip").put("k", [], {"t": tagged, "live": Point(1, len),
+                                                       "plain": Tagged(1, 2)})
+    assert cell.skipped == {"t": "Tagged", "live": "Point"} and list(cell.variables) == ["plain"]
+
+
+BAD_NAMES: dict[str, tuple[Any, Any]] = {
+    "code": ("P", ["x", "y=__import__('os').system('id')"]), "keyword": ("class", ["x"]),
+    "type_code": ("P(): pass\nimport os\n", ["x"]), "dunder": ("P", ["__class__"]),
+    "underscore": ("P", ["_x"]), "twice": ("P", ["x", "x"]), "not_str": ("P", [1]),
+    "not_list": ("P", "x y"), "empty": ("", ["x"]), "long": ("P" * 201, ["x"]),
+    "too_many": ("P", [f"f{i}" for i in range(1001)]), "name_list": (["P"], ["x"]),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_named_tuple_names_from_a_file_must_be_identifiers(tmp_path, bad):
+    name, fields = BAD_NAMES[bad]
+    items = [{"t": "int", "v": 1}] * (len(fields) if isinstance(fields, list) else 1)
+    spec = {"t": "namedtuple", "name": name, "fields": fields, "items": items}
+    write_zip(tmp_path / "cells.zip", {INDEX: index({"k": {
+        "outputs": [], "variables": {"v": spec}, "skipped": {}}})})
+    with pytest.raises(ReplayError, match=r"cannot read the recorded cells .*cell k: "):
+        CellStore(tmp_path / "cells.zip").get("k")
+
+
+def test_old_stacks_specs_replay_as_samples(tmp_path):
+    """Stores written before unit, hz, info and mappings were kept: those take defaults."""
+    value = offcpu_like()
+    store = CellStore(tmp_path / "cells.zip")
+    store.put("k", [], {"s": value})
+    store.save()
+    with zipfile.ZipFile(tmp_path / "cells.zip") as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    cells = json.loads(files[INDEX])
+    spec = cells["cells"]["k"]["variables"]["s"]
+    for key in ("unit", "hz", "info", "mappings"):
+        del spec[key]
+    files[INDEX] = json.dumps(cells).encode()
+    write_zip(tmp_path / "cells.zip", files)
+    back = CellStore(tmp_path / "cells.zip").get("k").variables["s"]
+    assert (back.unit, back.hz, back.info, back.mappings) == ("samples", 0, {}, {})
+    assert back.folded() == value.folded()
+
+
 # -- exceptions -------------------------------------------------------------------------------
 
 EXCEPTIONS = {
@@ -302,7 +434,7 @@ def test_what_cannot_be_stored_is_named(tmp_path):
             "lossy": pd.DataFrame({"t": pd.Series([(1, 2)], dtype=object)}),
             "attrs": pd.DataFrame({"x": [1]}).pipe(lambda d: (d.attrs.update(s=sock), d)[1]),
             "ordered": collections.OrderedDict(a=1), "point": collections.namedtuple(
-                "Point", "x")(1), "cyclic": cyclic, "masked": np.ma.masked_array([1, 2]),
+                "Point", "x")(sock), "cyclic": cyclic, "masked": np.ma.masked_array([1, 2]),
             "nan_set": {float("nan")}, "stacks_in_list": [Stacks(name=None)],
         }
         cell = CellStore(tmp_path / "cells.zip").put("k", [], {"n": 1, **unstorable})

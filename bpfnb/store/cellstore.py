@@ -4,7 +4,8 @@
 >>> store.put(key, outputs, {"pid": 1234, "fill": df}); store.save()
 
 `cells.json` holds each cell's outputs (nbformat-like dicts) and a JSON spec per variable;
-frames, series, stacks and arrays are files beside it (Parquet, .npy). A value is stored only
+frames, series, stacks and arrays are files beside it (Parquet, .npy); a named tuple comes
+back as a class of the same name and fields (bpfnb.store.namedtuples). A value is stored only
 if it comes back equal and of the same type (checked when it is put); anything else (sockets,
 threads, programs, plots, functions, a list holding one of those) is skipped whole: its name
 and type are listed, and replay binds it to a `NotRecorded` placeholder that says why.
@@ -39,6 +40,7 @@ from bpfnb.data.arrow import decode_table, encode_frame, pyarrow_module
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, ReplayError
 from bpfnb.profiler.stacks import Stacks
+from bpfnb.store import namedtuples
 
 FORMAT = "bpfnb-cells"
 VERSION = 1
@@ -49,6 +51,7 @@ _PATHS = {c.__name__: c for c in (pathlib.PosixPath, pathlib.WindowsPath, pathli
                                   pathlib.PureWindowsPath)}
 _EXCEPTION_MODULES = {"builtins": builtins, errors.__name__: errors}
 _SAFE_INT = 1 << 53  # ints beyond this are stored as text (JSON readers lose precision)
+_MAX_HZ = 1 << 32   # a Stacks sampling rate read back
 
 
 @dataclass
@@ -135,6 +138,8 @@ class _Encoder:
             return {"t": "npscalar", "npy": _b64(_npy(np.asarray(v)))}
         if isinstance(v, BaseException):
             return self._exception(v)
+        if namedtuples.signature(v) is not None:
+            return self._namedtuple(v)
         encode = self.by_type.get(type(v))
         if encode is None:
             raise _Unstorable(type(v).__name__)
@@ -160,6 +165,13 @@ class _Encoder:
     def _items(self, v: Any) -> Spec:
         return {"t": type(v).__name__, "items": [self.encode(x) for x in v]}
 
+    def _namedtuple(self, v: tuple[Any, ...]) -> Spec:
+        if getattr(v, "__dict__", None):
+            raise _Unstorable(f"{type(v).__name__} with attributes besides its fields")
+        name, fields = cast(tuple[str, tuple[str, ...]], namedtuples.signature(v))
+        return {"t": "namedtuple", "name": name, "fields": list(fields),
+                "items": [self.encode(x) for x in v]}
+
     def _clock(self, v: dt.datetime | dt.time) -> Spec:
         return {"v": v.replace(tzinfo=None, fold=0).isoformat(), "fold": v.fold,
                 "tz": _tz_spec(v.tzinfo)}
@@ -174,9 +186,11 @@ class _Encoder:
         return {"t": "series", "name": self.encode(v.name), **self._frame(frame)}
 
     def _stacks(self, v: Stacks) -> Spec:
-        if not isinstance(v.name, str):
-            raise _Unstorable("Stacks with a name that is not a str")
-        return {"t": "stacks", "name": v.name, **self._frame(v.rows())}
+        if not (isinstance(v.name, str) and isinstance(v.unit, str) and type(v.hz) is int):
+            raise _Unstorable("Stacks with a name or unit that is not a str, or hz not an int")
+        return {"t": "stacks", "name": v.name, "unit": v.unit, "hz": v.hz,
+                "info": self.encode(v.info), "mappings": self.encode(v.mappings),
+                **self._frame(v.rows())}
 
     def _exception(self, e: BaseException) -> Spec:
         cls = type(e)
@@ -248,6 +262,13 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _checked(v: Any, kind: type, what: str) -> Any:
+    """`v` if it is exactly of type `kind` (no bool for int), else ReplayError naming it."""
+    if type(v) is not kind:
+        raise ReplayError(f"Stacks {what} is a {type(v).__name__}, not a {kind.__name__}")
+    return v
+
+
 def _constructor_args(e: BaseException) -> tuple[Any, ...]:
     """Arguments that make `e` again: its args, and an OSError's file names."""
     if isinstance(e, OSError) and e.filename is not None and len(e.args) == 2:
@@ -275,6 +296,7 @@ class _Decoder:
             "set": lambda s: {self.decode(x) for x in s["items"]},
             "frozenset": lambda s: frozenset(self.decode(x) for x in s["items"]),
             "dict": lambda s: {self.decode(k): self.decode(x) for k, x in s["items"]},
+            "namedtuple": self._namedtuple,
             "npscalar": lambda s: self._npy(s)[()], "ndarray": self._npy,
             "frame": self._frame, "series": self._series, "stacks": self._stacks,
             "timestamp": self._timestamp, "timedelta": self._timedelta,
@@ -324,8 +346,32 @@ class _Decoder:
         out.attrs = df.attrs
         return out
 
+    def _namedtuple(self, s: Spec) -> tuple[Any, ...]:
+        cls = namedtuples.rebuild(s["name"], s["fields"])
+        items = s["items"]
+        if not (isinstance(items, list) and len(items) == len(s["fields"])):
+            raise ReplayError(f"named tuple {s['name']} has not one value per field")
+        return cast(Any, cls)._make(self.decode(x) for x in items)
+
     def _stacks(self, s: Spec) -> Stacks:
-        return Stacks(self._frame(s), name=s["name"])
+        """Stacks with their name, unit, rate, info and mappings (the first stores kept
+        the name only: the others default)."""
+        out = Stacks(self._frame(s), name=_checked(s["name"], str, "name"))
+        out.unit = _checked(s.get("unit", "samples"), str, "unit")
+        if not (0 < len(out.unit) <= 64 and out.unit.isprintable()):
+            raise ReplayError(f"Stacks unit {out.unit[:64]!r} is not a short line of text")
+        out.hz = _checked(s.get("hz", 0), int, "hz")
+        if not 0 <= out.hz <= _MAX_HZ:
+            raise ReplayError(f"Stacks sampling rate {out.hz} is out of range")
+        out.info = _checked(self.decode(s["info"]) if "info" in s else {}, dict, "info")
+        if not all(isinstance(k, str) for k in out.info):
+            raise ReplayError("Stacks info has a key that is not a str")
+        out.mappings = _checked(self.decode(s["mappings"]) if "mappings" in s else {}, dict,
+                                "mappings")
+        if not all(isinstance(k, str) and type(v) is tuple and len(v) == 2
+                   and all(isinstance(x, str) for x in v) for k, v in out.mappings.items()):
+            raise ReplayError("Stacks mappings are not module -> (path, build id)")
+        return out
 
     def _exception(self, s: Spec) -> BaseException:
         holder = _EXCEPTION_MODULES.get(s["module"], errors)
@@ -387,6 +433,9 @@ def same(a: Any, b: Any) -> bool:
     (nan equals nan; exceptions: the same class and message)."""
     if a is b:  # singletons (NaT)
         return True
+    sig = namedtuples.signature(a)
+    if sig is not None or namedtuples.signature(b) is not None:  # rebuilt: another class
+        return sig == namedtuples.signature(b) and all(map(same, a, b))
     if type(a) is not type(b):
         return False
     for kind, check in _SAME:
@@ -404,7 +453,8 @@ def _same_array(a: Any, b: Any) -> bool:
 
 
 def _same_set(a: Any, b: Any) -> bool:
-    return a == b and collections.Counter(map(type, a)) == collections.Counter(map(type, b))
+    return a == b and collections.Counter(map(namedtuples.kind, a)) == \
+        collections.Counter(map(namedtuples.kind, b))
 
 
 def _same_objects(a: Any, b: Any) -> bool:
@@ -441,7 +491,12 @@ def _same_series(a: pd.Series, b: pd.Series) -> bool:
 
 
 def _same_stacks(a: Stacks, b: Stacks) -> bool:
-    return same(a.name, b.name) and _same_frame(a.rows(), b.rows())
+    """The same rows and the same attributes (name, unit, hz, info, mappings, and any other
+    one has: an attribute the codec does not know leaves such Stacks unstored)."""
+    public = [k for k in vars(a) if not k.startswith("_")]
+    return (set(vars(a)) == set(vars(b)) and all(same(getattr(a, k), getattr(b, k))
+                                                 for k in public)
+            and _same_frame(a.rows(), b.rows()))
 
 
 def _traits(v: Any) -> Any:
