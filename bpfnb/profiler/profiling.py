@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from importlib import resources
 
 import numpy as np
 
 from bpfnb.data import progress
 from bpfnb.errors import BpfnbError
 from bpfnb.map.view import MapView
-from bpfnb.profiler.programs import profiler_program
+from bpfnb.profiler.programs import profiler_program, source
 from bpfnb.profiler.spawn import HeldCommand
 from bpfnb.profiler.stacks import Stacks
 from bpfnb.program.core import Program
@@ -27,7 +26,7 @@ _FIELDS = {
 
 def profile_source() -> str:
     """The C source of the profiler `profile()` loads (read it; it is short)."""
-    return resources.files("bpfnb").joinpath("programs/profile.c").read_text()
+    return source("profile")
 
 
 def _field(columns: list[str], role: str, given: str | None) -> str | None:

@@ -7,14 +7,21 @@ source or its flags.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from bpfnb.program.core import Program, load
 
+_HEADER = re.compile(r'^#include "(\w+\.h)"$', re.MULTILINE)
+
 
 def source(name: str) -> str:
-    """The C source of the kit's program `name` (bpfnb/programs/NAME.c)."""
-    return resources.files("bpfnb").joinpath(f"programs/{name}.c").read_text()
+    """The C source of the kit's program `name` (bpfnb/programs/NAME.c), its own headers
+    (`#include "X.h"`, next to it) put in place: bcc's BPF(text=) and clang reading stdin
+    have no directory to find them in, and the object cache keys on the text."""
+    folder = resources.files("bpfnb").joinpath("programs")
+    return _HEADER.sub(lambda m: folder.joinpath(m.group(1)).read_text(),
+                       folder.joinpath(f"{name}.c").read_text())
 
 
 def profiler_program(pid_filter: int = 0, user: bool = True, kernel: bool = True,

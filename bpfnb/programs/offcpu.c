@@ -1,24 +1,16 @@
 // bpfnb's off-CPU profiler (the offcputime method): at sched_switch the task going off
 // CPU (the current one) has its time and stacks recorded; when it is switched back in,
 // the time it was away is added to its (pid, comm, user stack, kernel stack) in
-// microseconds. Settings are read-only globals set per load (consts=); bcc gets them as
-// macros (-Dfilter_pid=...), hence the #ifndef.
+// microseconds. Settings as in stacks.h, and min_us.
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 
-#ifndef filter_pid
-const volatile u32 filter_pid = 0;     // tgid to follow, 0 for every process
-const volatile u32 user_stacks = 1;    // 0: no user stacks
-const volatile u32 kernel_stacks = 1;  // 0: no kernel stacks
+#include "stacks.h"
+
+#ifndef min_us
 const volatile u64 min_us = 1;         // shorter blocks are not counted
 #endif
 
-struct key_t {
-    u32 pid;
-    int user_stack_id;
-    int kernel_stack_id;
-    char comm[TASK_COMM_LEN];
-};
 struct away_t {
     u64 ts;
     struct key_t key;
