@@ -3,6 +3,7 @@ seed) are read in full; the only error allowed is ReplayError, and zip bombs nev
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import random
@@ -81,11 +82,24 @@ def files(tmp_path_factory, workload):
     store = CellStore(d / "cells.zip")
     store.put("a", [{"output_type": "stream", "name": "stdout", "text": "hi\n"}],
               {"n": 3, "df": pd.DataFrame({"x": np.arange(5, dtype="u4"), "s": list("abcde")}),
-               "arr": np.arange(6.0).reshape(2, 3), "err": ValueError("bad"), "st": stacks})
-    store.put("b", [], {"series": pd.Series([1.5, 2.5], name="v"), "t": (1, "x")})
+               "arr": np.arange(6.0).reshape(2, 3), "err": ValueError("bad"), "st": stacks,
+               "off": rich_stacks(stacks)})
+    store.put("b", [], {"series": pd.Series([1.5, 2.5], name="v"), "t": (1, "x"),
+                        "nt": Point(1, Point("a", (2, 3)))})
     store.save()
     return {k: (d / n).read_bytes() for k, n in
             (("rec", "rec.bpfrec"), ("cells", "cells.zip"), ("stacks", "stacks.zip"))}
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def rich_stacks(stacks: Stacks) -> Stacks:
+    """The stacks with every attribute a profiler sets (off-CPU: in microseconds)."""
+    out = Stacks(stacks.rows(), name="rich", unit="us", hz=99)
+    out.info.update(exit_status=0, cpu_time=0.5, command=["w", "1"], interrupted=False)
+    out.mappings = {"libc.so.6": ("/usr/lib/libc.so.6", "ab12")}
+    return out
 
 
 # -- mutations ---------------------------------------------------------------------------------
@@ -407,3 +421,66 @@ def test_replay_reads_only_the_tables_asked_for(files, tmp_path):
     assert prog["by_pid"].df()["value"].sum() > 0
     with pytest.raises(safezip.ZipLimitError, match=rf"'{bomb}' declares"):
         prog["dist"].df(at=0)
+
+
+# -- the attributes of Stacks and the names of named tuples, one field at a time ----------------
+
+CRAFTED: list[Any] = [
+    *VALUES, "x" * 10_000, "a\x1b[31mb", "line\nbreak", "<b>x</b>", "class", "_0", "__class__",
+    "os.system", "x=__import__('os').system('id')", -5, 1 << 40, ["x", "x"], ["a", 1],
+    ["y", "x=1"], ["_1", "y"], [f"f{i}" for i in range(2000)],
+    {"t": "int", "v": 1}, {"t": "dict", "items": []}, {"t": "list", "items": []},
+    {"t": "dict", "items": [[{"t": "int", "v": 1}, {"t": "int", "v": 2}]]},
+    {"t": "dict", "items": [[{"t": "plain", "v": "m"}, {"t": "tuple", "items": []}]]},
+    {"t": "namedtuple", "name": "os", "fields": ["system"], "items": [{"t": "int", "v": 1}]},
+]
+FIELDS = [("a", "off", k) for k in ("unit", "hz", "info", "mappings", "name")] + \
+    [("b", "nt", k) for k in ("name", "fields", "items")]
+
+
+def _check_value(name: str, v: Any) -> None:
+    """A value the store gave back is what its kind promises (else the test fails)."""
+    if name == "off":
+        assert type(v) is Stacks and isinstance(v.name, str)
+        assert isinstance(v.unit, str) and 0 < len(v.unit) <= 64 and v.unit.isprintable()
+        assert type(v.hz) is int and 0 <= v.hz <= 1 << 32
+        assert type(v.info) is dict and all(isinstance(k, str) for k in v.info)
+        assert all(isinstance(k, str) and type(m) is tuple and len(m) == 2
+                   and all(isinstance(x, str) for x in m) for k, m in v.mappings.items())
+        repr(v)
+    else:
+        assert isinstance(v, tuple) and all(f.isidentifier() for f in type(v)._fields)
+        assert type(v).__module__ == "bpfnb.store.namedtuples"
+        repr(v)
+
+
+@pytest.mark.parametrize("cell, name, key", FIELDS, ids=[f"{n}.{k}" for _, n, k in FIELDS])
+def test_new_fields_mutated_one_at_a_time(files, tmp_path, cell, name, key):
+    """Each field of a Stacks' attributes and of a named tuple's spec set to each crafted
+    value (or dropped): ReplayError, or a value of the promised kind; nothing imported."""
+    import sys
+
+    entries = {i.filename: b for i, b in _entries(files["cells"])}
+    original = json.loads(entries["cells.json"])
+    modules = set(sys.modules)
+    outcomes = {"ok": 0, "ReplayError": 0}
+    for i, value in enumerate([*CRAFTED, "<drop>"]):
+        index = json.loads(json.dumps(original))
+        spec = index["cells"][cell]["variables"][name]
+        if value == "<drop>":
+            spec.pop(key)
+        else:
+            spec[key] = value
+        mutated = {**entries, "cells.json": json.dumps(index).encode()}
+        path = _write(tmp_path / str(i), _zip(list(mutated.items())))
+        try:
+            got = CellStore(path).get(cell)
+        except ReplayError as e:
+            assert str(path) in str(e), e
+            outcomes["ReplayError"] += 1
+            continue
+        assert got is not None
+        _check_value(name, got.variables[name])
+        outcomes["ok"] += 1
+    assert set(sys.modules) == modules
+    assert outcomes["ReplayError"] >= 10, outcomes
