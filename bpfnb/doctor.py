@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from bpfnb._sys import features
 from bpfnb._sys.cgroupfs import Cgroup
 from bpfnb.backends import select
-from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, CompileError, PrivilegeError
 from bpfnb.program.core import load
+from bpfnb.symbols import cachedir
 from bpfnb.testing.netns import NetNs
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from bpfnb.program.core import Program
 
 CACHE_VERSION = 2
+CACHE, CACHE_FILE = "doctor", "attach.json"  # bpfnb.symbols.cachedir folder, file in it
 STATUSES = ("ok", "no", "warn", "info")
 _STATUS_COLORS = {"ok": "#1a7f37", "no": "#cf222e", "warn": "#9a6700", "info": "#57606a"}
 _CAPS = {"CAP_BPF": features.CAP_BPF, "CAP_PERFMON": features.CAP_PERFMON,
@@ -244,33 +245,40 @@ def cache_key() -> dict[str, Any]:
             "backend": select.choose("").backend}
 
 
-def cache_path() -> Path:
-    """$XDG_CACHE_HOME/bpfnb (default ~/.cache/bpfnb), or /tmp if there is no home."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    if base.startswith("~"):
-        return Path(f"/tmp/bpfnb-doctor-{os.geteuid()}.json")
-    return Path(base, "bpfnb", f"doctor-{os.geteuid()}.json")
+def cache_path() -> Path | None:
+    """Where the attach results are kept: CACHE_FILE in the kit's cache folder CACHE
+    (bpfnb.symbols.cachedir: root's under /var/cache/bpfnb, a user's under ~/.cache/bpfnb),
+    or None if there is no safe place for it."""
+    where = cachedir.open_cache(CACHE, users=True)
+    if where is None:
+        return None
+    with where:
+        return where.path / CACHE_FILE
 
 
 def _read_cache(key: dict[str, Any]) -> list[ProbeResult] | None:
-    path = cache_path()
+    where = cachedir.open_cache(CACHE, users=True)
+    if where is None:
+        return None
+    with where:
+        raw = cachedir.read(where, CACHE_FILE)
     try:
-        if path.stat().st_uid != os.geteuid():  # someone else's file (shared /tmp): ignore
-            return None
-        data = json.loads(path.read_text())
+        data = json.loads(raw or b"{}")
         if data.get("key") != key:
             return None
         return [ProbeResult(**r) for r in data["probes"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
 def _write_cache(key: dict[str, Any], probes: list[ProbeResult]) -> None:
-    """Atomic: a fresh temp file (O_EXCL, so no symlink games) renamed over the cache."""
-    path = cache_path()
-    text = json.dumps({"key": key, "probes": [asdict(p) for p in probes]})
-    with contextlib.suppress(OSError), atomic_write(path) as f:
-        f.write(text.encode())
+    """Atomic (cachedir.write: never through a link); no cache without a safe place."""
+    where = cachedir.open_cache(CACHE, users=True)
+    if where is None:
+        return
+    with where:
+        text = json.dumps({"key": key, "probes": [asdict(p) for p in probes]})
+        cachedir.write(where, CACHE_FILE, text.encode())
 
 
 def attach_results(refresh: bool = False) -> tuple[list[ProbeResult], bool]:

@@ -67,7 +67,7 @@ def leftovers() -> list[str]:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(path))
+        mp.setenv("BPFNB_CACHE", str(path))
         yield path
 
 
@@ -177,7 +177,8 @@ def test_second_call_uses_the_cache(fresh, cache_dir):
 
 def test_cache_is_keyed_by_boot_id(fresh, cache_dir):
     path = cache_path()
-    assert path.parent == cache_dir / "bpfnb"
+    assert path.parent == cache_dir / "doctor"
+    assert path.parent.stat().st_mode & 0o777 == 0o700
     data = json.loads(path.read_text())
     assert data["key"]["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert data["key"]["release"] == os.uname().release
@@ -195,6 +196,31 @@ def test_cache_is_keyed_by_boot_id(fresh, cache_dir):
     assert json.loads(path.read_text())["key"]["boot_id"] != "another-boot"
 
 
+def test_cache_is_never_read_or_written_through_a_link(fresh, cache_dir, tmp_path):
+    path = cache_path()
+    data = json.loads(path.read_text())
+    data["probes"][0]["reason"] = "planted"
+    data["probes"][0]["ok"] = False
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps(data))
+    path.unlink()
+    path.symlink_to(planted)
+    report = doctor()
+    assert not report.cached  # the planted answer was not believed
+    assert json.loads(planted.read_text()) == data  # nor written over
+    assert not path.is_symlink() and json.loads(path.read_text())["key"] == data["key"]
+
+
+def test_no_cache_in_a_folder_someone_else_owns(fresh, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, 65534, 65534)  # nobody's: they could swap what is in it
+    monkeypatch.setenv("BPFNB_CACHE", str(other / "bpfnb"))
+    assert cache_path() is None
+    assert not doctor().cached
+    assert list(other.iterdir()) == []
+
+
 def test_skip_reason_rejects_unknown_kinds():
     with pytest.raises(bpfnb.BpfnbError, match="known: tracepoint"):
         skip_reason("kprobez")
@@ -208,7 +234,7 @@ def test_cli_prints_the_table(fresh, capsys):
 
 
 def test_cli_subprocess(cache_dir):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_dir)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BPFNB_CACHE": str(cache_dir)}
     res = subprocess.run([sys.executable, "-m", "bpfnb", "doctor"], capture_output=True,
                          text=True, env=env, timeout=60)
     assert res.returncode == 0, res.stderr

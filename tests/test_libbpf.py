@@ -400,8 +400,10 @@ def test_compile_cache_private_built_once_and_repaired(tmp_path: Path,
     entry = compiler.prelude().directory
     assert (first.cold, second.cold) == (True, False)
     assert (second.cached, again.cached, again.obj) == (False, True, second.obj)
-    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert entry.parent == tmp_path / "cache" / "libbpf" == compiler.cache_root()
+    assert entry.parent.stat().st_mode & 0o777 == 0o700
     assert entry.stat().st_mode & 0o777 == 0o700
+    assert (entry / "objects").stat().st_mode & 0o777 == 0o700
     assert entry.name == compiler.cache_key()
     assert {p.name for p in entry.iterdir()} >= {"vmlinux.h", "prelude.h", "prelude.h.pch"}
     os.utime(entry / "vmlinux.h", (1, 1))  # the PCH no longer matches its header

@@ -10,23 +10,39 @@ import contextlib
 import os
 
 from bpfnb._sys.safedirs import SafeDir, open_root_dir
-from bpfnb.errors import BpfnbError
+from bpfnb.errors import BpfnbError, UnsafePathError
 
 
 def open_cache(name: str, users: bool = False) -> SafeDir | None:
     """The cache directory `name`, or None (no safe place for it, or not root and not
     `users`)."""
-    uid = os.geteuid()
-    if uid != 0 and not users:
+    if os.geteuid() != 0 and not users:
         return None
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    base = os.environ.get("BPFNB_CACHE") or (
-        "/var/cache/bpfnb" if uid == 0 else os.path.join(home, "bpfnb"))
     try:
-        with open_root_dir(base, create=True, owners=frozenset({0, uid})) as where:
-            return where.sub(name, mode=0o700)
+        return require_cache(name)
     except (OSError, BpfnbError):
         return None
+
+
+def base_path() -> str:
+    """Where the caches are: $BPFNB_CACHE, else /var/cache/bpfnb for root, else
+    $XDG_CACHE_HOME/bpfnb (default ~/.cache/bpfnb)."""
+    uid = os.geteuid()
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.environ.get("BPFNB_CACHE") or (
+        "/var/cache/bpfnb" if uid == 0 else os.path.join(home, "bpfnb"))
+
+
+def require_cache(name: str) -> SafeDir:
+    """The cache directory `name` for any user (root's or theirs, see the module), or the
+    UnsafePathError (or OSError) saying why there is no safe place for it."""
+    base = base_path()
+    if base.startswith("~"):
+        raise UnsafePathError(f"No cache directory: {base} has no home to expand to; set "
+                              "BPFNB_CACHE to a directory of your own.")
+    with open_root_dir(base, create=True,
+                       owners=frozenset({0, os.geteuid()})) as where:
+        return where.sub(name, mode=0o700)
 
 
 def read(where: SafeDir, name: str) -> bytes | None:

@@ -1,9 +1,11 @@
 """clang against the running kernel's BTF: vmlinux.h and a precompiled prelude, cached.
 
-The cache directory (per user; /var/cache/bpfnb for root) holds one folder per kernel
-build, named by the sha256 of /sys/kernel/btf/vmlinux, the compatibility header, the clang
-build and the flags: vmlinux.h, the prelude header and its PCH. Directories are 0700 and
-owned by the user; files are written atomically. The PCH is what makes a compile fast
+The compile cache (`libbpf` among the kit's caches, bpfnb.symbols.cachedir: per user,
+/var/cache/bpfnb for root) holds one folder per kernel build, named by the sha256 of
+/sys/kernel/btf/vmlinux, the compatibility header, the clang build and the flags:
+vmlinux.h, the prelude header and its PCH. Every folder is 0700, and it and every folder
+above is owned by root or the user and writable by its owner only (no links); files are
+written atomically. The PCH is what makes a compile fast
 (~45 ms instead of ~300 ms); a clang started ahead of time (spare.py) takes ~20 ms more off.
 """
 
@@ -21,11 +23,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpfnb._sys.safedirs import SafeDir
 from bpfnb.backends.libbpf import objcache, spare
 from bpfnb.data.atomicfile import atomic_write
-from bpfnb.errors import FeatureUnavailableError
+from bpfnb.errors import BpfnbError, FeatureUnavailableError
+from bpfnb.symbols import cachedir
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+CACHE = "libbpf"  # the compile cache's folder among the kit's caches
 COMPAT_H = Path(__file__).with_name("compat.h")
 _ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390", "ppc64le": "powerpc",
          "riscv64": "riscv"}
@@ -56,27 +61,37 @@ def clang() -> str:
 
 
 def cache_root() -> Path:
-    """$BPFNB_CACHE, else /var/cache/bpfnb for root, else $XDG_CACHE_HOME/bpfnb."""
-    if os.environ.get("BPFNB_CACHE"):
-        return Path(os.environ["BPFNB_CACHE"])
-    if os.geteuid() == 0:
-        return Path("/var/cache/bpfnb")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "bpfnb"
+    """Where the compile cache is: CACHE in the kit's cache directory (bpfnb.symbols.cachedir:
+    $BPFNB_CACHE, else /var/cache/bpfnb for root, else $XDG_CACHE_HOME/bpfnb)."""
+    return Path(cachedir.base_path(), CACHE)
 
 
-def _private_dir(path: Path) -> Path:
-    """Create `path` 0700; refuse one owned by someone else or open to others."""
+def _private_dir(*parts: str) -> Path:
+    """The compile cache's folder `parts` below cache_root(), each made 0700 where absent
+    and opened safely (cachedir: every component root's or the user's, writable by its
+    owner only, never a link); one open to others is refused."""
+    path = cache_root().joinpath(*parts)
+    opened: list[SafeDir] = []
     try:
-        st = path.stat()  # mkdir of an existing folder can wait on its parent's lock
-    except FileNotFoundError:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.stat()
-    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        raise FeatureUnavailableError(
-            f"The compile cache {path} is not private (owner uid {st.st_uid}, mode "
-            f"{st.st_mode & 0o777:o}); remove it or set BPFNB_CACHE to a directory of your own.")
+        opened.append(cachedir.require_cache(CACHE))
+        for part in parts:
+            opened.append(opened[-1].sub(part, mode=0o700))
+        modes = [(d.path, os.fstat(d.fd).st_mode & 0o777) for d in opened]
+    except (OSError, BpfnbError) as e:
+        raise _unsafe(path, str(e).splitlines()[0]) from e
+    finally:
+        for d in opened:
+            d.close()
+    shared = [f"{where} has mode {mode:o}" for where, mode in modes if mode & 0o077]
+    if shared:
+        raise _unsafe(path, "; ".join(shared))
     return path
+
+
+def _unsafe(path: Path, why: str) -> FeatureUnavailableError:
+    return FeatureUnavailableError(
+        f"The compile cache {path} is not private ({why}); remove it or set BPFNB_CACHE to "
+        "a directory of your own.")
 
 
 def _clang_identity(cc: str) -> str:
@@ -103,7 +118,7 @@ def _btf_digest(btf_path: str) -> str:
         digest = hashlib.sha256(f.read()).hexdigest()
     if memo is not None:
         with contextlib.suppress(OSError):
-            for old in _private_dir(cache_root()).glob("btf-*"):
+            for old in _private_dir().glob("btf-*"):
                 old.unlink()
             with atomic_write(memo) as out:
                 out.write(digest.encode())
@@ -150,11 +165,11 @@ def prelude(btf_path: str = VMLINUX_BTF) -> Prelude:
         raise FeatureUnavailableError(
             f"The kernel has no BTF ({btf_path} is missing), which the libbpf backend needs; "
             "use backend='bcc'.")
-    d = _private_dir(cache_root()) / cache_key(btf_path)
+    d = _private_dir() / cache_key(btf_path)
     p = Prelude(d, False)
     if p.pch.exists():
         return p
-    _private_dir(d)
+    _private_dir(d.name)
     with open(d / ".lock", "w") as lock:  # one builder at a time (others wait, then reuse)
         fcntl.flock(lock, fcntl.LOCK_EX)
         if p.pch.exists():
@@ -224,7 +239,7 @@ def compile_c(text: str, cflags: tuple[str, ...] | list[str] = ()) -> Compiled:
     if obj is not None:
         return Compiled(obj, "", False, True)
     built = _clang(text, cflags, pre)
-    _private_dir(file.parent)
+    _private_dir(pre.directory.name, file.parent.name)
     objcache.put(file, built.obj)
     return built
 
