@@ -407,6 +407,25 @@ def test_exceptions_keep_class_and_message(tmp_path, name):
         assert back.filename == "/x" and back.errno == 2
 
 
+def test_exceptions_keep_every_attribute_or_are_not_stored(tmp_path):
+    """An attribute or argument the store cannot hold would be lost: such an exception is
+    named as not stored, not replayed without it."""
+    noted = ValueError("bad")
+    noted.add_note("while reading map 'm'")
+    tagged = bpfnb.MapFullError("full")
+    tagged.key = Point(1, 2)  # type: ignore[attr-defined]
+    live = bpfnb.MapFullError("full")
+    live.view = threading.Thread()  # type: ignore[attr-defined]
+    sock = socket.socket()
+    with sock:
+        got = reopened(tmp_path, {"noted": noted, "tagged": tagged, "live": live,
+                                  "arg": KeyError(sock)})
+    assert got.skipped == {"live": "MapFullError", "arg": "KeyError"}
+    assert got.variables["noted"].__notes__ == ["while reading map 'm'"]
+    assert got.variables["tagged"].key == (1, 2) and type(got.variables["tagged"].key) \
+        is not tuple
+
+
 # -- what is not stored -----------------------------------------------------------------------
 
 class MapView:  # a stand-in: a live object of the kit

@@ -430,7 +430,7 @@ class _Decoder:
 
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same type, all the way down: dtypes, indexes, attrs, time zones
-    (nan equals nan; exceptions: the same class and message)."""
+    (nan equals nan; exceptions: the same class, message, args and attributes)."""
     if a is b:  # singletons (NaT)
         return True
     sig = namedtuples.signature(a)
@@ -490,6 +490,12 @@ def _same_series(a: pd.Series, b: pd.Series) -> bool:
             and _same_objects(a, b))
 
 
+def _same_vars(a: Any, b: Any) -> bool:
+    """The same instance attributes (in any order), each the same."""
+    va, vb = vars(a), vars(b)
+    return va.keys() == vb.keys() and all(same(va[k], vb[k]) for k in va)
+
+
 def _same_stacks(a: Stacks, b: Stacks) -> bool:
     """The same rows and the same attributes (name, unit, hz, info, mappings, and any other
     one has: an attribute the codec does not know leaves such Stacks unstored)."""
@@ -514,7 +520,8 @@ _SAME: list[tuple[Any, Callable[[Any, Any], bool]]] = [
     ((float, complex), lambda a, b: repr(a) == repr(b)),
     (pd.DataFrame, _same_frame),
     (pd.Series, _same_series),
-    (BaseException, lambda a, b: str(a) == str(b)),
+    (BaseException, lambda a, b: str(a) == str(b) and same(a.args, b.args)
+     and _same_vars(a, b)),
     (Stacks, _same_stacks),
 ]
 
