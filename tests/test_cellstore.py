@@ -355,6 +355,24 @@ def test_named_tuple_names_from_a_file_must_be_identifiers(tmp_path, bad):
         CellStore(tmp_path / "cells.zip").get("k")
 
 
+def test_named_tuple_kinds_per_cell_are_limited(tmp_path):
+    """Each kind costs a class: a crafted cell with thousands of kinds is refused."""
+    from bpfnb.store.namedtuples import MAX_TYPES
+
+    kinds = [{"t": "namedtuple", "name": f"P{i}", "fields": ["x"],
+              "items": [{"t": "int", "v": i}]} for i in range(MAX_TYPES + 50)]
+    write_zip(tmp_path / "cells.zip", {INDEX: index({
+        "few": {"outputs": [], "skipped": {}, "variables": {
+            "v": {"t": "list", "items": kinds[:MAX_TYPES] * 2}}},
+        "many": {"outputs": [], "skipped": {}, "variables": {
+            "v": {"t": "list", "items": kinds}}}})})
+    store = CellStore(tmp_path / "cells.zip")
+    few = store.get("few").variables["v"]  # type: ignore[union-attr]
+    assert len(few) == 2 * MAX_TYPES and type(few[0]) is type(few[MAX_TYPES])
+    with pytest.raises(ReplayError, match=f"more than {MAX_TYPES} kinds of named tuple"):
+        store.get("many")
+
+
 def test_old_stacks_specs_replay_as_samples(tmp_path):
     """Stores written before unit, hz, info and mappings were kept: those take defaults."""
     value = offcpu_like()

@@ -284,6 +284,7 @@ class _Decoder:
 
     def __init__(self, files: collections.abc.Mapping[str, bytes]) -> None:
         self.files = files
+        self.named: set[type] = set()  # named tuple classes made so far
         self.by_tag: dict[str, Callable[[Spec], Any]] = {
             "plain": lambda s: s["v"],
             "int": lambda s: s["v"] if isinstance(s["v"], int) else int(s["v"], 0),
@@ -348,6 +349,9 @@ class _Decoder:
 
     def _namedtuple(self, s: Spec) -> tuple[Any, ...]:
         cls = namedtuples.rebuild(s["name"], s["fields"])
+        self.named.add(cls)
+        if len(self.named) > namedtuples.MAX_TYPES:
+            raise ReplayError(f"more than {namedtuples.MAX_TYPES} kinds of named tuple")
         items = s["items"]
         if not (isinstance(items, list) and len(items) == len(s["fields"])):
             raise ReplayError(f"named tuple {s['name']} has not one value per field")

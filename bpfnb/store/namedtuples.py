@@ -23,6 +23,7 @@ from bpfnb.errors import ReplayError
 
 MAX_NAME = 200     # characters of a type or field name
 MAX_FIELDS = 1000  # fields of one type
+MAX_TYPES = 256    # types in what one read gives back (each costs up to ~5 ms to make)
 
 
 def signature(v: Any) -> tuple[str, tuple[str, ...]] | None:
@@ -66,7 +67,7 @@ def rebuild(name: Any, fields: Any) -> type:
     return _make_class(name, tuple(fields))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=MAX_TYPES)
 def _make_class(name: str, fields: tuple[str, ...]) -> type:
     cls = collections.namedtuple(name, fields, rename=True)  # type: ignore[misc]
     assert cls._fields == fields
