@@ -77,3 +77,39 @@ def test_notebook_replays_unprivileged(name, unprivileged_kernel, monkeypatch):
     assert "BPF cannot load here" in texts          # the banner says why it replays
     assert "● live" not in texts
     assert "bcc not imported" in texts
+
+
+# notebooks whose every exercise can be attempted where nothing runs live (Binder): it works
+# on data their recorded cells made (DataFrames, maps as the recording read them)
+BINDER_EXERCISES = ["08-prog-array.ipynb", "11-stack-trace-raw.ipynb", "16-xdp-maps.ipynb",
+                    "17-socket-maps.ipynb"]
+
+
+def solved_as_student(nb: nbformat.NotebookNode) -> int:
+    """Each exercise solved in its work cell, as a student on Binder would: the solution's
+    code in a cell the recording has never seen, the collapsed solution cell emptied.
+    Returns how many; fails if an exercise is not prompt, work cell, Solution, solution."""
+    hidden = [c for c in nb.cells if c.metadata.get("jupyter", {}).get("source_hidden")]
+    for cell in hidden:
+        i = nb.cells.index(cell)
+        work, heading = nb.cells[i - 2], nb.cells[i - 1]
+        assert cell.source.startswith("# solution"), \
+            f"a solution that needs the kernel (replayed, a student cannot attempt it):\n" \
+            f"{cell.source[:200]}"
+        assert heading.source.startswith("### Solution") and work.source == "# your code here"
+        assert "Works on a recording" in nb.cells[i - 3].source, nb.cells[i - 3].source
+        work.source = "# my attempt\n" + cell.source
+        cell.source = ""
+    return len(hidden)
+
+
+@pytest.mark.parametrize("name", BINDER_EXERCISES)
+def test_exercises_solved_on_binder(name, unprivileged_kernel, monkeypatch):
+    """Solved in the work cells, replayed as nobody: the checks after them pass."""
+    monkeypatch.setenv("JUPYTER_PATH", str(unprivileged_kernel))
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert solved_as_student(nb) >= 1
+    NotebookClient(nb, timeout=180, kernel_name="bpfnb-replay",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    attempts = [c for c in nb.cells if c.source.startswith("# my attempt")]
+    assert all(c.outputs for c in attempts), "an attempt showed nothing"
