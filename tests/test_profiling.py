@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import time
 
@@ -18,6 +20,13 @@ pytestmark = pytest.mark.usefixtures("kernel")
 @pytest.fixture(scope="module")
 def callchain():
     return build(HERE / "workload" / "callchain.c", "callchain", "-O0")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def chain_counts(folded: str, comm: str = "callchain") -> dict[str, int]:
@@ -77,17 +86,24 @@ def test_stacks_from_user_program_with_custom_field_names(callchain):
         return 0;
     }
     """
-    proc = subprocess.Popen([str(callchain), "4", "1", "1"])
+    proc = subprocess.Popen([str(callchain), "60", "1", "1"])
     try:
         with bpfnb.load(src, cflags=[f"-DTARGET={proc.pid}"], attach=False) as prog:
             prog.attach_perf_event("on_sample", sample_freq=99)
-            time.sleep(1.0)
+            start = cpu_seconds(proc.pid)
+            deadline = time.monotonic() + 30   # until it ran 0.5 s, however busy the CPUs
+            while cpu_seconds(proc.pid) - start < 0.5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGSTOP)   # no samples after its CPU time is read
+            ran = cpu_seconds(proc.pid) - start
             st = bpfnb.stacks(prog["samples"], prog["traces"], pid="tgid", comm="task")
     finally:
+        proc.kill()
         proc.wait(timeout=30)
     df = st.df()
     assert set(df["pid"]) == {proc.pid} and set(df["comm"]) == {"callchain"}
-    assert df["count"].sum() > 30
+    assert ran >= 0.5
+    assert 0.8 * ran * 99 - 2 <= df["count"].sum() <= 1.2 * ran * 99 + 2   # 99 Hz of its CPU
     assert {"main;a;b;c", "main;x;y"} <= set(chain_counts(st.folded()))
 
 
