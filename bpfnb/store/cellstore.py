@@ -495,18 +495,11 @@ def _same_series(a: pd.Series, b: pd.Series) -> bool:
 
 
 def _same_vars(a: Any, b: Any) -> bool:
-    """The same instance attributes (in any order), each the same."""
+    """The same instance attributes (in any order), each the same: for Stacks their rows,
+    name, unit, hz, info and mappings, and any other one has (an attribute the codec does
+    not know leaves such Stacks unstored)."""
     va, vb = vars(a), vars(b)
     return va.keys() == vb.keys() and all(same(va[k], vb[k]) for k in va)
-
-
-def _same_stacks(a: Stacks, b: Stacks) -> bool:
-    """The same rows and the same attributes (name, unit, hz, info, mappings, and any other
-    one has: an attribute the codec does not know leaves such Stacks unstored)."""
-    public = [k for k in vars(a) if not k.startswith("_")]
-    return (set(vars(a)) == set(vars(b)) and all(same(getattr(a, k), getattr(b, k))
-                                                 for k in public)
-            and _same_frame(a.rows(), b.rows()))
 
 
 def _traits(v: Any) -> Any:
@@ -526,7 +519,7 @@ _SAME: list[tuple[Any, Callable[[Any, Any], bool]]] = [
     (pd.Series, _same_series),
     (BaseException, lambda a, b: str(a) == str(b) and same(a.args, b.args)
      and _same_vars(a, b)),
-    (Stacks, _same_stacks),
+    (Stacks, _same_vars),
 ]
 
 
