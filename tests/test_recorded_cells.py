@@ -3,6 +3,7 @@ be stored is named, saves are atomic, and placeholders explain themselves."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import socket
 import threading
@@ -21,7 +22,14 @@ OUTPUTS = [{"output_type": "stream", "name": "stdout", "text": "hello\n"},
            {"output_type": "display_data", "data": {"text/plain": "x"}, "metadata": {}}]
 
 
+Point = collections.namedtuple("Point", "x y")
+
+
 def values() -> dict[str, object]:
+    offcpu = Stacks(pd.DataFrame({"pid": [1], "comm": ["w"], "frames": [["main", "read"]],
+                                  "count": [250_000]}), name="off", unit="us", hz=0)
+    offcpu.info.update(exit_status=0, cpu_time=0.25)
+    offcpu.mappings = {"w": ("/tmp/w", "ab")}
     df = pd.DataFrame({"pid": np.array([1, 2], np.uint32), "comm": ["a", "b"],
                        "frames": pd.Series([np.arange(3, dtype=np.uint64), None], dtype=object)})
     df.attrs = {"map": "m", "entries": 2}
@@ -40,6 +48,8 @@ def values() -> dict[str, object]:
         "builtin": ValueError("bad"),
         "stacks": Stacks(pd.DataFrame({"pid": [1], "comm": ["w"], "frames": [["main", "a"]],
                                        "count": [3]}), name="p"),
+        "offcpu": offcpu,
+        "point": Point(1, (2, "x")),
     }
 
 
@@ -55,7 +65,10 @@ def same(a: object, b: object) -> bool:
     if isinstance(a, BaseException):
         return type(a) is type(b) and str(a) == str(b)
     if isinstance(a, Stacks):
-        return a.name == b.name and a.folded() == b.folded()
+        return (a.name, a.unit, a.hz, a.info, a.mappings, a.folded()) == \
+            (b.name, b.unit, b.hz, b.info, b.mappings, b.folded())
+    if hasattr(type(a), "_fields"):
+        return (type(a).__name__, a._fields, a) == (type(b).__name__, b._fields, b)
     if isinstance(a, float) and a != a:
         return b != b
     return type(a) is type(b) and a == b
