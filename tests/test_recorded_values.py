@@ -96,6 +96,8 @@ def recorded(shell):
 
 
 def _record(shell: Any, session: NotebookSession, d: Path) -> Any:
+    bound = {"collections", "os", "sys", "NamedTuple", "bpfnb", "Where", "Totals", *NAMES}
+    before = {n: shell.user_ns[n] for n in bound if n in shell.user_ns}
     try:
         assert shell.run_cell(PRELUDE).success
         shell.run_line_magic("bpf", f"fallback {d}")
@@ -105,8 +107,9 @@ def _record(shell: Any, session: NotebookSession, d: Path) -> Any:
         yield d, {n: shell.user_ns[n] for n in NAMES}
     finally:
         session.close()
-        for n in (*NAMES, "Where", "Totals"):
+        for n in bound:  # the shared shell as it was
             shell.user_ns.pop(n, None)
+        shell.user_ns.update(before)
         shutil.rmtree(d, ignore_errors=True)
 
 
