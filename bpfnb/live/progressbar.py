@@ -1,12 +1,14 @@
 """The notebook display of bpfnb.data.progress: an ipywidgets bar with one line of text.
 
 `install()` (run when the extension loads) makes every long collection (profile, offcpu,
-events, record) show this bar in the cell's output while it runs; the bar stays, filled,
-with the final count, once it ends.
+events, record) show this bar in the cell's output while it runs; once it ends, the output
+becomes a static bar with the final count and the widgets are closed (a saved notebook,
+reopened, shows the bar, not "Error displaying widget: model not found").
 """
 
 from __future__ import annotations
 
+import html
 import math
 
 from bpfnb.data import progress
@@ -28,7 +30,7 @@ class NotebookBar:
         self.box = w.HBox([self.bar, self.text])
         self._shown = -1.0
         self._last = (0.0, 0)
-        display(self.box)
+        self.handle = display(self.box, display_id=True)
 
     def update(self, elapsed: float, count: int) -> None:
         self._last = (elapsed, count)
@@ -45,6 +47,18 @@ class NotebookBar:
         self.bar.value = self.bar.max if not interrupted else self.bar.value
         self.text.value = progress.describe(self.label, elapsed, self.total, count, self.unit) \
             + (" (interrupted)" if interrupted else "")
+        if self.handle is not None:
+            self.handle.update(self.static_bundle(), raw=True)
+        for widget in (self.box, self.bar, self.text):
+            widget.close()
+
+    def static_bundle(self) -> dict[str, str]:
+        """The bar as it stands, with no widget: HTML and text."""
+        line = self.text.value
+        bar = (f"<progress value='{self.bar.value}' max='{self.bar.max}' style='width: 40%'>"
+               "</progress> " if math.isfinite(self.total) else "")
+        return {"text/plain": line,
+                "text/html": f"<div class='bpfnb-progress'>{bar}{html.escape(line)}</div>"}
 
 
 def _in_notebook() -> bool:
