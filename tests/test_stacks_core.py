@@ -6,6 +6,7 @@ import base64
 import errno
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bpfnb.errors import ReplayError
 from bpfnb.profiler.flametree import FlameTree
 from bpfnb.profiler.stacks import StackDiff, Stacks, missing_frame
 from bpfnb.render import flame
@@ -356,6 +358,35 @@ def test_unit_and_rate_survive_save_load(tmp_path: Path) -> None:
     on = Stacks.from_folded("p;main 3\n")
     on.hz = 99
     assert Stacks.load(on.save(tmp_path / "on.bpfstacks")).hz == 99
+
+
+def test_info_and_mappings_survive_save_load(tmp_path: Path) -> None:
+    """What profile()/offcpu() note (exit status, command, ...) and the modules' files come
+    back; entries JSON cannot hold as they are are left out, not changed."""
+    s = Stacks.from_folded("p;main;read 1500\n", unit="ms")
+    s.info = {"exit_status": 0, "cpu_time": 0.25, "command": ["sleep", "1"],
+              "interrupted": False, "pair": (1, 2), "obj": object()}
+    s.mappings = {"libc.so.6": ("/usr/lib/x86_64-linux-gnu/libc.so.6", "ab12")}
+    back = Stacks.load(s.save(tmp_path / "s.bpfstacks"))
+    assert back.unit == "ms" and back.mappings == s.mappings
+    assert back.info == {"exit_status": 0, "cpu_time": 0.25, "command": ["sleep", "1"],
+                         "interrupted": False}
+
+
+@pytest.mark.parametrize("meta", [{"unit": ""}, {"unit": "x\n"}, {"hz": -1}, {"hz": "9"},
+                                  {"info": []}, {"info": "text"},
+                                  {"mappings": {"m": ["p"]}}, {"mappings": {"m": [1, "b"]}}])
+def test_bad_saved_attributes_are_replay_errors(tmp_path: Path, meta: dict[str, Any]) -> None:
+    path = Stacks.from_folded("p;main 3\n").save(tmp_path / "s.bpfstacks")
+    with zipfile.ZipFile(path) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    saved = json.loads(files["meta.json"])
+    files["meta.json"] = json.dumps({**saved, **meta}).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in files.items():
+            zf.writestr(n, data)
+    with pytest.raises(ReplayError):
+        Stacks.load(path)
 
 
 def test_pprof_sample_types_functions_and_mappings(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ ENOENT.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -75,6 +76,37 @@ def _resolve_many(segments: list[np.ndarray], resolve: Any) -> list[tuple[str, .
         return []
     names = resolve(np.concatenate(segments)) if sum(map(len, segments)) else []
     return _split_root_first(segments, names)
+
+
+def _json_items(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `info` that JSON holds as they are (the others are left out)."""
+    out = {}
+    for k, v in info.items():
+        try:
+            if json.loads(json.dumps(v)) == v:
+                out[k] = v
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def _restore_attributes(s: Stacks, meta: dict[str, Any], path: Any) -> None:
+    """Set unit, hz, info and mappings from a saved file's meta, checked (files before
+    these fields were saved give the defaults)."""
+    unit, hz = meta.get("unit", "samples"), meta.get("hz", 0)
+    info, mappings = meta.get("info", {}), meta.get("mappings", {})
+    if not (isinstance(unit, str) and 0 < len(unit) <= 64 and unit.isprintable()):
+        raise ReplayError(f"{str(path)!r}: the unit is not a short line of text")
+    if not (type(hz) is int and 0 <= hz <= 1 << 32):
+        raise ReplayError(f"{str(path)!r}: the sampling rate is out of range")
+    if not (isinstance(info, dict) and all(isinstance(k, str) for k in info)):
+        raise ReplayError(f"{str(path)!r}: info is not a table of names")
+    if not (isinstance(mappings, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+            for v in mappings.values())):
+        raise ReplayError(f"{str(path)!r}: mappings are not module -> (path, build id)")
+    s.unit, s.hz, s.info = unit, hz, info
+    s.mappings = {k: (v[0], v[1]) for k, v in mappings.items()}
 
 
 def _split_root_first(segments: list[np.ndarray], names: list[str]) -> list[tuple[str, ...]]:
@@ -492,10 +524,10 @@ class Stacks:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write these stacks to one small file (a zip: `meta.json` plus a Parquet table)
-        that `Stacks.load(path)` reads back exactly (df(), folded(), name). The write is
+        that `Stacks.load(path)` reads back exactly (df(), folded(), name, unit, hz,
+        mappings, and the entries of `info` that JSON holds). The write is
         atomic: a temporary file in the same directory renamed over `path`."""
         import io
-        import json
         import zipfile
 
         pa = pyarrow_module()
@@ -503,8 +535,8 @@ class Stacks:
         buf = io.BytesIO()
         pa.parquet.write_table(table, buf, compression="zstd")
         meta = {"format": _STACKS_FORMAT, "version": 1, "name": self.name,
-                "unit": self.unit, "hz": self.hz,
-                "columns": specs, "total": self.total}
+                "unit": self.unit, "hz": self.hz, "info": _json_items(self.info),
+                "mappings": self.mappings, "columns": specs, "total": self.total}
         out = Path(path)
         with atomic_write(out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr("stacks.parquet", buf.getvalue())
@@ -530,9 +562,7 @@ class Stacks:
         try:
             df = decode_table(table, meta["columns"])
             s = cls._from_counts(_load_counts(df), str(meta.get("name", "")))
-            unit = meta.get("unit", "samples")
-            s.unit = unit if unit in ("samples", "us") else "samples"
-            s.hz = max(0, int(meta.get("hz", 0)))
+            _restore_attributes(s, meta, path)
             return s
         except (KeyError, TypeError, ValueError, IndexError, AttributeError,
                 OverflowError) as e:
