@@ -69,6 +69,37 @@ def test_recorded_notebook_replays_cell_by_cell(ip, ns, tmp_path, monkeypatch, c
     assert isinstance(ns["nb_counts"], bpfnb.ReplayProgram) and ns["nb_counts"].closed
 
 
+def test_comment_edits_still_replay(ip, ns, tmp_path, monkeypatch):
+    """A student's comments and blank lines do not change what a cell replays: its recorded
+    cell and its map snapshot are found by its code."""
+    rec = tmp_path / "nb"
+    monkeypatch.setenv("BPFNB_RECORD", "1")
+    run(ip, notebook(rec))
+    live = {k: ns[k] for k in ("pid", "pid2", "n", "m")}
+    monkeypatch.delenv("BPFNB_RECORD")
+    refused = features.Feature("bpf", False, "loading BPF programs needs CAP_BPF")
+    monkeypatch.setattr(features, "can_load_bpf", lambda: refused)
+    for name in live:
+        ns.pop(name)
+    cells = notebook(rec)
+    cells[1] = cells[1].replace("\npid = ", "\n# my note: run it\n\npid = ") + "  # shown"
+    cells[2] = "# read the map after the first run\n" + cells[2].replace("\n", "  # n\n\n")
+    run(ip, cells)
+    assert {k: ns[k] for k in live} == live
+    result = ip.run_cell(cells[1].replace("'getpid', N", "'getpid', N + 1"))
+    assert isinstance(result.error_in_exec, bpfnb.ReplayError)
+    assert str(result.error_in_exec).startswith("This %%recorded cell's code is not in the")
+
+
+def test_code_only_drops_comments_not_strings():
+    from bpfnb.jupyter.session import cell_key, code_only
+
+    assert code_only("x = '# not a comment'  # a comment\n\n  \ny = 2   ") == \
+        "x = '# not a comment'\ny = 2"
+    assert code_only('!ls -l  # shell\n# note\nx = """open') == '!ls -l  # shell\nx = """open'
+    assert cell_key("a = 1\n# b\n") == cell_key("a = 1  # b") != cell_key("a = 2")
+
+
 def test_unrecorded_cell_says_why(ip, ns, tmp_path, monkeypatch):
     rec = tmp_path / "nb"
     monkeypatch.setenv("BPFNB_RECORD", "1")
@@ -81,6 +112,7 @@ def test_unrecorded_cell_says_why(ip, ns, tmp_path, monkeypatch):
     result = ip.run_cell("%%recorded\nprint('edited')")
     assert isinstance(result.error_in_exec, bpfnb.ReplayError)
     assert "not in the recording" in str(result.error_in_exec)
+    assert "Undo the edit" in str(result.error_in_exec)
 
 
 def test_replay_without_recordings_says_what_to_do(ip, tmp_path, monkeypatch):

@@ -38,16 +38,17 @@ class RecordedMagics(Magics):
         margs.parse(RecordedMagics.recorded, margs.split_words(line, "%%recorded"),
                     "%%recorded")
         session = self.state.session
-        key = nbsession.cell_key(cell)
         if session.mode is nbsession.Mode.REPLAY:
-            got = session.cells.get(key)
+            got = nbsession.recorded_cell(session.cells, cell)
             if got is None:
                 raise ReplayError(
-                    "this %%recorded cell is not in the recording "
-                    f"{str(session.cells.path)!r} (was it edited?); it needs "
-                    f"the kernel, and {session.reason}")
+                    "This %%recorded cell's code is not in the recording (it was edited, or "
+                    "is new), and here it cannot run: the notebook replays (see the banner). "
+                    "Undo the edit to see what it recorded (changing only comments is fine), "
+                    "or work on the values the recorded cells bound in a plain Python cell.")
             nbsession.replay_cell(self.shell, got, cell, session)
             return None
         if session.mode is nbsession.Mode.RECORD:
-            return nbsession.record_cell(self.shell, session.cells, key, cell)
+            return nbsession.record_cell(self.shell, session.cells, nbsession.cell_key(cell),
+                                         cell)
         return nbsession.run_cell_code(self.shell, cell)

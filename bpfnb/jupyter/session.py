@@ -6,9 +6,10 @@
 A notebook recording is a directory: `NAME.zip` per `%%bpf NAME` cell (bpfnb.record's
 format, with a snapshot at the end of every cell, marked with the cell's key, and one every
 `RECORD_EVERY` seconds for live views) and `cells.zip`, the outputs and variables of the
-notebook's `%%recorded` cells (bpfnb.store.cellstore). A cell is known by a hash of its source, so
-it finds its snapshot whichever frontend runs it. With BPFNB_RECORD=1 in the kernel's
-environment (`make recordings`), a notebook running live (re)writes its recordings.
+notebook's `%%recorded` cells (bpfnb.store.cellstore). A cell is known by a hash of its code
+(not its comments), so it finds its snapshot whichever frontend runs it. With BPFNB_RECORD=1
+in the kernel's environment (`make recordings`), a notebook running live (re)writes its
+recordings.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import ast
 import builtins
 import hashlib
+import io
 import os
 import threading
+import tokenize
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -51,9 +54,35 @@ class Mode(str, Enum):
     REPLAY = "replay"    # BPF cannot load (or --replay): everything comes from recordings
 
 
+def code_only(source: str) -> str:
+    """A cell's source without comments, blank lines and trailing spaces (Python's tokenizer
+    finds the comments; where it cannot read the cell, only whole-line comments go)."""
+    lines = source.strip().splitlines()
+    try:
+        comments = [t.start for t in tokenize.generate_tokens(io.StringIO(source.strip()).readline)
+                    if t.type == tokenize.COMMENT]
+    except (tokenize.TokenError, SyntaxError):
+        lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    else:
+        for row, col in comments:
+            lines[row - 1] = lines[row - 1][:col]
+    return "\n".join(ln.rstrip() for ln in lines if ln.strip())
+
+
 def cell_key(source: str) -> str:
-    """The key of a cell: a hash of its source, the same in every frontend."""
+    """The key of a cell: a hash of its code, the same in every frontend; editing only its
+    comments or blank lines keeps it."""
+    return hashlib.sha1(code_only(source).encode()).hexdigest()[:16]
+
+
+def legacy_cell_key(source: str) -> str:
+    """The key recordings made before comments were ignored use (the whole source)."""
     return hashlib.sha1(source.strip().encode()).hexdigest()[:16]
+
+
+def recorded_cell(cells: CellStore, source: str) -> RecordedCell | None:
+    """The recorded cell whose code is `source`'s (by either key), or None."""
+    return cells.get(cell_key(source)) or cells.get(legacy_cell_key(source))
 
 
 def is_notebook_recording(path: str | os.PathLike[str]) -> bool:
@@ -111,6 +140,7 @@ class NotebookSession:
         self.reason: str | None = None
         self.reason_told = False          # a replayed %%recorded cell said why, once
         self.key: str | None = None       # the running cell's
+        self.legacy_key: str | None = None  # the same, as older recordings know it
         self._taping: dict[str, _Taping] = {}
         self._replays: dict[str, ReplayProgram] = {}
         self._cells: CellStore | None = None
@@ -177,13 +207,15 @@ class NotebookSession:
         self._taping[prog.name] = taping
 
     def _seek(self, prog: ReplayProgram) -> None:
-        snapshot = prog.meta.get("cells", {}).get(self.key or "")
+        marks = prog.meta.get("cells", {})
+        snapshot = marks.get(self.key or "") or marks.get(self.legacy_key or "")
         if snapshot is not None:
             prog.seek(snapshot)
 
     # -- cells ------------------------------------------------------------------------------
     def pre_run_cell(self, info: Any) -> None:
-        self.key = cell_key(getattr(info, "raw_cell", "") or "")
+        source = getattr(info, "raw_cell", "") or ""
+        self.key, self.legacy_key = cell_key(source), legacy_cell_key(source)
         for prog in self._replays.values():
             if not prog.closed:
                 self._seek(prog)
