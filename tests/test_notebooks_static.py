@@ -5,6 +5,7 @@ kernel: "Error displaying widget: model not found"). `make notebooks` saves them
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -15,6 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MIN_WITH_OUTPUT = 1 / 3   # %%bpf, definitions and assert cells print nothing
 MIN_RICH = 2            # cells showing a table or a picture
+PLACEHOLDER = re.compile(r"(?<![A-Z0-9_])(PID|MAP|PROG|LINK|TIME|CGROUP|TMP|KADDR)(\d+)(?!\w)")
 
 
 def rich(out: dict) -> bool:
@@ -41,3 +43,28 @@ def test_committed_notebook_renders_with_outputs(name):
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert html.count("<table") + html.count("<img") >= MIN_RICH
     assert "Traceback (most recent call last)" not in html
+
+
+def output_texts(nb: nbformat.NotebookNode) -> list[str]:
+    """Every text output, in the order scripts/run-notebooks numbers placeholders."""
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text", ""))
+            data = out.get("data", {})
+            texts += [data[m] for m in ("text/plain", "text/html", "text/markdown")
+                      if isinstance(data.get(m), str)]
+    return texts
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb")))
+def test_committed_placeholders_are_numbered_in_order(name):
+    """PID1, PID2... (and MAP1, TIME1, TMP1...: see scripts/run-notebooks) first appear in
+    order with no gaps: the outputs come from one scrubbed run, not two mixed or hand-edited."""
+    firsts: dict[str, list[int]] = {}
+    for text in output_texts(nbformat.read(NOTEBOOKS / name, as_version=4)):
+        for prefix, n in PLACEHOLDER.findall(text):
+            if int(n) not in firsts.setdefault(prefix, []):
+                firsts[prefix].append(int(n))
+    assert {p: ns for p, ns in firsts.items() if ns != list(range(1, len(ns) + 1))} == {}, \
+        f"{name}: placeholders out of order (run `make notebooks`)"
