@@ -16,7 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 MIN_WITH_OUTPUT = 1 / 3   # %%bpf, definitions and assert cells print nothing
 MIN_RICH = 2            # cells showing a table or a picture
-PLACEHOLDER = re.compile(r"(?<![A-Z0-9_])(PID|MAP|PROG|LINK|TIME|CGROUP|TMP|KADDR)(\d+)(?!\w)")
+PLACEHOLDER = re.compile(r"(?<![A-Z0-9_])(PID|MAP|PROG|LINK|BTF|TIME|CGROUP|TMP|KADDR)(\d+)(?!\w)")
 
 
 def rich(out: dict) -> bool:

@@ -37,15 +37,17 @@ needs_tracepoints = pytest.mark.skipif(bpfnb.skip_reason("tracepoint") is not No
 
 
 def test_placeholders_number_by_first_appearance_and_keep_data_numbers():
-    scrub = rn.Placeholders({700: "PID", 900: "PID", 800: "PID", 31: "MAP"}, {500: "PID"})
-    assert scrub("kernel 500 made 900, then 700 and 900 again; map 31") == \
+    scrub = rn.Placeholders({7000: "PID", 9000: "PID", 8000: "PID", 3100: "MAP", 999: "BTF",
+                             400: "PID"}, {5000: "PID"})
+    assert scrub("kernel 5000 made 9000, then 7000 and 9000 again; map 3100") == \
         "kernel PID made PID1, then PID2 and PID1 again; map MAP1"
-    assert scrub("<td>700</td><td>800</td>") == "<td>PID2</td><td>PID3</td>"
-    assert scrub("{900: 10, 700: 20}") == "{PID1: 10, PID2: 20}"
-    assert scrub("thread 800.") == "thread PID3."          # a sentence's end, not a fraction
-    # not whole numbers, or not run-made: left alone
-    assert scrub("700.5 1.700 a700 700b 7000 70 _700 7001 31337") == \
-        "700.5 1.700 a700 700b 7000 70 _700 7001 31337"
+    assert scrub("<td>7000</td><td>8000</td>") == "<td>PID2</td><td>PID3</td>"
+    assert scrub("{9000: 10, 7000: 20}") == "{PID1: 10, PID2: 20}"
+    assert scrub("thread 8000.") == "thread PID3."          # a sentence's end, not a fraction
+    assert scrub("pid 400") == "pid PID4"                    # pids are 300 or more
+    # not whole numbers, not run-made, or a small id (data, more likely): left alone
+    assert scrub("7000.5 1.7000 a7000 7000b 70000 700 _7000 7001 31000 999") == \
+        "7000.5 1.7000 a7000 7000b 70000 700 _7000 7001 31000 999"
 
 
 def test_placeholders_leave_data_uris_and_replace_words_and_times():
@@ -96,7 +98,8 @@ def test_subtree_follows_makers_and_nothing_else():
 def test_fdinfo_ids():
     text = "pos:\t0\nflags:\t02000002\nmap_type:\t1\nmap_id:\t4711\nmemlock:\t4096\n"
     assert rn.fdinfo_ids(text) == {4711: "MAP"}
-    assert rn.fdinfo_ids("prog_type:\t5\nprog_id:\t99\nbtf_id:\t3\n") == {99: "PROG"}
+    assert rn.fdinfo_ids("prog_type:\t5\nprog_id:\t99\n") == {99: "PROG"}
+    assert rn.fdinfo_ids("btf_id:\t3\n") == {3: "BTF"}
     assert rn.fdinfo_ids("link_type:\tperf\nlink_id:\t8\nprog_tag:\tab\nprog_id:\t99\n") == \
         {8: "LINK", 99: "PROG"}
     assert rn.fdinfo_ids("pos:\t0\nflags:\t0100000\n") == {}
@@ -134,6 +137,7 @@ def test_tracker_sees_children_grandchildren_threads_and_cgroups_only():
         thread.join()
         made_by = tracker.made_by()
         cgroups = prog["nb_cgroups"].df()
+        kinds = tracker.placeholders(child, "bpfnb-nb-zz", (0, 0), "salt").kinds
     assert cgroup_id in cgroups["key"].tolist()
     mkdir = cgroups.loc[cgroups.key == cgroup_id, "value"].item()
     assert made_by[mkdir] & ~rn.DEAD == child
@@ -142,6 +146,9 @@ def test_tracker_sees_children_grandchildren_threads_and_cgroups_only():
     assert made_by[thread.native_id] & ~rn.DEAD == os.getpid()
     assert rn.subtree(made_by, child) == {child, grandchild, mkdir}
     assert rn.subtree(made_by, os.getpid()) == {os.getpid(), *made_by}   # no stranger
+    # the placeholders of a notebook run in `child`: its tree, the script, its cgroup
+    assert {n for n, k in kinds.items() if k == "PID"} == {child, grandchild, mkdir, os.getpid()}
+    assert kinds[cgroup_id] == "CGROUP"
 
 
 CELLS = [
@@ -170,6 +177,6 @@ def test_run_saves_a_notebook_with_placeholders(tmp_path):
     outs = [c.outputs for c in saved.cells]
     assert outs[0][0]["text"] == "kernel PID child PID1 thread PID2 child PID1 7\n" \
         "TIME1 TIME2 1.5\n"
-    assert outs[1][0]["text"] == "MAP1 bpfnb-nb-PID\n"
+    assert re.fullmatch(r"(MAP1|\d{1,3}) bpfnb-nb-PID\n", outs[1][0]["text"])  # ids < 1000 stay
     assert outs[1][1]["data"]["text/plain"] == "{'child': PID1}"
     assert [c.execution_count for c in saved.cells] == [1, 2, 3]
