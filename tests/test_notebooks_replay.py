@@ -87,7 +87,7 @@ BINDER_EXERCISES = ["08-prog-array.ipynb", "11-stack-trace-raw.ipynb", "16-xdp-m
                     "15-cgroup-maps.ipynb", "19-verifier.ipynb", "20-core-btf.ipynb",
                     "00-tour.ipynb", "01-first-steps.ipynb", "04-reading-strings.ipynb",
                     "05-live.ipynb", "06-uprobes-usdt.ipynb", "13-scheduler.ipynb",
-                    "18-machine.ipynb", "30-bpftrace.ipynb", "40-fleet.ipynb"]
+                    "18-machine.ipynb", "30-bpftrace.ipynb", "40-fleet.ipynb", "14-block-io.ipynb"]
 
 
 def solved_as_student(nb: nbformat.NotebookNode) -> int:
