@@ -65,10 +65,11 @@ def test_placeholders_number_monotonic_times_inside_the_window():
     scrub = rn.Placeholders({4242: "PID"}, window=(11_000_000_000_000, 12_000_000_000_000))
     assert scrub("ts 11500000000123 11500000000456 11500000000123 pid 4242") == \
         "ts TIME1 TIME2 TIME1 pid PID1"
-    assert scrub("at 11500.000001 s, 11500.000001, then 11999.5") == \
+    assert scrub("at 11500.000001 s, 11500.000001, then 11999.500000") == \
         "at TIME3 s, TIME3, then TIME4"
-    assert scrub("12000000000001 10999999999999 1.5 12000.1 11500.000001.2") == \
-        "12000000000001 10999999999999 1.5 12000.1 11500.000001.2"
+    # outside the window, not 6 decimals (trace_pipe's), not a number: left alone
+    assert scrub("12000000000001 10999999999999 1.5 12000.1 11500.000001.2 11500.5") == \
+        "12000000000001 10999999999999 1.5 12000.1 11500.000001.2 11500.5"
 
 
 def test_placeholders_name_random_names_and_keep_element_ids_unique_per_notebook():
@@ -103,6 +104,17 @@ def test_fdinfo_ids():
     assert rn.fdinfo_ids("link_type:\tperf\nlink_id:\t8\nprog_tag:\tab\nprog_id:\t99\n") == \
         {8: "LINK", 99: "PROG"}
     assert rn.fdinfo_ids("pos:\t0\nflags:\t0100000\n") == {}
+
+
+def test_new_numbers_says_when_a_cell_may_show_an_id():
+    def cell(*texts: str, html: str = "") -> nbformat.NotebookNode:
+        outs = [nbformat.v4.new_output("stream", name="stdout", text=t) for t in texts]
+        outs.append(nbformat.v4.new_output("execute_result", {"text/html": html}))
+        return nbformat.v4.new_code_cell(outputs=outs)
+    assert rn.new_numbers(cell("id 4711"), set())
+    assert rn.new_numbers(cell("", html="<td>4711</td>"), {4242})
+    assert not rn.new_numbers(cell("pid 4242, 999 calls, 1.5 s, 1234.5, a1234"), {4242})
+    assert not rn.new_numbers(nbformat.v4.new_code_cell(), set())
 
 
 SOURCE = """BPF_HASH(h, u32, u64);
