@@ -21,7 +21,7 @@ def test_finished_bar_replaces_its_widget_with_static_output(shell) -> None:
     assert WIDGET in shown.data and not shown.update
     assert final.update and final.transient == shown.transient      # the same display
     assert WIDGET not in final.data
-    assert final.data["text/plain"] == "profile ls: 1.0 s of 2.0 s, 1.0 s left, 40 samples"
+    assert final.data["text/plain"] == "profile ls: 1.0 s, 40 samples"   # what it took
     assert "<progress value='2.0' max='2.0'" in final.data["text/html"]
     assert [w.comm for w in (bar.box, bar.bar, bar.text)] == [None, None, None]
 
@@ -37,3 +37,15 @@ def test_interrupted_unbounded_bar_says_so(shell) -> None:
     final = cap.outputs[-1].data
     assert final["text/plain"] == "events e: 0.5 s, 3 events (interrupted)"
     assert "<progress" not in final["text/html"]
+
+
+def test_terminal_line_ends_with_what_it_took(capsys) -> None:
+    from bpfnb.data import progress
+
+    line = progress.TerminalLine("offcpu sleep", 10.0, "stacks")
+    line.update(4.1, 7)
+    line.close(interrupted=False)
+    err = capsys.readouterr().err
+    running = "offcpu sleep: 4.1 s of 10.0 s, 5.9 s left, 7 stacks"
+    done = "offcpu sleep: 4.1 s, 7 stacks"
+    assert err == f"\r{running}\r{done.ljust(len(running))}\n"   # the last line: no time left

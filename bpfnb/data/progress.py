@@ -36,8 +36,12 @@ def set_factory(factory: Factory | None) -> Factory | None:
     return old
 
 
-def describe(label: str, elapsed: float, total: float, count: int, unit: str) -> str:
-    """`profile ls: 1.2 s of 5.0 s, 3.8 s left, 120 samples`."""
+def describe(label: str, elapsed: float, total: float, count: int, unit: str,
+             done: bool = False) -> str:
+    """`profile ls: 1.2 s of 5.0 s, 3.8 s left, 120 samples`; once `done` (the command
+    ended, or Ctrl-C): `profile ls: 1.2 s, 120 samples`."""
+    if done:
+        return f"{label}: {elapsed:.1f} s, {count:,} {unit}"
     left = f", {max(total - elapsed, 0.0):.1f} s left" if math.isfinite(total) else ""
     of = f" of {total:.1f} s" if math.isfinite(total) else ""
     return f"{label}: {elapsed:.1f} s{of}{left}, {count:,} {unit}"
@@ -50,20 +54,27 @@ class TerminalLine:
         self.label, self.total, self.unit = label, total, unit
         self._last = 0.0
         self._width = 0
+        self._seen = (0.0, 0)
 
     def update(self, elapsed: float, count: int) -> None:
+        self._seen = (elapsed, count)
         now = time.monotonic()
         if now - self._last < 0.1:
             return
         self._last = now
-        text = describe(self.label, elapsed, self.total, count, self.unit)
+        self._write(describe(self.label, elapsed, self.total, count, self.unit))
+
+    def _write(self, text: str) -> None:
         sys.stderr.write("\r" + text.ljust(self._width))
         sys.stderr.flush()
         self._width = len(text)
 
     def close(self, interrupted: bool) -> None:
         if self._width:
-            sys.stderr.write(" (interrupted)\n" if interrupted else "\n")
+            elapsed, count = self._seen
+            self._write(describe(self.label, elapsed, self.total, count, self.unit, done=True)
+                        + (" (interrupted)" if interrupted else ""))
+            sys.stderr.write("\n")
             sys.stderr.flush()
 
 

@@ -45,8 +45,8 @@ class NotebookBar:
         elapsed, count = self._last
         self.bar.bar_style = "warning" if interrupted else "success"
         self.bar.value = self.bar.max if not interrupted else self.bar.value
-        self.text.value = progress.describe(self.label, elapsed, self.total, count, self.unit) \
-            + (" (interrupted)" if interrupted else "")
+        self.text.value = progress.describe(self.label, elapsed, self.total, count, self.unit,
+                                            done=True) + (" (interrupted)" if interrupted else "")
         if self.handle is not None:
             self.handle.update(self.static_bundle(), raw=True)
         for widget in (self.box, self.bar, self.text):
