@@ -239,14 +239,14 @@ ABOVE_RUN = """(i) => {
         .every(c => c.model.executionCount !== null)
         && w.sessionContext.session.kernel.status === 'idle';
 }"""
-RUN_ABOVE = """async (prefix) => {
+RUN_AT = """async ([prefix, command]) => {
     const panel = window.jupyterapp.shell.currentWidget;
     const i = panel.content.widgets.findIndex(c => c.model.sharedModel.getSource()
                                                    .startsWith(prefix));
     panel.content.activeCellIndex = i;
-    await window.jupyterapp.commands.execute('notebook:run-all-above');
+    await window.jupyterapp.commands.execute(command);
     return i;
-}"""
+}"""  # the cell whose source starts with prefix made active, then command (its index)
 ROUND_TRIP = """async () => {
     const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
     const t = performance.now();
@@ -259,14 +259,6 @@ RUNNING = """async () => {
     const reply = await k.requestExecute({code: '', silent: true,
                                           user_expressions: {names: expr}}).done;
     return reply.content.user_expressions.names.data['text/plain'];
-}"""
-RERUN = """async (prefix) => {
-    const panel = window.jupyterapp.shell.currentWidget;
-    const i = panel.content.widgets.findIndex(c => c.model.sharedModel.getSource()
-                                                   .startsWith(prefix));
-    panel.content.activeCellIndex = i;
-    await window.jupyterapp.commands.execute('notebook:run-cell');
-    return i;
 }"""
 FIRST = "document.querySelector('.bpfnb-live')"
 STATIC = "document.querySelector('.bpfnb-live-static')"
@@ -298,7 +290,8 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
             page.wait_for_selector(".jp-Notebook", timeout=90_000)
             page.wait_for_function(KERNEL_IDLE, timeout=90_000)
             page.evaluate("window.jupyterapp.shell.collapseLeft()")   # room for the view
-            stopping = page.evaluate(RUN_ABOVE, "procs.stop()")   # the views keep running
+            # the views keep running: run what is above their stopping cell
+            stopping = page.evaluate(RUN_AT, ["procs.stop()", "notebook:run-all-above"])
             assert stopping > 0
             page.wait_for_function(ABOVE_RUN, arg=stopping, timeout=90_000, polling=250)
             assert page.locator(".jp-OutputArea-output[data-mime-type*=error]").count() == 0
@@ -339,7 +332,7 @@ def test_live_notebook_in_jupyterlab(lab: Lab, workload: subprocess.Popen[bytes]
 
             # re-running a view's cell stops the view it made before
             assert page.evaluate(RUNNING).count("bpfnb-live-by_syscall") == 1
-            assert page.evaluate(RERUN, "per_cpu = ") >= 0
+            assert page.evaluate(RUN_AT, ["per_cpu = ", "notebook:run-cell"]) >= 0
             page.wait_for_function(ABOVE_RUN, arg=stopping, timeout=30_000, polling=250)
             names = page.evaluate(RUNNING)
             assert names.count("bpfnb-live-by_syscall") == 1, names
