@@ -90,23 +90,28 @@ def _json_items(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _restore_attributes(s: Stacks, meta: dict[str, Any], path: Any) -> None:
-    """Set unit, hz, info and mappings from a saved file's meta, checked (files before
-    these fields were saved give the defaults)."""
-    unit, hz = meta.get("unit", "samples"), meta.get("hz", 0)
-    info, mappings = meta.get("info", {}), meta.get("mappings", {})
-    if not (isinstance(unit, str) and 0 < len(unit) <= 64 and unit.isprintable()):
-        raise ReplayError(f"{str(path)!r}: the unit is not a short line of text")
-    if not (type(hz) is int and 0 <= hz <= 1 << 32):
-        raise ReplayError(f"{str(path)!r}: the sampling rate is out of range")
-    if not (isinstance(info, dict) and all(isinstance(k, str) for k in info)):
-        raise ReplayError(f"{str(path)!r}: info is not a table of names")
-    if not (isinstance(mappings, dict) and all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
-            for v in mappings.values())):
-        raise ReplayError(f"{str(path)!r}: mappings are not module -> (path, build id)")
-    s.unit, s.hz, s.info = unit, hz, info
-    s.mappings = {k: (v[0], v[1]) for k, v in mappings.items()}
+_MAX_HZ = 1 << 32  # a sampling rate read back from a file
+
+
+def restore_attributes(s: Stacks, unit: Any, hz: Any, info: Any, mappings: Any) -> None:
+    """Set the unit, rate, info and mappings of Stacks read back from a file (untrusted):
+    each of exactly its type and in range, mappings module -> (path, build id); else a
+    ReplayError saying what is wrong (Stacks.load and the cell store)."""
+    for what, value, kind in (("unit", unit, str), ("hz", hz, int), ("info", info, dict),
+                              ("mappings", mappings, dict)):
+        if type(value) is not kind:
+            raise ReplayError(f"Stacks {what} is a {type(value).__name__}, not a "
+                              f"{kind.__name__}")
+    if not (0 < len(unit) <= 64 and unit.isprintable()):
+        raise ReplayError(f"Stacks unit {unit[:64]!r} is not a short line of text")
+    if not 0 <= hz <= _MAX_HZ:
+        raise ReplayError(f"Stacks sampling rate {hz} is out of range")
+    if not all(isinstance(k, str) for k in info):
+        raise ReplayError("Stacks info has a key that is not a str")
+    if not all(isinstance(k, str) and type(v) is tuple and len(v) == 2
+               and all(isinstance(x, str) for x in v) for k, v in mappings.items()):
+        raise ReplayError("Stacks mappings are not module -> (path, build id)")
+    s.unit, s.hz, s.info, s.mappings = unit, hz, info, mappings
 
 
 def _split_root_first(segments: list[np.ndarray], names: list[str]) -> list[tuple[str, ...]]:
@@ -562,8 +567,16 @@ class Stacks:
         try:
             df = decode_table(table, meta["columns"])
             s = cls._from_counts(_load_counts(df), str(meta.get("name", "")))
-            _restore_attributes(s, meta, path)
+            mappings = meta.get("mappings", {})
+            if isinstance(mappings, dict):   # JSON holds the (path, build id) pairs as lists
+                mappings = {k: tuple(v) if isinstance(v, list) else v
+                            for k, v in mappings.items()}
+            restore_attributes(s, meta.get("unit", "samples"), meta.get("hz", 0),
+                               meta.get("info", {}), mappings)
             return s
+        except ReplayError as e:
+            raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "
+                              f"({e})") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError,
                 OverflowError) as e:
             raise ReplayError(f"{str(path)!r} is not a file of Stacks.save() or is corrupt "

@@ -39,7 +39,7 @@ from bpfnb.data import safezip
 from bpfnb.data.arrow import decode_table, encode_frame, pyarrow_module
 from bpfnb.data.atomicfile import atomic_write
 from bpfnb.errors import BpfnbError, ReplayError
-from bpfnb.profiler.stacks import Stacks
+from bpfnb.profiler.stacks import Stacks, restore_attributes
 from bpfnb.store import namedtuples
 
 FORMAT = "bpfnb-cells"
@@ -51,7 +51,6 @@ _PATHS = {c.__name__: c for c in (pathlib.PosixPath, pathlib.WindowsPath, pathli
                                   pathlib.PureWindowsPath)}
 _EXCEPTION_MODULES = {"builtins": builtins, errors.__name__: errors}
 _SAFE_INT = 1 << 53  # ints beyond this are stored as text (JSON readers lose precision)
-_MAX_HZ = 1 << 32   # a Stacks sampling rate read back
 
 
 @dataclass
@@ -361,20 +360,9 @@ class _Decoder:
         """Stacks with their name, unit, rate, info and mappings (the first stores kept
         the name only: the others default)."""
         out = Stacks(self._frame(s), name=_checked(s["name"], str, "name"))
-        out.unit = _checked(s.get("unit", "samples"), str, "unit")
-        if not (0 < len(out.unit) <= 64 and out.unit.isprintable()):
-            raise ReplayError(f"Stacks unit {out.unit[:64]!r} is not a short line of text")
-        out.hz = _checked(s.get("hz", 0), int, "hz")
-        if not 0 <= out.hz <= _MAX_HZ:
-            raise ReplayError(f"Stacks sampling rate {out.hz} is out of range")
-        out.info = _checked(self.decode(s["info"]) if "info" in s else {}, dict, "info")
-        if not all(isinstance(k, str) for k in out.info):
-            raise ReplayError("Stacks info has a key that is not a str")
-        out.mappings = _checked(self.decode(s["mappings"]) if "mappings" in s else {}, dict,
-                                "mappings")
-        if not all(isinstance(k, str) and type(v) is tuple and len(v) == 2
-                   and all(isinstance(x, str) for x in v) for k, v in out.mappings.items()):
-            raise ReplayError("Stacks mappings are not module -> (path, build id)")
+        restore_attributes(out, s.get("unit", "samples"), s.get("hz", 0),
+                           self.decode(s["info"]) if "info" in s else {},
+                           self.decode(s["mappings"]) if "mappings" in s else {})
         return out
 
     def _exception(self, s: Spec) -> BaseException:
