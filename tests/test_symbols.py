@@ -240,9 +240,9 @@ def test_resolve_users_batches_processes(binaries: dict[str, Path]) -> None:
         fds = len(os.listdir("/proc/self/fd"))
         batch = Symbolizer()
         opened = []
-        real = symbols.cachedir.open_cache
+        real = symbols.elfcache.open_dir
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(symbols.cachedir, "open_cache", lambda n: opened.append(n) or real(n))
+            mp.setattr(symbols.elfcache, "open_dir", lambda: opened.append(1) or real())
             got = batch.resolve_users({p: np.array(v, np.uint64) for p, v in want.items()})
         assert len(opened) == (1 if os.geteuid() == 0 else 0)
         assert len(os.listdir("/proc/self/fd")) == fds
@@ -356,8 +356,9 @@ def test_elf_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(elfcache, "MAX_FILES", 4)
     table = elfcache.ElfTable(np.array([16], np.uint64), np.array([8], np.uint64),
                               np.array([0]), b"f\0", np.zeros((0, 3), np.uint64), "ab")
-    with elfcache.opened() as where:
-        assert where is not None
+    where = elfcache.open_dir()
+    assert where is not None
+    with where:
         for i in range(4):
             elfcache.store(where, f"k{i}.bin", table)
             os.utime(f"k{i}.bin", ns=(i, i), dir_fd=where.fd)  # written in this order

@@ -13,3 +13,5 @@ libc.syscall.restype = ct.c_long
 libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
 libc.vsnprintf.restype = ct.c_int
 libc.free.argtypes = [ct.c_void_p]
+libc.getauxval.argtypes = [ct.c_ulong]
+libc.getauxval.restype = ct.c_ulong

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,15 +73,10 @@ def decode(data: bytes) -> ElfTable | None:
                     bytes(head["build_id"]).decode("ascii", "replace"))
 
 
-@contextlib.contextmanager
-def opened() -> Iterator[SafeDir | None]:
-    """The cache directory for a batch of loads and stores (None: no cache here)."""
-    where = cachedir.open_cache("elf")
-    try:
-        yield where
-    finally:
-        if where is not None:
-            where.close()
+def open_dir() -> SafeDir | None:
+    """The ELF cache directory, open for a batch of loads and stores (the caller closes it;
+    None: no safe place for it here)."""
+    return cachedir.open_cache("elf")
 
 
 def load(where: SafeDir, key: str) -> ElfTable | None:

@@ -14,7 +14,6 @@ Frame strings: `symbol` for kernel frames, `symbol [module]` for user frames,
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import io
 import os
@@ -30,7 +29,7 @@ import numpy as np
 from bpfnb._sys.libc import libc
 from bpfnb._sys.safedirs import SafeDir
 from bpfnb.errors import ElfError
-from bpfnb.symbols import cachedir, elfcache, kcache
+from bpfnb.symbols import elfcache, kcache
 
 KALLSYMS = "/proc/kallsyms"
 _KERNEL_DATA_TYPES = b"bBdDrR"  # kallsyms types that are data, not code
@@ -477,8 +476,6 @@ _VDSO_MAX = 1 << 20
 def _own_vdso() -> bytes | None:
     """This process's vDSO image (an ELF file in memory), found through the auxiliary
     vector and read through /proc/self/mem (a bad size reads short, never faults)."""
-    libc.getauxval.restype = ctypes.c_ulong
-    libc.getauxval.argtypes = [ctypes.c_ulong]
     base = libc.getauxval(_AT_SYSINFO_EHDR)
     if not base:
         return None
@@ -705,7 +702,7 @@ class Symbolizer:
 
     def _cache_dir(self) -> SafeDir | None:
         if self._where is None and self._use_disk and self._depth:
-            self._where = cachedir.open_cache("elf")
+            self._where = elfcache.open_dir()
         return self._where
 
     def _load(self, mod: Module, where: SafeDir | None = None) -> ElfSymbols:
